@@ -1,0 +1,1 @@
+"""Checkpoint -> ONNX under the livegen model contract, with a parity check against torch."""

@@ -1,0 +1,298 @@
+"""Chorale data: the canonical JSB split, music21's Bach chorales, a folder of MIDI files.
+
+Every source yields chorales as int16 arrays of shape (steps, 4): one row per 16th note,
+columns soprano, alto, tenor, bass, MIDI pitch or -1 for a rest. That is the one shape the
+three models are trained from.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PITCH_LOW = 36      # the JSB data's range, 36..81 inclusive
+PITCH_COUNT = 46
+VOICES = ("soprano", "alto", "tenor", "bass")
+REST = -1
+
+
+class DataError(ValueError):
+    """A data source that cannot be read; the message says which file and why."""
+
+
+@dataclass
+class Splits:
+    train: list[np.ndarray]
+    valid: list[np.ndarray]
+    test: list[np.ndarray]
+    source: str
+
+    def __getitem__(self, name: str) -> list[np.ndarray]:
+        return getattr(self, name)
+
+
+def load_jsb(path: str | Path) -> Splits:
+    """The canonical JSB split from its JSON file (silence is -1)."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: cannot read JSB JSON ({err})") from err
+    missing = {"train", "valid", "test"} - set(raw)
+    if missing:
+        raise DataError(f"{path}: missing split(s) {sorted(missing)}")
+    splits = {}
+    for name in ("train", "valid", "test"):
+        chorales = []
+        for i, steps in enumerate(raw[name]):
+            arr = np.asarray(steps, dtype=np.int16)
+            if arr.ndim != 2 or arr.shape[1] != 4:
+                raise DataError(f"{path}: {name}[{i}] is not a list of 4-voice steps")
+            chorales.append(arr)
+        splits[name] = chorales
+    return Splits(source=f"jsb:{path.name}", **splits)
+
+
+def stable_split(key: str) -> str:
+    """Deterministic 80/10/10 split by a hash of the piece's name."""
+    bucket = int(hashlib.sha1(key.encode()).hexdigest(), 16) % 10
+    return "test" if bucket == 0 else "valid" if bucket == 1 else "train"
+
+
+def voices_from_notes(notes: list[tuple[int, int, int]], steps: int) -> np.ndarray:
+    """Split (start_step, end_step, pitch) notes into 4 voices by pitch order at each step.
+
+    The highest sounding pitch is the soprano, the lowest the bass, the rest fill alto and
+    tenor from the top; extra notes in the middle are dropped.
+    """
+    sounding: list[list[int]] = [[] for _ in range(steps)]
+    for start, end, pitch in notes:
+        for t in range(max(start, 0), min(end, steps)):
+            sounding[t].append(pitch)
+    out = np.full((steps, 4), REST, dtype=np.int16)
+    for t, pitches in enumerate(sounding):
+        ps = sorted(set(pitches), reverse=True)
+        if not ps:
+            continue
+        if len(ps) >= 4:
+            ps = ps[:3] + [ps[-1]]
+        if len(ps) == 1:
+            out[t, 0] = ps[0]
+        else:
+            out[t, 0] = ps[0]
+            out[t, 3] = ps[-1]
+            for v, p in zip((1, 2), ps[1:-1]):
+                out[t, v] = p
+    return out
+
+
+def load_midi_file(path: str | Path, steps_per_beat: int = 4) -> np.ndarray:
+    """A MIDI file as (steps, 4) voices on the 16th grid (all tracks and channels merged)."""
+    import mido
+
+    path = Path(path)
+    try:
+        mid = mido.MidiFile(path)
+    except (OSError, EOFError, ValueError, KeyError, IndexError) as err:
+        raise DataError(f"{path}: not a readable MIDI file ({err})") from err
+    ticks_per_step = mid.ticks_per_beat / steps_per_beat
+    notes: list[tuple[int, int, int]] = []
+    for track in mid.tracks:
+        now = 0
+        open_notes: dict[tuple[int, int], int] = {}
+        for msg in track:
+            now += msg.time
+            if msg.type == "note_on" and msg.velocity > 0:
+                open_notes[(msg.channel, msg.note)] = now
+            elif msg.type in ("note_off", "note_on"):
+                start = open_notes.pop((msg.channel, msg.note), None)
+                if start is not None:
+                    s = round(start / ticks_per_step)
+                    e = max(round(now / ticks_per_step), s + 1)
+                    notes.append((s, e, msg.note))
+    if not notes:
+        raise DataError(f"{path}: no notes")
+    steps = max(e for _, e, _ in notes)
+    return voices_from_notes(notes, steps)
+
+
+def load_midi_folder(folder: str | Path) -> Splits:
+    """Every .mid/.midi file under a folder, split deterministically by file name."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".mid", ".midi"))
+    if not files:
+        raise DataError(f"{folder}: no .mid files found")
+    splits: dict[str, list[np.ndarray]] = {"train": [], "valid": [], "test": []}
+    skipped = 0
+    for f in files:
+        try:
+            arr = clip_to_range(load_midi_file(f))
+        except DataError as err:
+            log.warning("skipped %s", err)
+            skipped += 1
+            continue
+        splits[stable_split(f.name)].append(arr)
+    if skipped:
+        log.warning("%d of %d MIDI files skipped", skipped, len(files))
+    # A tiny folder may hash everything into one split; keep training possible.
+    if not splits["train"]:
+        splits["train"] = splits["valid"] or splits["test"]
+    if not splits["valid"]:
+        splits["valid"] = splits["train"][:1]
+    return Splits(source=f"midi:{folder}", **splits)
+
+
+def clip_to_range(arr: np.ndarray) -> np.ndarray:
+    """Move whole voices by octaves into the model's pitch window; drop what still sticks out."""
+    arr = arr.copy()
+    high = PITCH_LOW + PITCH_COUNT - 1
+    for v in range(4):
+        col = arr[:, v]
+        sounding = col >= 0
+        while sounding.any() and col[sounding].max() > high and col[sounding].min() - 12 >= PITCH_LOW:
+            col[sounding] -= 12
+        while sounding.any() and col[sounding].min() < PITCH_LOW and col[sounding].max() + 12 <= high:
+            col[sounding] += 12
+        col[(col < PITCH_LOW) | (col > high)] = REST
+    return arr
+
+
+def _music21_chorale(score) -> np.ndarray | None:
+    """A music21 score as (steps, 4), or None when it is not four-part SATB."""
+    parts = list(score.parts)
+    if len(parts) != 4:
+        return None
+    columns = []
+    for part in parts:
+        notes = []
+        for n in part.flatten().notes:
+            if n.isChord:
+                return None
+            start = round(float(n.offset) * 4)
+            end = round(float(n.offset + n.quarterLength) * 4)
+            notes.append((start, max(end, start + 1), n.pitch.midi))
+        columns.append(notes)
+    steps = max((e for col in columns for _, e, _ in col), default=0)
+    if steps == 0:
+        return None
+    arr = np.full((steps, 4), REST, dtype=np.int16)
+    for v, col in enumerate(columns):
+        for s, e, p in col:
+            arr[s:e, v] = p
+    if not all((arr[:, v] >= 0).any() for v in range(4)):
+        return None
+    return clip_to_range(arr)
+
+
+def load_music21(cache_dir: str | Path | None = None, exclude_sopranos: list[np.ndarray] | None = None,
+                 limit: int | None = None) -> Splits:
+    """The Bach chorales inside music21, SATB only, split by file name, parsed once into a cache.
+
+    `exclude_sopranos` drops chorales whose soprano line matches one of these (e.g. the
+    canonical JSB test split), so that measurements on that split stay honest.
+    """
+    from music21 import corpus
+
+    cache = Path(cache_dir) / "music21-bach.npz" if cache_dir else None
+    if cache and cache.exists():
+        with np.load(cache) as z:
+            names = [str(n) for n in z["names"]]
+            flat, offsets = z["steps"], z["offsets"]
+        chorales = {n: flat[offsets[i]:offsets[i + 1]] for i, n in enumerate(names)}
+    else:
+        chorales, skipped = {}, 0
+        paths = sorted(corpus.getComposer("bach"), key=str)
+        if limit:
+            paths = paths[:limit]
+        for p in paths:
+            arr = _music21_chorale(corpus.parse(p))
+            if arr is None:
+                skipped += 1
+                continue
+            chorales[Path(p).name] = arr
+        log.info("music21: %d SATB chorales, %d skipped (not four single-note parts)", len(chorales), skipped)
+        if cache:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            names = list(chorales)
+            offsets = np.cumsum([0] + [len(chorales[n]) for n in names])
+            np.savez(cache, names=np.array(names), offsets=offsets,
+                     steps=np.concatenate([chorales[n] for n in names]) if names else np.zeros((0, 4), np.int16))
+    excluded = set()
+    if exclude_sopranos:
+        keys = {soprano_key(s) for s in exclude_sopranos}
+        excluded = {n for n, arr in chorales.items() if soprano_key(arr) in keys}
+    splits: dict[str, list[np.ndarray]] = {"train": [], "valid": [], "test": []}
+    for name, arr in chorales.items():
+        if name not in excluded:
+            splits[stable_split(name)].append(arr)
+    return Splits(source="music21:bach", **splits)
+
+
+def soprano_key(arr: np.ndarray) -> tuple[int, ...]:
+    """The soprano's pitch sequence with repeats merged and transposed to start at 0."""
+    line = [int(p) for p in arr[:, 0] if p >= 0]
+    merged = [p for i, p in enumerate(line) if i == 0 or p != line[i - 1]]
+    return tuple(p - merged[0] for p in merged[:24]) if merged else ()
+
+
+def transpositions(arr: np.ndarray) -> list[np.ndarray]:
+    """Every transposition (within +-6 semitones) that keeps all voices in the pitch window."""
+    sounding = arr[arr >= 0]
+    if sounding.size == 0:
+        return [arr]
+    lo, hi = int(sounding.min()), int(sounding.max())
+    out = []
+    for shift in range(-6, 6):
+        if lo + shift >= PITCH_LOW and hi + shift < PITCH_LOW + PITCH_COUNT:
+            moved = arr.copy()
+            moved[arr >= 0] += shift
+            out.append(moved)
+    return out
+
+
+def augment(chorales: list[np.ndarray]) -> list[np.ndarray]:
+    return [t for c in chorales for t in transpositions(c)]
+
+
+def load_source(spec: str, cache_dir: str | Path | None = None) -> Splits:
+    """`jsb:PATH`, `music21`, `midi:FOLDER`, or a bare path (a .json is JSB, a folder is MIDI)."""
+    if spec == "music21":
+        return load_music21(cache_dir)
+    if spec.startswith("jsb:"):
+        return load_jsb(spec[4:])
+    if spec.startswith("midi:"):
+        return load_midi_folder(spec[5:])
+    p = Path(spec)
+    if p.suffix == ".json":
+        return load_jsb(p)
+    if p.is_dir():
+        return load_midi_folder(p)
+    raise DataError(f"{spec}: not a data source (use jsb:FILE.json, music21 or midi:FOLDER)")
+
+
+def piano_roll(voices: np.ndarray) -> np.ndarray:
+    """(steps, V) pitches -> (V, steps, PITCH_COUNT) float32 one-hot roll."""
+    steps, nv = voices.shape
+    roll = np.zeros((nv, steps, PITCH_COUNT), np.float32)
+    t, v = np.nonzero(voices >= 0)
+    roll[v, t, voices[t, v] - PITCH_LOW] = 1.0
+    return roll
+
+
+def windows(chorales: list[np.ndarray], window: int, rng: np.random.Generator, count: int) -> np.ndarray:
+    """`count` random windows of `window` steps, (count, window, 4); short chorales are padded with rests."""
+    out = np.full((count, window, 4), REST, np.int16)
+    lengths = np.array([len(c) for c in chorales])
+    picks = rng.choice(len(chorales), size=count, p=lengths / lengths.sum())
+    for i, k in enumerate(picks):
+        c = chorales[k]
+        start = rng.integers(0, max(len(c) - window, 0) + 1)
+        piece = c[start:start + window]
+        out[i, :len(piece)] = piece
+    return out

@@ -1,0 +1,519 @@
+"""Training loops for the three models: one `Task` per kind, one `fit` loop for all.
+
+The loop owns what every run needs: seeds, device, data-parallel gradient averaging under
+torchrun (gloo on CPU, NCCL on GPU), a progress bar, validation, checkpoints that carry
+their config and schema version, resume, a loss curve and sample piano rolls as PNGs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from training import data as D
+from training.arcnn import ARCNN, ARCNNConfig, corrupt, edit_loss
+from training.gan import Critic, GANConfig, Generator, gradient_penalty, voice_targets
+from training.transformer import MusicTransformer, TransformerConfig, tokens_from_voices
+
+log = logging.getLogger("training")
+
+CHECKPOINT_SCHEMA = 1
+KINDS = {"gan": "accompany", "arcnn": "edit", "transformer": "continue"}
+
+
+@dataclass
+class RunConfig:
+    model: str
+    data: str
+    out: str
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: int = 100
+    valid_every: int = 200
+    seed: int = 0
+    device: str = "cpu"
+    augment: bool = True
+    max_chorales: int = 0      # 0 = all; a small number makes a quick test run
+    minutes: float = 0.0       # > 0: stop after this much training time; the LR schedule follows it
+
+
+# --------------------------------------------------------------------------- tasks
+
+class Task:
+    """Holds the modules, optimisers and data of one kind of model."""
+    modules: dict[str, torch.nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+
+    def __init__(self, run: RunConfig, splits: D.Splits, device: torch.device, rank: int, world: int,
+                 model_config: dict | None = None):
+        self.run, self.device, self.rank, self.world = run, device, rank, world
+        train = splits.train[: run.max_chorales or None]
+        self.train = D.augment(train) if run.augment else list(train)
+        self.valid = list(splits.valid[: run.max_chorales or None]) or list(train)
+        self.rng = np.random.default_rng(run.seed * 1000 + rank)
+        self.local_batch = max(run.batch_size // world, 1)
+
+    def opt(self, module: torch.nn.Module, lr: float | None = None, betas=(0.9, 0.99)) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(module.parameters(), lr=lr or self.run.lr, betas=betas,
+                                 weight_decay=self.run.weight_decay)
+
+    def model_config(self) -> dict:
+        return asdict(self.cfg)
+
+
+class GANTask(Task):
+    def __init__(self, *args, model_config=None, **kw):
+        super().__init__(*args, **kw)
+        self.cfg = GANConfig(**(model_config or {}))
+        self.modules = {"generator": Generator(self.cfg).to(self.device), "critic": Critic(self.cfg).to(self.device)}
+        self.optimizers = {"generator": self.opt(self.modules["generator"], betas=(0.5, 0.9)),
+                           "critic": self.opt(self.modules["critic"], betas=(0.5, 0.9))}
+        v = D.windows(self.valid, self.cfg.window_steps, np.random.default_rng(12345), 256)
+        self.valid_batch = self.tensors(v)
+
+    def tensors(self, win: np.ndarray):
+        rolls = torch.from_numpy(np.stack([D.piano_roll(w) for w in win])).to(self.device)  # (B, 4, T, P)
+        melody, real = rolls[:, 0], rolls[:, 1:]
+        targets = voice_targets(torch.from_numpy(win[:, :, 1:]).to(self.device), D.PITCH_LOW, self.cfg.pitch_count)
+        return melody, real, targets
+
+    def batch(self):
+        return self.tensors(D.windows(self.train, self.cfg.window_steps, self.rng, self.local_batch))
+
+    def noise(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.cfg.z_dim, device=self.device)
+
+    def train_step(self) -> dict[str, float]:
+        G, C = self.modules["generator"], self.modules["critic"]
+        for _ in range(self.cfg.critic_steps):
+            melody, real, _ = self.batch()
+            with torch.no_grad():
+                fake = G(melody, self.noise(len(melody)))
+            wdist = C(melody, real).mean() - C(melody, fake).mean()
+            c_loss = -wdist + self.cfg.gp_weight * gradient_penalty(C, melody, real, fake)
+            self.optimizers["critic"].zero_grad(set_to_none=True)
+            c_loss.backward()
+            average_gradients(C, self.world)
+            self.optimizers["critic"].step()
+        melody, real, targets = self.batch()
+        logits = G.logits(melody, self.noise(len(melody)))
+        recon = F.cross_entropy(logits.permute(0, 3, 1, 2), targets)
+        adv = -C(melody, F.softmax(logits, dim=-1)[..., :-1]).mean()
+        g_loss = self.cfg.recon_weight * recon + self.cfg.adv_weight * adv
+        self.optimizers["generator"].zero_grad(set_to_none=True)
+        g_loss.backward()
+        average_gradients(G, self.world)
+        self.optimizers["generator"].step()
+        return {"loss": recon.item(), "wasserstein": wdist.item(), "critic": c_loss.item()}
+
+    @torch.no_grad()
+    def valid_loss(self) -> float:
+        G = self.modules["generator"]
+        melody, _, targets = self.valid_batch
+        z = torch.randn(len(melody), self.cfg.z_dim, generator=torch.Generator().manual_seed(0)).to(self.device)
+        return F.cross_entropy(G.logits(melody, z).permute(0, 3, 1, 2), targets).item()
+
+    @torch.no_grad()
+    def sample_rolls(self) -> dict[str, np.ndarray]:
+        G = self.modules["generator"]
+        melody, real, _ = (t[:1] for t in self.valid_batch)
+        probs = G(melody, self.noise(1))[0]                               # (3, T, P)
+        best = probs.argmax(-1, keepdim=True)
+        gen = torch.zeros_like(probs).scatter_(-1, best, 1.0) * (probs.max(-1, keepdim=True).values > 0.3)
+        return {"real": torch.cat([melody, real[0]]).cpu().numpy(),
+                "generated": torch.cat([melody, gen]).cpu().numpy()}
+
+
+class ARCNNTask(Task):
+    def __init__(self, *args, model_config=None, **kw):
+        super().__init__(*args, **kw)
+        self.cfg = ARCNNConfig(**(model_config or {}))
+        self.modules = {"arcnn": ARCNN(self.cfg).to(self.device)}
+        self.optimizers = {"arcnn": self.opt(self.modules["arcnn"])}
+        g = torch.Generator(device=self.device).manual_seed(12345)
+        self.valid_rolls = self.rolls(D.windows(self.valid, self.cfg.window_steps, np.random.default_rng(12345), 256))
+        self.valid_corrupt = corrupt(self.valid_rolls, self.cfg, g)
+
+    def rolls(self, win: np.ndarray) -> torch.Tensor:
+        rolls = np.stack([D.piano_roll(w).max(axis=0) for w in win])[:, None]        # (B, 1, T, P)
+        return torch.from_numpy(rolls).to(self.device)
+
+    def train_step(self) -> dict[str, float]:
+        model = self.modules["arcnn"]
+        roll = self.rolls(D.windows(self.train, self.cfg.window_steps, self.rng, self.local_batch))
+        noisy = corrupt(roll, self.cfg)
+        loss = edit_loss(model(noisy), noisy, roll)
+        self.optimizers["arcnn"].zero_grad(set_to_none=True)
+        loss.backward()
+        average_gradients(model, self.world)
+        self.optimizers["arcnn"].step()
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def valid_loss(self) -> float:
+        model = self.modules["arcnn"]
+        return edit_loss(model(self.valid_corrupt), self.valid_corrupt, self.valid_rolls).item()
+
+    @torch.no_grad()
+    def sample_rolls(self) -> dict[str, np.ndarray]:
+        from livegen.generate.edit import EditSettings, edit_roll
+
+        model = self.modules["arcnn"]
+        original = self.valid_rolls[0, 0].cpu().numpy()
+        noisy = self.valid_corrupt[0, 0].cpu().numpy()
+
+        def logits_fn(roll: np.ndarray) -> np.ndarray:
+            return model(torch.from_numpy(roll).to(self.device)).cpu().numpy()
+
+        edited, _ = edit_roll(logits_fn, noisy, EditSettings(passes=12, edits_per_pass=8, max_remove_share=1.0,
+                                                               max_add=999), np.random.default_rng(0))
+        return {"original": original[None], "corrupted": noisy[None], "edited": edited[None]}
+
+
+class TransformerTask(Task):
+    def __init__(self, *args, model_config=None, **kw):
+        super().__init__(*args, **kw)
+        self.cfg = TransformerConfig(**(model_config or {}))
+        self.modules = {"transformer": MusicTransformer(self.cfg).to(self.device)}
+        self.optimizers = {"transformer": self.opt(self.modules["transformer"])}
+        self.train_tokens = [self.tokens(c) for c in self.train]
+        self.valid_tokens = [self.tokens(c) for c in self.valid]
+        self.lengths = np.array([len(t) for t in self.train_tokens], dtype=np.float64)
+
+    def tokens(self, chorale: np.ndarray) -> np.ndarray:
+        return tokens_from_voices(chorale, D.PITCH_LOW, self.cfg.pitch_count, None)
+
+    def crop(self, tokens: np.ndarray, start_step: int) -> np.ndarray:
+        """BOS + up to max_context - 1 tokens from a step boundary, padded with -100 (ignored)."""
+        n = self.cfg.max_context
+        body = tokens[start_step * 4: start_step * 4 + n]
+        out = np.full(n + 1, -100, np.int64)
+        out[0] = self.cfg.bos_id
+        out[1:1 + len(body)] = body
+        return out
+
+    def train_step(self) -> dict[str, float]:
+        model = self.modules["transformer"]
+        picks = self.rng.choice(len(self.train_tokens), size=self.local_batch, p=self.lengths / self.lengths.sum())
+        rows = []
+        for k in picks:
+            steps = len(self.train_tokens[k]) // 4
+            span = self.cfg.max_context // 4
+            start = 0 if self.rng.random() < 0.25 else int(self.rng.integers(0, max(steps - span, 0) + 1))
+            rows.append(self.crop(self.train_tokens[k], start))
+        batch = torch.from_numpy(np.stack(rows)).to(self.device)
+        inputs = batch[:, :-1].clamp(min=0)
+        logits, _ = model(inputs)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), ignore_index=-100)
+        self.optimizers["transformer"].zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        average_gradients(model, self.world)
+        self.optimizers["transformer"].step()
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def valid_loss(self) -> float:
+        return sequence_nll(self.modules["transformer"], self.valid_tokens, self.cfg, self.device)
+
+    @torch.no_grad()
+    def sample_rolls(self) -> dict[str, np.ndarray]:
+        model = self.modules["transformer"]
+        primer = self.crop(self.valid_tokens[0], 0)[: 1 + 16 * 4]
+        ids = torch.from_numpy(primer[None]).to(self.device)
+        logits, past = model(ids)
+        out = list(primer[1:])
+        g = torch.Generator(device=self.device).manual_seed(0)
+        for _ in range(48 * 4):
+            probs = F.softmax(logits[:, -1, : self.cfg.pitch_count + 1], dim=-1)
+            nxt = torch.multinomial(probs, 1, generator=g)
+            out.append(int(nxt))
+            logits, past = model(nxt, past)
+        voices = np.array(out).reshape(-1, 4) + D.PITCH_LOW
+        voices[np.array(out).reshape(-1, 4) == self.cfg.rest_id] = -1
+        return {"primer + continuation": D.piano_roll(voices)}
+
+
+def sequence_nll(model: MusicTransformer, sequences: list[np.ndarray], cfg: TransformerConfig,
+                 device: torch.device, stride: int | None = None) -> float:
+    """Mean NLL in nats per token over whole sequences, scored in sliding windows of max_context.
+
+    Every window starts with BOS at a step boundary; each token is scored once, with at
+    least max_context - stride tokens of context once the sequence is longer than a window.
+    """
+    n = cfg.max_context - 1
+    stride = stride or (n // 2 // 4) * 4
+    total, count = 0.0, 0
+    model.eval()
+    for tokens in sequences:
+        scored_to = 0
+        start = 0
+        while True:
+            body = tokens[start:start + n]
+            ids = torch.from_numpy(np.concatenate([[cfg.bos_id], body])[None]).to(device)
+            logits, _ = model(ids[:, :-1])
+            logp = F.log_softmax(logits[0].float(), dim=-1)
+            targets = ids[0, 1:]
+            nll = -logp.gather(1, targets[:, None])[:, 0]
+            first_new = scored_to - start
+            total += nll[first_new:].sum().item()
+            count += len(nll) - first_new
+            scored_to = start + len(body)
+            if scored_to >= len(tokens):
+                break
+            start += stride
+    model.train()
+    return total / max(count, 1)
+
+
+TASKS = {"gan": GANTask, "arcnn": ARCNNTask, "transformer": TransformerTask}
+
+
+# --------------------------------------------------------------------------- loop helpers
+
+def average_gradients(module: torch.nn.Module, world: int) -> None:
+    if world <= 1:
+        return
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad /= world
+
+
+def progress_of(step: int, elapsed: float, run: RunConfig) -> float:
+    """Share of the run done, by steps or by the time budget, whichever is further."""
+    done = step / max(run.steps, 1)
+    if run.minutes > 0:
+        done = max(done, elapsed / (run.minutes * 60))
+    return done
+
+
+def lr_at(step: int, run: RunConfig, progress: float) -> float:
+    if step < run.warmup:
+        return run.lr * (step + 1) / run.warmup
+    return run.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def save_checkpoint(path: Path, task: Task, step: int, history: list, best: float) -> None:
+    state = {
+        "schema": CHECKPOINT_SCHEMA,
+        "kind": KINDS[task.run.model],
+        "model": task.run.model,
+        "config": task.model_config(),
+        "run": asdict(task.run),
+        "step": step,
+        "best_valid": best,
+        "history": history,
+        "modules": {k: m.state_dict() for k, m in task.modules.items()},
+        "optimizers": {k: o.state_dict() for k, o in task.optimizers.items()},
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)   # an interrupted save never leaves a broken checkpoint
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("schema") != CHECKPOINT_SCHEMA:
+        raise ValueError(f"{path}: not a livegen checkpoint of schema {CHECKPOINT_SCHEMA}")
+    return ckpt
+
+
+def slim_checkpoint(path: str | Path, out: str | Path, half: bool = False) -> None:
+    """Weights, config and history only (no optimiser state); fp16 weights with `half`."""
+    ckpt = load_checkpoint(path)
+    ckpt.pop("optimizers", None)
+    if half:
+        ckpt["modules"] = {k: {n: (t.half() if t.is_floating_point() else t) for n, t in sd.items()}
+                           for k, sd in ckpt["modules"].items()}
+    if ckpt["model"] == "gan":   # the critic is not needed to export or evaluate
+        ckpt["modules"] = {"generator": ckpt["modules"]["generator"]}
+    torch.save(ckpt, out)
+
+
+def plot_history(history: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    valid = [(h["step"], h["valid"]) for h in history if "valid" in h]
+    if train:
+        ax.plot(*zip(*train), label="train", alpha=0.6)
+    if valid:
+        ax.plot(*zip(*valid), "o-", label="valid")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_rolls(rolls: dict[str, np.ndarray], path: Path, title: str) -> None:
+    """Each entry (tracks, T, P) drawn as one panel, tracks in different colours."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = np.array([[0.1, 0.1, 0.1], [0.85, 0.2, 0.2], [0.2, 0.5, 0.9], [0.2, 0.7, 0.3]])
+    fig, axes = plt.subplots(1, len(rolls), figsize=(4 * len(rolls), 4), squeeze=False)
+    for ax, (name, roll) in zip(axes[0], rolls.items()):
+        img = np.ones(roll.shape[1:] + (3,))
+        for k in range(roll.shape[0]):
+            img[roll[k] > 0.5] = colours[k % len(colours)]
+        ax.imshow(img.transpose(1, 0, 2), origin="lower", aspect="auto",
+                  extent=(0, roll.shape[1], D.PITCH_LOW - 0.5, D.PITCH_LOW + roll.shape[2] - 0.5))
+        ax.set_title(name)
+        ax.set_xlabel("16th step")
+        ax.set_ylabel("MIDI pitch")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- the loop
+
+def fit(run: RunConfig, model_config: dict | None = None, resume: bool = True, show_progress: bool = True) -> dict:
+    """Train one model; returns the final record (step, best validation loss, paths)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = torch.device(run.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    torch.manual_seed(run.seed)
+    np.random.seed(run.seed)
+    out = Path(run.out)
+    out.mkdir(parents=True, exist_ok=True)
+    splits = D.load_source(run.data, cache_dir=out / "cache")
+    last = out / "last.pt"
+    ckpt = load_checkpoint(last) if resume and last.exists() else None
+    cfg = ckpt["config"] if ckpt else model_config
+    task = TASKS[run.model](run, splits, device, rank, world, model_config=cfg)
+    step, history, best = 0, [], float("inf")
+    if ckpt:
+        for k, m in task.modules.items():
+            m.load_state_dict(ckpt["modules"][k])
+        for k, o in task.optimizers.items():
+            o.load_state_dict(ckpt["optimizers"][k])
+        step, history, best = ckpt["step"], ckpt["history"], ckpt["best_valid"]
+        task.rng = np.random.default_rng(run.seed * 1000 + rank + step)
+        torch.manual_seed(run.seed + step)
+        if rank == 0:
+            log.info("resumed from %s at step %d", last, step)
+    if world > 1:   # identical start on every rank
+        for m in task.modules.values():
+            for p in m.parameters():
+                dist.broadcast(p.data, 0)
+    lead = rank == 0
+    if lead:
+        (out / "run.json").write_text(json.dumps({"run": asdict(run), "model_config": task.model_config(),
+                                                  "world_size": world, "data": splits.source,
+                                                  "train_chorales": len(task.train)}, indent=2))
+    bar = None
+    if lead and show_progress:
+        from tqdm import tqdm
+        bar = tqdm(total=run.steps, initial=step, desc=f"{run.model}", unit="step", dynamic_ncols=True)
+    started = time.time()
+    elapsed_before = history[-1].get("seconds", 0.0) if history else 0.0
+    for m in task.modules.values():
+        m.train()
+    while True:
+        elapsed = elapsed_before + time.time() - started
+        progress = progress_of(step, elapsed, run)
+        if world > 1:   # every rank must agree on when to stop
+            flag = torch.tensor([progress], dtype=torch.float64)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            progress = float(flag)
+        if progress >= 1.0:
+            break
+        for o in task.optimizers.values():
+            for g in o.param_groups:
+                g["lr"] = lr_at(step, run, progress)
+        losses = task.train_step()
+        step += 1
+        finishing = progress_of(step, elapsed_before + time.time() - started, run) >= 1.0
+        if lead and (step % 10 == 0 or step == 1):
+            history.append({"step": step, **losses})
+        if bar:
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses['loss']:.3f}")
+        if step % run.valid_every == 0 or finishing:
+            for m in task.modules.values():
+                m.eval()
+            valid = task.valid_loss()
+            for m in task.modules.values():
+                m.train()
+            if lead:
+                history.append({"step": step, "valid": valid, "seconds": elapsed_before + time.time() - started})
+                if valid < best:
+                    best = valid
+                    save_checkpoint(out / "best.pt", task, step, history, best)
+                save_checkpoint(last, task, step, history, best)
+                plot_history(history, out / "loss.png", f"{run.model}: loss")
+                for m in task.modules.values():
+                    m.eval()
+                plot_rolls(task.sample_rolls(), out / f"sample-{step:06d}.png", f"{run.model} at step {step}")
+                for m in task.modules.values():
+                    m.train()
+                log.info("step %d valid %.4f (best %.4f)", step, valid, best)
+    if bar:
+        bar.close()
+    if world > 1:
+        dist.barrier()
+    return {"step": step, "best_valid": best, "out": str(out), "seconds": time.time() - started}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training", description="Train a livegen model on chorales.")
+    p.add_argument("model", choices=sorted(TASKS), help="gan (accompany), arcnn (edit) or transformer (continue)")
+    p.add_argument("--data", required=True, help="jsb:FILE.json, music21, midi:FOLDER, or a path")
+    p.add_argument("--out", required=True, help="folder for checkpoints, curves and samples")
+    p.add_argument("--steps", type=int, default=RunConfig.steps)
+    p.add_argument("--batch-size", type=int, default=RunConfig.batch_size)
+    p.add_argument("--lr", type=float, default=RunConfig.lr)
+    p.add_argument("--valid-every", type=int, default=RunConfig.valid_every)
+    p.add_argument("--warmup", type=int, default=RunConfig.warmup)
+    p.add_argument("--seed", type=int, default=RunConfig.seed)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--no-augment", action="store_true", help="no transposition of the training split")
+    p.add_argument("--max-chorales", type=int, default=0, help="use only the first N chorales per split")
+    p.add_argument("--config", default=None, help="JSON of model config fields, e.g. '{\"layers\": 4}'")
+    p.add_argument("--minutes", type=float, default=0.0, help="stop after this much training time")
+    p.add_argument("--fresh", action="store_true", help="ignore OUT/last.pt instead of resuming from it")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    run = RunConfig(model=args.model, data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
+                    lr=args.lr, valid_every=args.valid_every, warmup=args.warmup, seed=args.seed,
+                    device=args.device, augment=not args.no_augment, max_chorales=args.max_chorales,
+                    minutes=args.minutes)
+    try:
+        model_config = json.loads(args.config) if args.config else None
+        result = fit(run, model_config, resume=not args.fresh)
+    except (D.DataError, ValueError, json.JSONDecodeError) as err:
+        p.exit(2, f"error: {err}\n")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(result))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0

@@ -1,0 +1,133 @@
+"""Decoder-only Transformer for `continue`, over `satb16-v1` tokens, with a KV cache.
+
+A sequence is BOS, then for each 16th step soprano, alto, tenor, bass, each a pitch index
+(pitch - pitch_low) or `pitch_count` for a rest. Positions use rotary embeddings (relative,
+so a cache can slide) plus a learned voice embedding (which of S, A, T, B a token is).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+@dataclass
+class TransformerConfig:
+    pitch_count: int = 46
+    layers: int = 6
+    heads: int = 8
+    d_model: int = 256
+    dropout: float = 0.2
+    max_context: int = 512    # tokens
+
+    @property
+    def vocab_size(self) -> int:     # pitches + rest + BOS
+        return self.pitch_count + 2
+
+    @property
+    def rest_id(self) -> int:
+        return self.pitch_count
+
+    @property
+    def bos_id(self) -> int:
+        return self.pitch_count + 1
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.heads
+
+
+def rotary(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs of channels of x (B, H, T, D) by angles that grow with position (T,)."""
+    d = x.shape[-1]
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d))
+    angles = positions.float()[:, None] * inv_freq[None, :]           # (T, D/2)
+    cos, sin = angles.cos(), angles.sin()
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    rotated = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return rotated.flatten(-2)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, 4 * cfg.d_model), nn.GELU(),
+                                 nn.Linear(4 * cfg.d_model, cfg.d_model))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, positions, past_kv, mask):
+        """x (B, T, C); past_kv (2, B, H, T_past, D) -> x, present (2, B, H, T_past + T, D)."""
+        b, t, c = x.shape
+        h, d = self.cfg.heads, self.cfg.head_dim
+        q, k, v = self.qkv(self.ln1(x)).split(c, dim=2)
+        q = rotary(q.view(b, t, h, d).transpose(1, 2), positions)       # (B, H, T, D)
+        k = rotary(k.view(b, t, h, d).transpose(1, 2), positions)
+        v = v.view(b, t, h, d).transpose(1, 2)
+        k = torch.cat([past_kv[0], k], dim=2)                            # (B, H, T_past + T, D)
+        v = torch.cat([past_kv[1], v], dim=2)
+        if torch.onnx.is_in_onnx_export():
+            # plain ops, so the graph runs on any ONNX Runtime
+            att = (q @ k.transpose(-2, -1)) * (d ** -0.5)                # (B, H, T, T_past + T)
+            att = att.masked_fill(~mask, float("-inf"))
+            y = F.softmax(att, dim=-1) @ v                               # (B, H, T, D)
+        else:
+            # fused kernel in training: never materialises the (T, T) attention per head
+            p = self.cfg.dropout if self.training else 0.0
+            causal = k.shape[2] == t
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if causal else mask,
+                                               dropout_p=p, is_causal=causal)
+        y = y.transpose(1, 2).reshape(b, t, c)
+        x = x + self.drop(self.proj(y))
+        x = x + self.drop(self.mlp(self.ln2(x)))
+        return x, torch.stack([k, v])
+
+
+class MusicTransformer(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.voice = nn.Embedding(4, cfg.d_model)
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.layers)])
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def empty_past(self, batch: int, device=None) -> torch.Tensor:
+        c = self.cfg
+        return torch.zeros(c.layers, 2, batch, c.heads, 0, c.head_dim, device=device)
+
+    def forward(self, input_ids: torch.Tensor, past: torch.Tensor | None = None):
+        """input_ids (B, T_new); past (L, 2, B, H, T_past, D) -> logits (B, T_new, V), present."""
+        b, t = input_ids.shape
+        if past is None:
+            past = self.empty_past(b, input_ids.device)
+        t_past = past.shape[4]
+        positions = torch.arange(t, device=input_ids.device) + t_past
+        # position 0 is BOS; after it S, A, T, B repeat
+        voice = torch.remainder(positions - 1, 4)
+        x = self.drop(self.tok(input_ids) + self.voice(voice)[None])
+        key_pos = torch.arange(t + t_past, device=input_ids.device)
+        mask = key_pos[None, :] <= positions[:, None]                   # (T, T_past + T)
+        presents = []
+        for i, block in enumerate(self.blocks):
+            x, present = block(x, positions, past[i], mask)
+            presents.append(present)
+        logits = self.head(self.ln_f(x))
+        return logits, torch.stack(presents)
+
+
+def tokens_from_voices(voices: np.ndarray, pitch_low: int, pitch_count: int, bos_id: int | None) -> np.ndarray:
+    """(steps, 4) pitches or -1 -> flat int64 tokens, S A T B per step, BOS first when given."""
+    ids = voices.astype(np.int64) - pitch_low
+    ids[(voices < 0) | (ids < 0) | (ids >= pitch_count)] = pitch_count
+    flat = ids.reshape(-1)
+    return np.concatenate([[bos_id], flat]) if bos_id is not None else flat
