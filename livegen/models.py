@@ -1,0 +1,227 @@
+"""ONNX model files: load, check the livegen contract (version 1), choose providers, warm up."""
+from __future__ import annotations
+
+import ctypes
+import logging
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from livegen.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+KINDS = ("accompany", "edit", "continue")
+REQUIRED = ("livegen.contract", "livegen.kind", "livegen.steps_per_beat", "livegen.beats_per_bar",
+            "livegen.pitch_low", "livegen.pitch_count", "livegen.tracks")
+BUNDLED = {"accompany": "accompany.onnx", "edit": "edit.onnx", "continue": "continue.onnx"}
+
+
+@dataclass
+class ModelInfo:
+    """The contract fields of one model file, typed."""
+    path: str
+    kind: str
+    steps_per_beat: int
+    beats_per_bar: int
+    pitch_low: int
+    pitch_count: int
+    tracks: list[str]
+    window_steps: int = 0
+    threshold: float = 0.5
+    max_polyphony: int = 0
+    z_dim: int = 0
+    has_onsets: bool = False
+    vocab_size: int = 0
+    bos_id: int | None = None
+    max_context: int = 0
+    past_shape: tuple = ()       # (layers, 2, heads, head_dim) for `continue`
+    meta: dict = field(default_factory=dict)
+
+
+def bundled_path(name: str) -> Path | None:
+    """Path of a model shipped inside the package, by kind name, or None."""
+    fname = BUNDLED.get(name)
+    if not fname:
+        return None
+    p = Path(str(resources.files("livegen") / "models" / fname))
+    return p if p.exists() else None
+
+
+def resolve(spec: str) -> Path:
+    """A model given as a path or as a bundled name (accompany, edit, continue)."""
+    p = Path(spec).expanduser()
+    if p.exists():
+        return p
+    bundled = bundled_path(spec)
+    if bundled:
+        return bundled
+    if spec in BUNDLED:
+        raise ModelError(f"{spec}: the bundled model is missing from this installation; reinstall livegen")
+    raise ModelError(f"{spec}: no such model file (give a path to an .onnx file, or one of {', '.join(BUNDLED)})")
+
+
+def _int(meta: dict, key: str, path: str, default: int | None = None) -> int:
+    if key not in meta:
+        if default is not None:
+            return default
+        raise ModelError(f"{path}: metadata field {key} is missing")
+    try:
+        return int(meta[key])
+    except ValueError:
+        raise ModelError(f"{path}: metadata field {key} must be an integer, not {meta[key]!r}") from None
+
+
+def check_contract(path: str, meta: dict, inputs: dict, outputs: dict) -> ModelInfo:
+    """Typed contract fields, or ModelError naming the file and the missing or wrong field."""
+    for key in REQUIRED:
+        if key not in meta:
+            raise ModelError(f"{path}: metadata field {key} is missing (not a livegen model?)")
+    if meta["livegen.contract"] != "1":
+        raise ModelError(f"{path}: livegen.contract is {meta['livegen.contract']!r}; this livegen reads version 1")
+    kind = meta["livegen.kind"]
+    if kind not in KINDS:
+        raise ModelError(f"{path}: livegen.kind is {kind!r}; expected one of {', '.join(KINDS)}")
+    info = ModelInfo(path=path, kind=kind, steps_per_beat=_int(meta, "livegen.steps_per_beat", path),
+                     beats_per_bar=_int(meta, "livegen.beats_per_bar", path),
+                     pitch_low=_int(meta, "livegen.pitch_low", path), pitch_count=_int(meta, "livegen.pitch_count", path),
+                     tracks=[t.strip() for t in meta["livegen.tracks"].split(",") if t.strip()], meta=dict(meta))
+    if not info.tracks:
+        raise ModelError(f"{path}: livegen.tracks names no track")
+    if info.pitch_count <= 0 or not 0 <= info.pitch_low < 128 or info.pitch_low + info.pitch_count > 128:
+        raise ModelError(f"{path}: livegen.pitch_low/pitch_count give pitches outside 0..127")
+
+    def need(names: dict, name: str, rank: int, what: str):
+        if name not in names:
+            raise ModelError(f"{path}: {kind} model needs {what} `{name}`; it has {', '.join(names) or 'none'}")
+        shape = names[name]
+        if len(shape) != rank:
+            raise ModelError(f"{path}: {what} `{name}` has rank {len(shape)}, the contract says {rank}")
+        return shape
+
+    if kind in ("accompany", "edit"):
+        info.window_steps = _int(meta, "livegen.window_steps", path)
+    if kind == "accompany":
+        shape = need(inputs, "melody", 3, "input")
+        _fixed(path, "melody", shape, {1: info.window_steps, 2: info.pitch_count})
+        out = need(outputs, "probs", 4, "output")
+        _fixed(path, "probs", out, {1: len(info.tracks), 2: info.window_steps, 3: info.pitch_count})
+        if "z" in inputs:
+            info.z_dim = _int(meta, "livegen.z_dim", path)
+        info.has_onsets = "onset_probs" in outputs
+        try:
+            info.threshold = float(meta.get("livegen.threshold", "0.5"))
+        except ValueError:
+            raise ModelError(f"{path}: livegen.threshold must be a number") from None
+        info.max_polyphony = _int(meta, "livegen.max_polyphony", path, default=0)
+    elif kind == "edit":
+        _fixed(path, "roll", need(inputs, "roll", 4, "input"), {1: 1, 2: info.window_steps, 3: info.pitch_count})
+        _fixed(path, "logits", need(outputs, "logits", 4, "output"), {1: 1, 2: info.window_steps, 3: info.pitch_count})
+    else:
+        if meta.get("livegen.tokenizer") != "satb16-v1":
+            raise ModelError(f"{path}: livegen.tokenizer must be satb16-v1, not {meta.get('livegen.tokenizer')!r}")
+        info.vocab_size = _int(meta, "livegen.vocab_size", path)
+        info.max_context = _int(meta, "livegen.max_context", path)
+        info.bos_id = _int(meta, "livegen.bos_id", path) if "livegen.bos_id" in meta else None
+        need(inputs, "input_ids", 2, "input")
+        past = need(inputs, "past", 6, "input")
+        need(outputs, "logits", 3, "output")
+        need(outputs, "present", 6, "output")
+        fixed = [past[0], past[1], past[3], past[5]]
+        if not all(isinstance(d, int) for d in fixed):
+            raise ModelError(f"{path}: input `past` must have fixed layers, 2, heads and head_dim axes")
+        info.past_shape = tuple(fixed)
+    return info
+
+
+def _fixed(path: str, name: str, shape: list, want: dict[int, int]) -> None:
+    for axis, size in want.items():
+        if isinstance(shape[axis], int) and shape[axis] != size:
+            raise ModelError(f"{path}: `{name}` axis {axis} is {shape[axis]}, metadata says {size}")
+
+
+def cuda_usable() -> bool:
+    """True when the CUDA libraries ONNX Runtime needs actually load (asking is not enough)."""
+    for lib in ("libcudart.so.13", "libcudart.so.12", "libcudart.so"):
+        try:
+            ctypes.CDLL(lib)
+            break
+        except OSError:
+            continue
+    else:
+        return False
+    try:
+        ctypes.CDLL("libcudnn.so.9")
+    except OSError:
+        return False
+    return True
+
+
+def choose_providers(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    has_cuda = "CUDAExecutionProvider" in available and cuda_usable()
+    if device == "cuda" and not has_cuda:
+        raise ModelError("--device cuda: the CUDA provider cannot run here (no CUDA 13 / cuDNN 9 libraries); "
+                         "use --device cpu or auto")
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if has_cuda else ["CPUExecutionProvider"]
+
+
+class Model:
+    """One ONNX session and its contract info. `run` is called from the worker thread only."""
+
+    def __init__(self, spec: str, device: str = "auto", threads: int = 1):
+        import onnxruntime as ort
+
+        path = resolve(spec)
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise ModelError(f"{path}: cannot read model file ({err.strerror})") from err
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        providers = choose_providers(device)
+        try:
+            self.session = ort.InferenceSession(data, sess_options=opts, providers=providers)
+        except Exception as err:   # onnxruntime raises its own untyped errors for bad files
+            raise ModelError(f"{path}: not a loadable ONNX model ({str(err).splitlines()[0][:200]})") from err
+        meta = self.session.get_modelmeta().custom_metadata_map
+        inputs = {i.name: list(i.shape) for i in self.session.get_inputs()}
+        outputs = {o.name: list(o.shape) for o in self.session.get_outputs()}
+        self.info = check_contract(str(path), meta, inputs, outputs)
+        self.provider = self.session.get_providers()[0]
+        self.output_names = list(outputs)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(None, feeds)))
+
+    def example_feeds(self, batch: int = 1) -> dict[str, np.ndarray]:
+        i = self.info
+        if i.kind == "accompany":
+            feeds = {"melody": np.zeros((batch, i.window_steps, i.pitch_count), np.float32)}
+            if i.z_dim:
+                feeds["z"] = np.zeros((batch, i.z_dim), np.float32)
+            return feeds
+        if i.kind == "edit":
+            return {"roll": np.zeros((batch, 1, i.window_steps, i.pitch_count), np.float32)}
+        layers, two, heads, head_dim = i.past_shape
+        return {"input_ids": np.zeros((batch, 1), np.int64),
+                "past": np.zeros((layers, two, batch, heads, 0, head_dim), np.float32)}
+
+    def warm_up(self, runs: int = 3) -> float:
+        """Run a few passes so the first phrase is not slow; returns the last pass in ms."""
+        feeds = self.example_feeds()
+        ms = 0.0
+        for _ in range(runs):
+            t = time.perf_counter()
+            self.run(feeds)
+            ms = (time.perf_counter() - t) * 1000
+        return ms

@@ -1,0 +1,297 @@
+"""Evaluate an exported model (ONNX, through the runtime's own code) on the JSB test split.
+
+    python -m training.evaluate MODEL.onnx --jsb ../shared/data/jsb/Jsb16thSeparated.json
+
+`continue`: note-wise NLL in nats per token beside the Music Transformer paper.
+`accompany`: MuseGAN-style metrics of the generated alto/tenor/bass against the real voices
+and a simple baseline. `edit`: F1 of restoring half-removed chorales, the project's sampler
+beside DeepComposer's one-flip-per-pass procedure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from livegen import roll as R
+from livegen.generate.accompany import decode, MELODY_TARGET
+from livegen.generate.edit import EditSettings, edit_rolls
+from livegen.models import Model
+from training import data as D
+
+PUBLISHED_NLL = {"Music Transformer, baseline Transformer": 0.417, "Music Transformer, relative attention": 0.335}
+# Conventional SATB ranges (MIDI), for range violations
+VOICE_RANGES = {"soprano": (60, 81), "alto": (53, 74), "tenor": (48, 69), "bass": (40, 64)}
+MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+
+
+# --------------------------------------------------------------------------- continue
+
+def continue_nll(model: Model, chorales: list[np.ndarray], stride_steps: int | None = None) -> tuple[float, int]:
+    """Mean NLL (nats/token) over whole test chorales, in sliding windows of max_context."""
+    info = model.info
+    n = info.max_context - 1
+    stride = (stride_steps * 4) if stride_steps else (n // 2 // 4) * 4
+    layers, two, heads, head_dim = info.past_shape
+    empty = np.zeros((layers, two, 1, heads, 0, head_dim), np.float32)
+    total, count = 0.0, 0
+    for chorale in chorales:
+        tokens = voices_to_tokens(chorale, info)
+        scored_to, start = 0, 0
+        while True:
+            body = tokens[start:start + n]
+            ids = np.concatenate([[info.bos_id], body])[None].astype(np.int64)
+            logits = model.run({"input_ids": ids[:, :-1], "past": empty})["logits"][0].astype(np.float64)
+            logits -= logits.max(axis=1, keepdims=True)
+            logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+            nll = -logp[np.arange(len(body)), ids[0, 1:]]
+            first = scored_to - start
+            total += float(nll[first:].sum())
+            count += len(nll) - first
+            scored_to = start + len(body)
+            if scored_to >= len(tokens):
+                break
+            start += stride
+    return total / count, count
+
+
+def voices_to_tokens(voices: np.ndarray, info) -> np.ndarray:
+    ids = voices.astype(np.int64) - info.pitch_low
+    ids[(voices < 0) | (ids < 0) | (ids >= info.pitch_count)] = info.pitch_count
+    return ids.reshape(-1)
+
+
+# --------------------------------------------------------------------------- accompany metrics
+
+def estimate_key(voices: np.ndarray) -> set[int]:
+    """Pitch classes of the best-correlating major or minor scale (Krumhansl-Schmuckler)."""
+    hist = np.zeros(12)
+    for p in voices[voices >= 0]:
+        hist[p % 12] += 1
+    best, scale = -2.0, set()
+    for tonic in range(12):
+        for profile, steps in ((MAJOR, (0, 2, 4, 5, 7, 9, 11)), (MINOR, (0, 2, 3, 5, 7, 8, 10, 11))):
+            r = np.corrcoef(hist, np.roll(profile, tonic))[0, 1]
+            if r > best:
+                best, scale = r, {(tonic + s) % 12 for s in steps}
+    return scale
+
+
+def tonal_centroid(chroma: np.ndarray) -> np.ndarray:
+    """Harte et al. (2006) 6-D tonal centroid of a 12-bin chroma vector."""
+    if chroma.sum() == 0:
+        return np.zeros(6)
+    k = np.arange(12)
+    phi = np.stack([np.sin(k * 7 * np.pi / 6), np.cos(k * 7 * np.pi / 6),
+                    np.sin(k * 3 * np.pi / 2), np.cos(k * 3 * np.pi / 2),
+                    0.5 * np.sin(k * 2 * np.pi / 3), 0.5 * np.cos(k * 2 * np.pi / 3)])
+    return phi @ (chroma / chroma.sum())
+
+
+def bar_chroma(col: np.ndarray) -> np.ndarray:
+    c = np.zeros(12)
+    for p in col[col >= 0]:
+        c[p % 12] += 1
+    return c
+
+
+def voice_metrics(voices: np.ndarray, scale: set[int], bar: int = 16) -> dict[str, float]:
+    """Metrics of alto, tenor, bass (columns 1..3) of one chorale (steps, 4), summed for averaging."""
+    bars = len(voices) // bar
+    out = {"bars": bars * 3, "empty_bars": 0, "pitch_classes": 0, "notes": 0, "in_scale": 0,
+           "range_violations": 0, "tonal_distance": 0.0}
+    for v in (1, 2, 3):
+        col = voices[: bars * bar, v]
+        onsets = [t for t in range(len(col)) if col[t] >= 0 and (t == 0 or col[t] != col[t - 1])]
+        out["notes"] += len(onsets)
+        out["in_scale"] += sum(col[t] % 12 in scale for t in onsets)
+        lo, hi = VOICE_RANGES[D.VOICES[v]]
+        out["range_violations"] += sum(not lo <= col[t] <= hi for t in onsets)
+        for b in range(bars):
+            seg = col[b * bar:(b + 1) * bar]
+            sounding = seg[seg >= 0]
+            out["empty_bars"] += sounding.size == 0
+            out["pitch_classes"] += len({p % 12 for p in sounding})
+            mel = voices[b * bar:(b + 1) * bar, 0]
+            out["tonal_distance"] += float(np.linalg.norm(tonal_centroid(bar_chroma(mel)) - tonal_centroid(bar_chroma(seg))))
+    moves = parallels = 0
+    for a in range(4):
+        for b in range(a + 1, 4):
+            x, y = voices[:, a], voices[:, b]
+            for t in range(1, len(voices)):
+                if min(x[t - 1], y[t - 1], x[t], y[t]) < 0 or x[t] == x[t - 1] or y[t] == y[t - 1]:
+                    continue
+                moves += 1
+                i0, i1 = (x[t - 1] - y[t - 1]) % 12, (x[t] - y[t]) % 12
+                if i0 == i1 and i0 in (0, 7) and np.sign(x[t] - x[t - 1]) == np.sign(y[t] - y[t - 1]):
+                    parallels += 1
+    out["moves"], out["parallels"] = moves, parallels
+    return out
+
+
+def summarise(sums: dict[str, float]) -> dict[str, float]:
+    notes = max(sums["notes"], 1)
+    return {
+        "empty-bar rate": sums["empty_bars"] / sums["bars"],
+        "pitch classes per bar": sums["pitch_classes"] / sums["bars"],
+        "in-scale rate": sums["in_scale"] / notes,
+        "notes per bar": sums["notes"] / sums["bars"],
+        "tonal distance to melody": sums["tonal_distance"] / sums["bars"],
+        "range violations per note": sums["range_violations"] / notes,
+        "parallel 5ths/8ves per move": sums["parallels"] / max(sums["moves"], 1),
+    }
+
+
+def generate_voices(model: Model, chorale: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Alto, tenor and bass generated for the chorale's soprano, window by window, as (steps, 4)."""
+    info = model.info
+    w = info.window_steps
+    steps = len(chorale) // w * w
+    sop = chorale[:steps, 0]
+    notes = [R.Note(int(p), t, t + 1) for t, p in enumerate(sop) if p >= 0]
+    shift = R.octave_shift([n.pitch for n in notes], info.pitch_low, info.pitch_count, MELODY_TARGET)
+    melody = np.stack([R.melody_roll(notes, k, w, info.pitch_low, info.pitch_count, shift)
+                       for k in range(0, steps, w)])
+    feeds = {"melody": melody}
+    if info.z_dim:
+        feeds["z"] = rng.standard_normal((len(melody), info.z_dim)).astype(np.float32)
+    probs = model.run(feeds)["probs"]
+    out = np.full((steps, 4), -1, np.int16)
+    out[:, 0] = sop
+    for k in range(len(melody)):
+        for n in decode(probs[k], info.threshold, max(info.max_polyphony, 1), info.pitch_low, k * w):
+            out[n.start:n.end, 1 + n.track] = n.pitch - shift
+    return out
+
+
+def baseline_voices(chorale: np.ndarray) -> np.ndarray:
+    """A simple baseline: alto a major third, tenor an octave, bass two octaves under the melody."""
+    out = chorale.copy()
+    sop = chorale[:, 0]
+    for v, interval in ((1, 4), (2, 12), (3, 24)):
+        out[:, v] = np.where(sop >= 0, sop - interval, -1)
+    return out
+
+
+def evaluate_accompany(model: Model, chorales: list[np.ndarray], seed: int = 0) -> dict[str, dict[str, float]]:
+    rng = np.random.default_rng(seed)
+    sums = {"real voices": None, "model": None, "baseline (3rd, 8ve, 2 8ves below)": None}
+    for chorale in chorales:
+        scale = estimate_key(chorale)
+        w = model.info.window_steps
+        steps = len(chorale) // w * w
+        if steps == 0:
+            continue
+        versions = {"real voices": chorale[:steps], "model": generate_voices(model, chorale, rng),
+                    "baseline (3rd, 8ve, 2 8ves below)": baseline_voices(chorale[:steps])}
+        for name, voices in versions.items():
+            m = voice_metrics(voices, scale)
+            sums[name] = m if sums[name] is None else {k: sums[name][k] + m[k] for k in m}
+    return {name: summarise(s) for name, s in sums.items()}
+
+
+# --------------------------------------------------------------------------- edit
+
+def f1(pred: np.ndarray, truth: np.ndarray) -> float:
+    tp = float((pred * truth).sum())
+    if tp == 0:
+        return 0.0
+    precision, recall = tp / pred.sum(), tp / truth.sum()
+    return 2 * precision * recall / (precision + recall)
+
+
+def corrupted_windows(chorales: list[np.ndarray], window: int, per_chorale: int, seed: int = 0):
+    """Original and corrupted rolls: half the notes removed, 1% of the empty cells added."""
+    rng = np.random.default_rng(seed)
+    originals = []
+    for c in chorales:
+        for k in range(min(per_chorale, len(c) // window)):
+            originals.append(D.piano_roll(c[k * window:(k + 1) * window]).max(axis=0))
+    originals = np.stack(originals)
+    corrupted = originals.copy()
+    for r in corrupted:
+        on, off = np.argwhere(r > 0), np.argwhere(r == 0)
+        for t, p in on[rng.choice(len(on), len(on) // 2, replace=False)]:
+            r[t, p] = 0
+        for t, p in off[rng.choice(len(off), int(round(0.01 * len(off))), replace=False)]:
+            r[t, p] = 1
+    return originals, corrupted
+
+
+def evaluate_edit(model: Model, chorales: list[np.ndarray], per_chorale: int = 2, seed: int = 0,
+                  settings: EditSettings | None = None) -> dict[str, dict[str, float]]:
+    originals, corrupted = corrupted_windows(chorales, model.info.window_steps, per_chorale, seed)
+
+    def logits_fn(rolls: np.ndarray) -> np.ndarray:
+        return model.run({"roll": rolls.astype(np.float32)})["logits"]
+
+    procedures = {
+        "DeepComposer (1 flip per pass)": EditSettings(temperature=1.0, passes=100, edits_per_pass=1,
+                                                        max_remove_share=1.0, max_add=10 ** 6,
+                                                        keep_player=False, no_repeat=False),
+        "livegen sampler": settings or EditSettings(temperature=0.5, passes=16, edits_per_pass=6,
+                                                     max_remove_share=0.5, max_add=10 ** 6, keep_player=False),
+    }
+    table = {"corrupted input": {"F1": float(np.mean([f1(c, o) for c, o in zip(corrupted, originals)])),
+                                 "network passes": 0, "seconds": 0.0}}
+    for name, s in procedures.items():
+        t = time.perf_counter()
+        edited, passes = edit_rolls(logits_fn, corrupted, s, np.random.default_rng(seed))
+        table[name] = {"F1": float(np.mean([f1(e, o) for e, o in zip(edited, originals)])),
+                       "network passes": passes, "seconds": time.perf_counter() - t}
+    table["_windows"] = {"count": len(originals)}
+    return table
+
+
+# --------------------------------------------------------------------------- main
+
+def print_table(title: str, rows: dict[str, dict[str, float]]) -> None:
+    cols = [c for c in next(iter(rows.values()))]
+    print(f"\n{title}")
+    print("| | " + " | ".join(cols) + " |")
+    print("|---" * (len(cols) + 1) + "|")
+    for name, r in rows.items():
+        print(f"| {name} | " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="an .onnx file (or a bundled name: accompany, edit, continue)")
+    p.add_argument("--jsb", required=True, help="path to Jsb16thSeparated.json")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--limit", type=int, default=0, help="only the first N chorales (quick check)")
+    p.add_argument("--per-chorale", type=int, default=2, help="edit: windows per chorale")
+    p.add_argument("--json", help="also write the table as JSON here")
+    args = p.parse_args(argv)
+    try:
+        model = Model(args.model, device="cpu", threads=2)
+        chorales = D.load_jsb(args.jsb)[args.split][: args.limit or None]
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    kind = model.info.kind
+    if kind == "continue":
+        nll, tokens = continue_nll(model, chorales)
+        rows = {"this model": {"NLL (nats/token)": nll, "tokens": tokens}}
+        rows.update({k: {"NLL (nats/token)": v, "tokens": "-"} for k, v in PUBLISHED_NLL.items()})
+        print_table(f"continue: note-wise NLL on the JSB {args.split} split ({len(chorales)} chorales)", rows)
+    elif kind == "accompany":
+        rows = evaluate_accompany(model, chorales)
+        print_table(f"accompany: alto/tenor/bass for the JSB {args.split} melodies ({len(chorales)} chorales)", rows)
+    else:
+        rows = evaluate_edit(model, chorales, args.per_chorale)
+        count = rows.pop("_windows")["count"]
+        print_table(f"edit: restoring {count} windows of the JSB {args.split} split "
+                    "(half the notes removed, 1% random notes added)", rows)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"model": args.model, "kind": kind, "split": args.split, "rows": rows}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
