@@ -1,0 +1,5 @@
+import sys
+
+from livegen.cli import main
+
+sys.exit(main())

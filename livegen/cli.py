@@ -1,0 +1,265 @@
+"""`livegen run | render | ports`: the command line."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+from livegen import __version__
+from livegen.config import Settings, build_settings, load_toml, parse_channels
+from livegen.errors import LivegenError, PortError
+
+log = logging.getLogger("livegen")
+
+
+def add_settings_flags(p: argparse.ArgumentParser, live: bool) -> None:
+    """Flags that map onto Settings; default None so a TOML file can set them."""
+    p.add_argument("--config", help="TOML file; any flag below can be set there (e.g. bpm = 96)")
+    p.add_argument("--model", help="an .onnx file or a bundled model: accompany (default), edit, continue")
+    p.add_argument("--mode", choices=["loop"], help="loop: phrase k's answer plays during phrase k+1")
+    p.add_argument("--bars", type=int, help="bars per phrase (default: the model's window, 2 bars of 4/4)")
+    p.add_argument("--bpm", type=float, help="tempo of the internal clock (default 120)")
+    p.add_argument("--meter", help="beats per bar as N/4 (default 4/4)")
+    p.add_argument("--channels", type=parse_channels, help="output channels of the tracks, from 1 (default 2,3,4)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="inference device (default auto)")
+    p.add_argument("--seed", type=int, help="seed for reproducible output")
+    p.add_argument("--threshold", type=float, help="cut for note probabilities (default: the model's)")
+    if not live:
+        return
+    p.add_argument("--backend", choices=["auto", "alsa", "jack", "coremidi", "winmm"], help="MIDI API (default auto)")
+    p.add_argument("--input", help="input port name or unique part of it, or 'virtual' (default)")
+    p.add_argument("--output", help="output port name or unique part of it, or 'virtual' (default)")
+    p.add_argument("--client-name", help="MIDI client name (default livegen)")
+    p.add_argument("--clock", choices=["internal", "midi"], help="internal tempo, or follow MIDI clock")
+    p.add_argument("--clock-port", help="follow MIDI clock from this port instead of the input")
+    p.add_argument("--send-clock", action="store_const", const=True, help="be the MIDI clock master (Start + 0xF8)")
+    p.add_argument("--thru", action="store_const", const=True, help="also send the player's notes to the output")
+    p.add_argument("--record", help="record the session (player and generated) to this .mid file")
+    p.add_argument("--late-ms", type=float, help="drop a note-on later than this instead of playing it (default 10)")
+    p.add_argument("--no-start-jack", dest="start_jack", action="store_const", const=False,
+                   help="do not start `jackd -d dummy` when JACK is needed and none runs")
+
+
+SETTING_KEYS = {f for f in Settings.__dataclass_fields__}
+
+
+def settings_from(args) -> Settings:
+    file_values = load_toml(args.config) if args.config else {}
+    cli = {k: v for k, v in vars(args).items() if k in SETTING_KEYS}
+    return build_settings(file_values, cli)
+
+
+def cmd_ports(args) -> int:
+    from livegen.ports import list_ports, pick_backend
+
+    backend = pick_backend(args.backend)
+    ins, outs = list_ports(backend)
+    print(f"backend: {backend}")
+    print("inputs:")
+    for n in ins:
+        print(f"  {n}")
+    print("outputs:")
+    for n in outs:
+        print(f"  {n}")
+    return 0
+
+
+def load_model(settings: Settings):
+    from livegen.models import Model
+
+    model = Model(settings.model, settings.device)
+    ms = model.warm_up()
+    log.info("model %s (%s, tracks %s) on %s, warm-up pass %.1f ms", model.info.path, model.info.kind,
+             ",".join(model.info.tracks), model.provider, ms)
+    return model
+
+
+def cmd_render(args) -> int:
+    from livegen.render import render
+
+    settings = settings_from(args)
+    model = load_model(settings)
+    t = time.perf_counter()
+    result = render(args.infile, args.outfile, settings, model, progress=sys.stderr.isatty())
+    result["seconds"] = round(time.perf_counter() - t, 3)
+    print(f"wrote {args.outfile}: {result['generated_notes']} generated notes in {result['phrases']} phrases "
+          f"({result['seconds']} s); tracks on channels {result['tracks']}")
+    return 0
+
+
+class LiveSession:
+    """Ports + engine for `livegen run`; owns the JACK server it started, if any."""
+
+    def __init__(self, settings: Settings):
+        from livegen.ports import jack_server_running, pick_backend, start_jack_dummy
+
+        self.settings = settings
+        self.backend = pick_backend(settings.backend)
+        self.jack = None
+        if settings.backend == "auto" and self.backend == "jack":
+            log.info("no ALSA sequencer here (/dev/snd/seq): using JACK")
+        if self.backend == "jack":
+            server = settings.jack_server or os.environ.get("JACK_DEFAULT_SERVER") or None
+            if server:
+                os.environ["JACK_DEFAULT_SERVER"] = server
+            if not jack_server_running(server):
+                if not settings.start_jack:
+                    raise PortError("no JACK server is running; start one (jackd -d dummy) or drop --no-start-jack")
+                log.info("no JACK server running: starting `jackd -d dummy`%s", f" named {server}" if server else "")
+                self.jack = start_jack_dummy(server)
+        self.model = load_model(settings)
+        self.out = None
+        self.inputs = []
+        self.stopped = threading.Event()
+        self.watcher = None
+
+    def send(self, msg: list[int]) -> None:
+        self.out.send_message(msg)
+
+    def open(self) -> None:
+        from livegen.engine import Engine, phrase_steps
+        from livegen.ports import open_port
+
+        s = self.settings
+        self.engine = Engine(s, self.model, self.send, on_stopped=self.stopped.set)
+        # inputs first: on JACK the first client keeps the plain name (livegen:in), the output
+        # client gets a suffix (livegen-01:out)
+        self.inputs = []
+        specs = [("in", s.input)] + ([("clock", s.clock_port)] if s.clock_port else [])
+        for port_name, spec in specs:
+            port, name = open_port("in", self.backend, spec, s.client_name, port_name)
+            port.ignore_types(sysex=False, timing=False, active_sense=True)
+            port.set_callback(self.engine.on_midi)
+            self.inputs.append([port, name, spec])
+        self.out, self.out_name = open_port("out", self.backend, s.output, s.client_name)
+        if self.backend == "jack":
+            self._name_virtual_ports()
+        channels = ",".join(str(c + 1) for c in self.engine.channels)
+        log.info("listening on %s, playing to %s; tracks %s on channels %s; %d-step phrases at %s",
+                 " and ".join(i[1] for i in self.inputs), self.out_name, ",".join(self.model.info.tracks), channels,
+                 phrase_steps(s, self.model), "MIDI clock" if s.clock == "midi" else f"{s.bpm:g} BPM")
+
+    def _name_virtual_ports(self) -> None:
+        """JACK renames a second client of the same name (livegen-01): report the real names."""
+        import re
+
+        from livegen.ports import list_ports
+
+        ins, outs = list_ports(self.backend)
+        pattern = re.escape(self.settings.client_name) + r"(-\d+)?:"
+        for entry in self.inputs:
+            if entry[2] == "virtual":
+                hits = [n for n in outs if re.fullmatch(pattern + re.escape(entry[1].split(":")[-1]), n)]
+                entry[1] = hits[-1] if hits else entry[1]
+        if self.settings.output == "virtual":
+            hits = [n for n in ins if re.fullmatch(pattern + "out", n)]
+            self.out_name = hits[-1] if hits else self.out_name
+
+    def watch_ports(self) -> None:
+        """Reconnect an unplugged keyboard; silence and reconnect a lost output."""
+        from livegen.ports import open_port, watcher
+
+        named = [e for e in self.inputs if e[2] != "virtual"] or self.settings.output != "virtual"
+        if not named:
+            return
+        if self.watcher is None:
+            # one long-lived probe: making JACK clients every second upsets the JACK graph
+            self.watcher = watcher(self.backend, self.settings.client_name)
+        ins, outs = self.watcher.inputs(), self.watcher.outputs()
+        for entry in self.inputs:
+            port, name, spec = entry
+            if spec == "virtual":
+                continue
+            if port is not None and name not in ins:
+                log.warning("input %s is gone; waiting for it to come back", name)
+                port.close_port()
+                port.delete()
+                entry[0] = None
+            elif port is None and name in ins:
+                new, _ = open_port("in", self.backend, name, self.settings.client_name, "in")
+                new.ignore_types(sysex=False, timing=False, active_sense=True)
+                new.set_callback(self.engine.on_midi)
+                entry[0] = new
+                log.info("input %s is back", name)
+        if self.settings.output != "virtual":
+            if self.out is not None and self.out_name not in outs:
+                log.warning("output %s is gone: silencing, waiting for it to come back", self.out_name)
+                self.engine.scheduler.panic(channels=set(self.engine.channels))
+                self.out_lost = True
+            elif getattr(self, "out_lost", False) and self.out_name in outs:
+                new, _ = open_port("out", self.backend, self.out_name, self.settings.client_name)
+                old, self.out = self.out, new
+                old.close_port()
+                self.out_lost = False
+                log.info("output %s is back", self.out_name)
+
+    def run(self) -> int:
+        self.open()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.stopped.set())
+        self.engine.start()
+        log.info("running; Ctrl-C stops")
+        try:
+            while not self.stopped.wait(1.0):
+                self.watch_ports()
+        finally:
+            self.close()
+        return 0
+
+    def close(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine:
+            engine.stop()
+            st = engine.stats | engine.scheduler.stats
+            log.info("stopped: %s", ", ".join(f"{k} {v}" for k, v in st.items()))
+        for entry in self.inputs:
+            if entry[0] is not None:
+                entry[0].close_port()
+        if self.out is not None:
+            self.out.close_port()
+        if self.jack is not None:
+            self.jack.terminate()
+            self.jack.wait(5)
+
+
+def cmd_run(args) -> int:
+    settings = settings_from(args)
+    session = LiveSession(settings)
+    try:
+        return session.run()
+    except BaseException:
+        session.close()
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="livegen", description="Real-time MIDI accompaniment with ONNX models.")
+    p.add_argument("--version", action="version", version=f"livegen {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every phrase")
+    sub = p.add_subparsers(dest="command", required=True)
+    ports = sub.add_parser("ports", help="list MIDI inputs and outputs")
+    ports.add_argument("--backend", default="auto", choices=["auto", "alsa", "jack", "coremidi", "winmm"])
+    run = sub.add_parser("run", help="listen, generate and play live")
+    add_settings_flags(run, live=True)
+    render = sub.add_parser("render", help="the same pipeline offline: IN.mid -> OUT.mid")
+    render.add_argument("infile")
+    render.add_argument("outfile")
+    add_settings_flags(render, live=False)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s livegen: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return {"ports": cmd_ports, "run": cmd_run, "render": cmd_render}[args.command](args)
+    except LivegenError as err:
+        print(f"livegen: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

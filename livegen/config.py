@@ -1,0 +1,121 @@
+"""Settings for `livegen run` and `render`: defaults, then a TOML file, then the command line."""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from livegen.errors import ConfigError
+
+MODES = ("loop",)
+CLOCKS = ("internal", "midi")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class Settings:
+    backend: str = "auto"
+    input: str = "virtual"
+    output: str = "virtual"
+    client_name: str = "livegen"
+    clock_port: str = ""            # follow MIDI clock from this port instead of the input
+    model: str = "accompany"
+    mode: str = "loop"
+    bars: int = 0                   # 0 = the model's window
+    bpm: float = 120.0
+    meter: str = "4/4"
+    clock: str = "internal"
+    channels: list[int] = field(default_factory=list)   # 1-based; default 2, 3, 4 ...
+    thru: bool = False
+    device: str = "auto"
+    record: str = ""
+    send_clock: bool = False
+    seed: int | None = None
+    threshold: float | None = None
+    tolerance: float = 1 / 3        # of a step, early/late onset snap
+    late_ms: float = 10.0           # a note-on later than this is dropped, not played
+    start_jack: bool = True         # start `jackd -d dummy` when JACK is needed and none runs
+    jack_server: str = ""           # JACK server name (JACK_DEFAULT_SERVER)
+
+    @property
+    def beats_per_bar(self) -> int:
+        return parse_meter(self.meter)[0]
+
+    def check(self) -> "Settings":
+        if self.mode not in MODES:
+            raise ConfigError(f"mode {self.mode!r}: this version plays {', '.join(MODES)}")
+        if self.clock not in CLOCKS:
+            raise ConfigError(f"clock {self.clock!r}: use internal or midi")
+        if self.device not in DEVICES:
+            raise ConfigError(f"device {self.device!r}: use auto, cpu or cuda")
+        if not 20 <= self.bpm <= 400:
+            raise ConfigError(f"bpm {self.bpm}: use 20..400")
+        if self.bars < 0 or self.bars > 64:
+            raise ConfigError(f"bars {self.bars}: use 1..64 (0 = the model's window)")
+        parse_meter(self.meter)
+        for ch in self.channels:
+            if not 1 <= ch <= 16:
+                raise ConfigError(f"channel {ch}: MIDI channels are 1..16")
+        if not 0 <= self.tolerance < 0.5:
+            raise ConfigError(f"tolerance {self.tolerance}: use 0 up to 0.5 of a step")
+        if self.threshold is not None and not 0 < self.threshold < 1:
+            raise ConfigError(f"threshold {self.threshold}: use a number between 0 and 1")
+        return self
+
+
+def parse_meter(text: str) -> tuple[int, int]:
+    try:
+        beats, unit = (int(x) for x in str(text).split("/"))
+    except ValueError:
+        raise ConfigError(f"meter {text!r}: write it like 4/4 or 3/4") from None
+    if not 1 <= beats <= 16 or unit != 4:
+        raise ConfigError(f"meter {text!r}: 1..16 quarter-note beats per bar (N/4)")
+    return beats, unit
+
+
+def parse_channels(text: str | list) -> list[int]:
+    if isinstance(text, list):
+        items = text
+    else:
+        items = [x for x in str(text).replace(" ", "").split(",") if x]
+    try:
+        return [int(x) for x in items]
+    except ValueError:
+        raise ConfigError(f"channels {text!r}: a comma-separated list like 2,3,4") from None
+
+
+def load_toml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config ({err.strerror})") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML ({err})") from err
+    known = {f.name: f for f in fields(Settings)}
+    out = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ConfigError(f"{path}: unknown setting {key!r}; known: {', '.join(sorted(known))}")
+        if name == "channels":
+            value = parse_channels(value)
+        out[name] = value
+    return out
+
+
+def build_settings(file_values: dict, cli_values: dict) -> Settings:
+    """Defaults < TOML file < flags given on the command line (None means not given)."""
+    values = dict(file_values)
+    values.update({k: v for k, v in cli_values.items() if v is not None})
+    try:
+        s = Settings(**values)
+    except TypeError as err:
+        raise ConfigError(str(err)) from None
+    for f in fields(Settings):
+        v = getattr(s, f.name)
+        if f.name in ("bpm", "tolerance", "late_ms") and not isinstance(v, (int, float)):
+            raise ConfigError(f"{f.name} must be a number, not {v!r}")
+        if f.name in ("bars",) and not isinstance(v, int):
+            raise ConfigError(f"{f.name} must be a whole number, not {v!r}")
+    return s.check()

@@ -1,0 +1,206 @@
+"""Timestamped output: one thread owns the output port and sends each message at its deadline.
+
+Generated notes are scheduled by grid step; the step's time comes from the clock when the
+scheduler looks at it, so a tempo change or a MIDI clock drift moves them along. A note-on
+whose deadline has passed by more than `late_ms` is dropped and counted, never played late;
+every note-on that was sent gets its note-off. `panic` ends every sounding note, then sends
+CC 123 (all notes off) and CC 120 (all sound off) on every channel used.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+NOTE_ON, NOTE_OFF, CONTROL = 0x90, 0x80, 0xB0
+SPIN_S = 0.0008   # the last part of a wait is a spin; sleeping that close is not precise enough
+
+
+class NoteLedger:
+    """Which notes are sounding on which channel, so that none is left on."""
+
+    def __init__(self):
+        self.sounding: dict[tuple[int, int], int] = {}
+        self.channels: set[int] = set()
+
+    def on(self, channel: int, pitch: int) -> bool:
+        """Record a note-on; True when the same note was already sounding (send a note-off first)."""
+        self.channels.add(channel)
+        key = (channel, pitch)
+        again = key in self.sounding
+        self.sounding[key] = 1
+        return again
+
+    def off(self, channel: int, pitch: int) -> bool:
+        """Record a note-off; False when that note was not sounding (then send nothing)."""
+        return self.sounding.pop((channel, pitch), None) is not None
+
+    def release_all(self) -> list[tuple[int, int]]:
+        notes = sorted(self.sounding)
+        self.sounding.clear()
+        return notes
+
+
+def panic_messages(ledger: NoteLedger, extra_channels: set[int] = frozenset()) -> list[list[int]]:
+    msgs = [[NOTE_OFF | ch, pitch, 0] for ch, pitch in ledger.release_all()]
+    for ch in sorted(ledger.channels | set(extra_channels)):
+        msgs.append([CONTROL | ch, 123, 0])
+        msgs.append([CONTROL | ch, 120, 0])
+    return msgs
+
+
+class Scheduler(threading.Thread):
+    """Sends scheduled and immediate MIDI messages through `send(bytes_list)` from one thread."""
+
+    def __init__(self, send: Callable[[list[int]], None], time_of: Callable[[float], float | None],
+                 late_ms: float = 10.0, on_sent: Callable[[float, list[int]], None] | None = None):
+        super().__init__(name="livegen-scheduler", daemon=True)
+        self._send = send
+        self.time_of = time_of
+        self.late_s = late_ms / 1000
+        self.on_sent = on_sent
+        self.ledger = NoteLedger()
+        self._heap: list = []
+        self._now: deque = deque()
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._halt = threading.Event()
+        self._panic = threading.Event()
+        self._dropped_ids: set[int] = set()
+        self.stats = {"sent": 0, "late_dropped": 0, "send_errors": 0}
+        self.timing: deque = deque(maxlen=100_000)   # (deadline, sent) pairs for telemetry and benchmarks
+        self.clock_ticks_per_step: float | None = None
+        self._next_clock_step: float | None = None
+
+    # ---------------------------------------------------------------- called from other threads
+
+    def schedule_note(self, start_step: float, end_step: float, channel: int, pitch: int, velocity: int) -> None:
+        with self._cond:
+            note_id = next(self._seq)
+            heapq.heappush(self._heap, (start_step, 1, note_id, [NOTE_ON | channel, pitch, velocity]))
+            heapq.heappush(self._heap, (end_step, 0, note_id, [NOTE_OFF | channel, pitch, 0]))
+            self._cond.notify()
+
+    def send_now(self, msg: list[int]) -> None:
+        with self._cond:
+            self._now.append(msg)
+            self._cond.notify()
+
+    def panic(self, clear: bool = True, channels: set[int] = frozenset()) -> None:
+        """End all sounding notes (and forget what is scheduled when `clear`)."""
+        with self._cond:
+            if clear:
+                self._heap.clear()
+            self._panic_channels = set(channels)
+            self._panic.set()
+            self._cond.notify()
+
+    def start_clock_output(self, from_step: float, ticks_per_step: float) -> None:
+        with self._cond:
+            self.clock_ticks_per_step = ticks_per_step
+            self._next_clock_step = from_step
+            self._cond.notify()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Panic, then end the thread."""
+        self.panic()
+        self._halt.set()
+        with self._cond:
+            self._cond.notify()
+        if self.is_alive():
+            self.join(timeout)
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._heap)
+
+    # ---------------------------------------------------------------- the thread
+
+    def _emit(self, msg: list[int]) -> None:
+        try:
+            self._send(msg)
+            self.stats["sent"] += 1
+        except Exception as err:   # a lost port must not kill the thread that ends notes
+            self.stats["send_errors"] += 1
+            if self.stats["send_errors"] < 5:
+                log.warning("send failed: %s", err)
+        if self.on_sent:
+            self.on_sent(time.perf_counter(), msg)
+
+    def _do_panic(self) -> None:
+        for msg in panic_messages(self.ledger, getattr(self, "_panic_channels", set())):
+            self._emit(msg)
+
+    def _deliver(self, msg: list[int], note_id: int | None, deadline: float, now: float) -> None:
+        kind, ch, pitch = msg[0] & 0xF0, msg[0] & 0x0F, msg[1]
+        if kind == NOTE_ON:
+            if now - deadline > self.late_s:
+                self.stats["late_dropped"] += 1
+                self._dropped_ids.add(note_id)
+                return
+            if self.ledger.on(ch, pitch):
+                self._emit([NOTE_OFF | ch, pitch, 0])
+            self._emit(msg)
+            self.timing.append((deadline, time.perf_counter()))
+        elif kind == NOTE_OFF:
+            if note_id in self._dropped_ids:
+                self._dropped_ids.discard(note_id)
+                return
+            if self.ledger.off(ch, pitch):
+                self._emit(msg)
+        else:
+            self._emit(msg)
+
+    def run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._do_panic()
+
+    def _loop(self) -> None:
+        while not self._halt.is_set():
+            with self._cond:
+                if self._panic.is_set():
+                    self._panic.clear()
+                    self._do_panic()
+                while self._now:
+                    self._emit(self._now.popleft())
+                wait = 0.05
+                due = None
+                if self._heap:
+                    step = self._heap[0][0]
+                    deadline = self.time_of(step)
+                    if deadline is not None:
+                        due = ("note", deadline)
+                if self._next_clock_step is not None:
+                    tick_time = self.time_of(self._next_clock_step)
+                    if tick_time is not None and (due is None or tick_time < due[1]):
+                        due = ("clock", tick_time)
+                if due is not None:
+                    wait = min(wait, due[1] - time.perf_counter() - SPIN_S)
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+            # spin the last fraction of a millisecond, outside the lock; sleep(0) hands the GIL
+            # over each turn, so the MIDI callback (which needs it) is never held up
+            while time.perf_counter() < due[1]:
+                time.sleep(0)
+            with self._cond:
+                if due[0] == "clock":
+                    self._emit([0xF8])
+                    self._next_clock_step += 1 / self.clock_ticks_per_step
+                    continue
+                if not self._heap:
+                    continue
+                step, _, note_id, msg = self._heap[0]
+                deadline = self.time_of(step)
+                if deadline is None or deadline > time.perf_counter() + SPIN_S:
+                    continue
+                heapq.heappop(self._heap)
+                self._deliver(msg, note_id, deadline, time.perf_counter())

@@ -1,0 +1,127 @@
+"""Test helpers: a JACK server per test session, and a player and a listener on real ports."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import rtmidi
+
+
+def wait_for_ports(names: list[str], timeout: float = 20.0) -> None:
+    """Until every name is among the JACK MIDI ports (inputs or outputs)."""
+    deadline = time.monotonic() + timeout
+    probe_in, probe_out = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, "probe"), rtmidi.MidiOut(rtmidi.API_UNIX_JACK, "probe")
+    try:
+        while time.monotonic() < deadline:
+            have = set(probe_in.get_ports()) | set(probe_out.get_ports())
+            if all(n in have for n in names):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"ports {names} did not appear; have {sorted(have)}")
+    finally:
+        probe_in.delete()
+        probe_out.delete()
+
+
+class Player:
+    """Sends MIDI into a port at exact times (sleep, then spin the last millisecond)."""
+
+    def __init__(self, target: str, client: str = "player"):
+        self.out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, client)
+        self.out.open_port(self.out.get_ports().index(target), "out")
+        time.sleep(0.3)
+        self.out.send_message([0xFE])   # the first message after a connect can be lost
+        time.sleep(0.1)
+
+    def send(self, msg: list[int]) -> float:
+        self.out.send_message(msg)
+        return time.perf_counter()
+
+    def at(self, when: float, msg: list[int]) -> float:
+        gap = when - time.perf_counter()
+        if gap > 0.002:
+            time.sleep(gap - 0.002)
+        while time.perf_counter() < when:
+            pass
+        return self.send(msg)
+
+    def close(self) -> None:
+        self.out.close_port()
+        self.out.delete()
+
+
+class Listener:
+    """Records (arrival time, message) of everything sent to it."""
+
+    def __init__(self, source: str, client: str = "listener"):
+        self.events: list[tuple[float, list[int]]] = []
+        self.lock = threading.Lock()
+        self.inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, client)
+        self.inp.ignore_types(sysex=False, timing=False, active_sense=True)
+        self.inp.set_callback(self._cb)
+        self.inp.open_port(self.inp.get_ports().index(source), "in")
+        time.sleep(0.3)
+
+    def _cb(self, message, _):
+        with self.lock:
+            self.events.append((time.perf_counter(), message[0]))
+
+    def messages(self) -> list[tuple[float, list[int]]]:
+        with self.lock:
+            return list(self.events)
+
+    def note_ons(self) -> list[tuple[float, int, int, int]]:
+        """(time, channel, pitch, velocity) of each note-on."""
+        return [(t, m[0] & 0x0F, m[1], m[2]) for t, m in self.messages() if m[0] & 0xF0 == 0x90 and m[2] > 0]
+
+    def sounding_after(self) -> set[tuple[int, int]]:
+        """(channel, pitch) still on after every message: stuck notes."""
+        on: set[tuple[int, int]] = set()
+        for _, m in self.messages():
+            kind = m[0] & 0xF0
+            if kind == 0x90 and m[2] > 0:
+                on.add((m[0] & 0x0F, m[1]))
+            elif kind == 0x80 or (kind == 0x90 and m[2] == 0):
+                on.discard((m[0] & 0x0F, m[1]))
+            elif kind == 0xB0 and m[1] == 123:
+                on = {x for x in on if x[0] != m[0] & 0x0F}
+        return on
+
+    def close(self) -> None:
+        self.inp.close_port()
+        self.inp.delete()
+
+
+class Daemon:
+    """`livegen run ...` as a subprocess, with its ports ready."""
+
+    def __init__(self, client: str, *args: str, env: dict | None = None):
+        self.client = client
+        self.log_path = f"/tmp/livegen-{client}-{os.getpid()}.log"
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "livegen", *(["-v"] if "-v" in args else []), "run", "--client-name", client, *[a for a in args if a != "-v"]],
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env or os.environ.copy())
+        self.in_port, self.out_port = f"{client}:in", f"{client}-01:out"
+        try:
+            wait_for_ports([self.in_port, self.out_port])
+        except TimeoutError:
+            self.stop()
+            raise AssertionError("daemon did not open its ports:\n" + self.output())
+        time.sleep(0.2)
+
+    def output(self) -> str:
+        self.log.flush()
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
