@@ -58,7 +58,7 @@ class MidiClockFollower:
     (MIDI beats, 6 ticks each) for the next Continue; Stop halts.
     """
 
-    def __init__(self, steps_per_beat: int = 4, window_ticks: int = 48, default_bpm: float = 120.0):
+    def __init__(self, steps_per_beat: int = 4, window_ticks: int = 96, default_bpm: float = 120.0):
         self.ticks_per_step = TICKS_PER_BEAT / steps_per_beat
         self.window = window_ticks
         self.samples: deque[tuple[int, float]] = deque(maxlen=window_ticks)
@@ -91,6 +91,13 @@ class MidiClockFollower:
     def tick(self, t: float) -> None:
         if not self.running:
             return
+        if self._fit is not None and len(self.samples) >= 12:
+            a, b = self._fit
+            if abs(t - (a + b * self.next_tick)) > 0.25 * b:
+                # a tempo change, not jitter: follow it from the recent ticks only
+                recent = list(self.samples)[-3:]
+                self.samples.clear()
+                self.samples.extend(recent)
         self.samples.append((self.next_tick, t))
         self.next_tick += 1
         self._refit()
@@ -107,7 +114,7 @@ class MidiClockFollower:
         sxx = sum((x - mx) ** 2 for x in ticks)
         sxy = sum((x - mx) * (y - mt) for x, y in zip(ticks, times))
         slope = sxy / sxx
-        if n < 6:   # too few ticks for a steady slope: blend with the last tempo
+        if n < 6:   # too few ticks for a steady slope: lean on the last tempo
             slope = (slope * n + self.period * (6 - n)) / 6
         if slope > 0:
             self.period = slope

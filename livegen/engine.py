@@ -152,10 +152,6 @@ class Engine:
         # must take the GIL: a short switch interval keeps its wait far below one JACK period.
         sys.setswitchinterval(0.0005)
         self.scheduler.start()
-        if self.settings.send_clock:
-            self.internal.start(time.perf_counter() + 0.2)
-            self.scheduler.send_now([0xFA])
-            self.scheduler.start_clock_output(0.0, 24 / self.model.info.steps_per_beat)
         for t in self._threads:
             t.start()
 
@@ -209,12 +205,12 @@ class Engine:
             self.stats["ignored"] += 1
             return
         if kind == "note_on" and not self.clock.running and self.follower is None:
-            self.internal.start(t)   # bar 1 starts at the first note played
+            self._start_internal(t)   # bar 1 starts at the first note played
         pos = self.clock.position(t)
         if self.settings.thru and kind in ("note_on", "note_off"):
             self.thru_channels.add(ev.channel)
-            self.scheduler.send_now(list(raw))
-        if self.recorder and kind != "cc":
+            self.scheduler.send_now(list(raw))   # recorded when sent
+        elif self.recorder:
             self.recorder.add(t, list(raw))
         if pos is None:
             return   # MIDI clock stopped: nothing to place on the grid
@@ -225,11 +221,17 @@ class Engine:
         elif ev.a == 64:
             self.capture.sustain(ev.b >= 64, pos)
 
+    def _start_internal(self, t: float) -> None:
+        self.internal.start(t)
+        if self.settings.send_clock:   # a DAW following our clock starts with bar 1
+            self.scheduler.send_now([0xFA])
+            self.scheduler.start_clock_output(0.0, 24 / self.model.info.steps_per_beat)
+
     def _transport(self, kind: str, ev: Event, t: float) -> None:
         f = self.follower
         if f is None:
             if kind == "start" and not self.internal.running:
-                self.internal.start(t)
+                self._start_internal(t)
             else:
                 self.stats["ignored"] += 1
             return

@@ -1,0 +1,61 @@
+"""Session fixtures: a JACK server of our own (dummy driver), and the tiny test models."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests import tinymodels
+
+ROOT = Path(__file__).resolve().parent.parent
+JSB = ROOT.parent / "shared" / "data" / "jsb" / "Jsb16thSeparated.json"
+
+
+@pytest.fixture(scope="session")
+def jack_server():
+    """A JACK server under a unique name, used through JACK_DEFAULT_SERVER by every client."""
+    if shutil.which("jackd") is None:
+        pytest.fail("jackd is not installed (apt-get install --no-install-recommends jackd2): "
+                    "the MIDI port tests need a JACK server")
+    name = f"lgtest-{uuid.uuid4().hex[:8]}"
+    old = os.environ.get("JACK_DEFAULT_SERVER")
+    os.environ["JACK_DEFAULT_SERVER"] = name
+    os.environ["JACK_NO_START_SERVER"] = "1"
+    proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "64"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while subprocess.run(["jack_lsp"], capture_output=True).returncode != 0:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail("could not start jackd -d dummy")
+        time.sleep(0.1)
+    yield name
+    proc.terminate()
+    proc.wait(10)
+    if old is None:
+        os.environ.pop("JACK_DEFAULT_SERVER", None)
+    else:
+        os.environ["JACK_DEFAULT_SERVER"] = old
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def shift_model(models_dir) -> Path:
+    """alto = melody - 3, tenor = melody - 12, bass = melody - 24 semitones."""
+    return tinymodels.shift_accompany(models_dir / "shift.onnx")
+
+
+@pytest.fixture(scope="session")
+def jsb_path() -> Path:
+    if not JSB.exists():
+        pytest.fail(f"{JSB} is missing: the JSB benchmark data lives in ../shared/data/jsb beside the project")
+    return JSB

@@ -1,0 +1,40 @@
+import pytest
+
+from livegen.cli import main
+from livegen.config import build_settings, load_toml, parse_meter
+from livegen.errors import ConfigError
+
+
+def test_toml_sets_any_flag_and_the_command_line_wins(tmp_path):
+    f = tmp_path / "live.toml"
+    f.write_text('bpm = 96\nchannels = [5, 6, 7]\nthru = true\nclient-name = "stage"\n')
+    s = build_settings(load_toml(f), {"bpm": 100.0, "channels": None})
+    assert (s.bpm, s.channels, s.thru, s.client_name) == (100.0, [5, 6, 7], True, "stage")
+
+
+@pytest.mark.parametrize("text, msg", [
+    ("bpm = 'fast'", "bpm must be a number"),
+    ("tempo = 96", "unknown setting 'tempo'"),
+    ("bpm = 96\nbpm = 97", "not valid TOML"),
+    ("channels = [0]", "channel 0"),
+    ("meter = '7/8'", "meter"),
+    ("clock = 'atomic'", "clock"),
+])
+def test_bad_config_values_are_named(tmp_path, text, msg):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=msg):
+        build_settings(load_toml(f), {})
+
+
+def test_meter():
+    assert parse_meter("3/4") == (3, 4)
+    with pytest.raises(ConfigError):
+        parse_meter("four")
+
+
+def test_cli_reports_a_bad_config_file_with_exit_code_2(tmp_path, capsys):
+    f = tmp_path / "bad.toml"
+    f.write_text("bars = -1\n")
+    assert main(["run", "--config", str(f)]) == 2
+    assert "bars -1" in capsys.readouterr().err

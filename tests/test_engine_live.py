@@ -1,0 +1,206 @@
+"""End to end over real MIDI ports: `livegen run` as a subprocess on a JACK dummy server,
+notes played into it at exact times, and what comes back checked note by note."""
+from __future__ import annotations
+
+import signal
+import time
+
+import mido
+import pytest
+import rtmidi
+
+from tests.jackmidi import Daemon, Listener, Player, wait_for_ports
+
+BPM = 240
+STEP = 60 / (BPM * 4)          # 62.5 ms
+PHRASE = 32                     # the shift model's window: 2 bars of 4/4
+SHIFTS = (3, 12, 24)            # alto, tenor, bass under the melody
+MELODY = [(72, 0, 4), (74, 4, 6), (76, 8, 12), (77, 12, 14), (79, 16, 24), (77, 24, 28), (76, 28, 31)]
+
+pytestmark = pytest.mark.usefixtures("jack_server")
+
+
+def play(player: Player, t0: float, notes, channel: int = 0, offset_steps: int = 0) -> None:
+    events = []
+    for pitch, start, end in notes:
+        events.append(((start + offset_steps) * STEP, [0x90 | channel, pitch, 100]))
+        events.append(((end + offset_steps) * STEP - 0.01, [0x80 | channel, pitch, 0]))
+    for dt, msg in sorted(events, key=lambda e: e[0]):
+        player.at(t0 + dt, msg)
+
+
+def expected(notes, phrase_offset: int) -> list[tuple[int, int, int]]:
+    """(channel 0-based, pitch, step) the shift model must answer with, one phrase later."""
+    return sorted((1 + k, p - s, start + phrase_offset) for p, start, _ in notes for k, s in enumerate(SHIFTS))
+
+
+def heard(listener: Listener, t0: float) -> list[tuple[int, int, int, float]]:
+    """(channel, pitch, nearest step, error in ms) of each note-on heard, relative to t0."""
+    out = []
+    for t, ch, pitch, _ in listener.note_ons():
+        pos = (t - t0) / STEP
+        out.append((ch, pitch, round(pos), (pos - round(pos)) * STEP * 1000))
+    return sorted(out)
+
+
+@pytest.fixture
+def session(shift_model, request):
+    made = []
+
+    def start(client, *args, thru_listener=True):
+        d = Daemon(client, "--model", str(shift_model), "--bpm", str(BPM), "--seed", "1", *args)
+        p, l = Player(d.in_port, f"{client}-player"), Listener(d.out_port, f"{client}-listener")
+        made.append((d, p, l))
+        return d, p, l
+
+    yield start
+    for d, p, l in made:
+        d.stop()
+        p.close()
+        l.close()
+
+
+def test_loop_answers_each_phrase_in_the_next_on_its_channels_in_time(session):
+    d, player, listener = session("lgloop")
+    t0 = time.perf_counter() + 0.3
+    play(player, t0, MELODY)
+    time.sleep(t0 + 2 * PHRASE * STEP + 0.2 - time.perf_counter())
+    assert d.stop() == 0
+    time.sleep(0.2)
+    got = heard(listener, t0)
+    assert [(c, p, s) for c, p, s, _ in got] == expected(MELODY, PHRASE), d.output()
+    errors = [abs(e) for *_, e in got]
+    assert max(errors) < 8.0, f"timing errors (ms) {sorted(errors)}"   # the benchmark measures this closely
+    assert listener.sounding_after() == set(), "stuck notes"
+    msgs = [m for _, m in listener.messages()]
+    for ch in (1, 2, 3):   # every channel used is told: all notes off, all sound off
+        assert [0xB0 | ch, 123, 0] in msgs and [0xB0 | ch, 120, 0] in msgs
+    assert "phrases 1" in d.output() and "late_dropped 0" in d.output()
+
+
+def test_channels_thru_and_record(session, tmp_path):
+    rec = tmp_path / "session.mid"
+    d, player, listener = session("lgthru", "--channels", "10,11,12", "--thru", "--record", str(rec))
+    t0 = time.perf_counter() + 0.3
+    notes = MELODY[:3]
+    play(player, t0, notes, channel=4)
+    time.sleep(t0 + 2 * PHRASE * STEP + 0.1 - time.perf_counter())
+    d.proc.send_signal(signal.SIGINT)          # Ctrl-C stops cleanly too
+    assert d.proc.wait(10) == 0
+    time.sleep(0.2)
+    got = heard(listener, t0)
+    thru = [(c, p, s) for c, p, s, _ in got if c == 4]
+    assert thru == [(4, p, s) for p, s, _ in notes]               # the player's own notes, at once
+    generated = sorted((c, p, s) for c, p, s, _ in got if c != 4)
+    assert generated == sorted((9 + k, p - sh, s + PHRASE) for p, s, _ in notes for k, sh in enumerate(SHIFTS))
+    assert listener.sounding_after() == set()
+    mid = mido.MidiFile(rec)
+    ons = [m for m in mid.tracks[0] if m.type == "note_on" and m.velocity > 0]
+    assert sorted({m.channel for m in ons}) == [4, 9, 10, 11]
+    assert len(ons) == len(notes) * 4
+
+
+def test_follows_midi_clock_start_stop(session):
+    d, player, listener = session("lgclock", "--clock", "midi")
+    bpm = 150
+    tick = 60 / (bpm * 24)
+    step = tick * 6
+    t0 = time.perf_counter() + 0.3
+    player.at(t0 - 0.05, [0xFA])                   # Start: the next tick is step 0
+    notes = [(72, 0, 4), (76, 8, 12), (79, 16, 20)]
+    events = [(n * tick, [0xF8]) for n in range(int(2 * PHRASE * 6 + 24))]
+    for p, s, e in notes:
+        events += [(s * step + 0.0005, [0x90, p, 100]), (e * step - 0.01, [0x80, p, 0])]
+    for dt, msg in sorted(events, key=lambda x: x[0]):
+        player.at(t0 + dt, msg)
+    player.send([0xFC])                             # Stop
+    time.sleep(0.3)
+    ons = listener.note_ons()
+    got = sorted((ch, p, round((t - t0) / step)) for t, ch, p, _ in ons)
+    assert got == sorted((1 + k, p - sh, s + PHRASE) for p, s, _ in notes for k, sh in enumerate(SHIFTS)), d.output()
+    for t, ch, p, _ in ons:
+        pos = (t - t0) / step
+        assert abs(pos - round(pos)) * step < 0.008
+    assert listener.sounding_after() == set()
+    assert [0xB1, 123, 0] in [m for _, m in listener.messages()]   # Stop silenced every channel
+    assert d.proc.poll() is None                                     # Stop halts; it does not quit
+
+
+def test_survives_garbage_and_a_flood_then_plays_in_time_again(session):
+    d, player, listener = session("lgflood")
+    for bad in ([0xF0, 0x7E, 0x7F, 0x09, 0x01, 0xF7], [0x90, 60], [0xF4], [0xB0, 200, 1], [0xF5, 1]):
+        player.send(bad)
+    t_flood = time.perf_counter()
+    sent = 0
+    while time.perf_counter() - t_flood < 3.0:          # 10,000 messages per second, all 16 channels
+        for ch in range(16):
+            player.send([0x90 | ch, 40 + ch, 64])
+            player.send([0x80 | ch, 40 + ch, 0])
+            sent += 2
+        while sent > (time.perf_counter() - t_flood) * 10_000:
+            time.sleep(0.0005)
+    assert d.proc.poll() is None, d.output()
+    # wait for a phrase boundary after the flood has been answered, then play cleanly
+    time.sleep(2 * PHRASE * STEP)
+    player.send([0xFE])
+    listener.events.clear()
+    # find the daemon's grid: it began at the first flood note
+    t_grid = t_flood + 1 * STEP * 0
+    n = int((time.perf_counter() + 0.3 - t_grid) / (PHRASE * STEP)) + 1
+    t0 = t_grid + n * PHRASE * STEP
+    _ = rtmidi  # the flood went through the same python-rtmidi ports as a keyboard
+    play(player, t0, MELODY[:4])
+    time.sleep(t0 + 2 * PHRASE * STEP + 0.2 - time.perf_counter())
+    assert d.stop() == 0
+    out = d.output()
+    assert "malformed" in out and "malformed 0," not in out and "sysex 0," not in out
+    got = [(c, p, s) for c, p, s, e in heard(listener, t0) if s >= PHRASE]
+    assert got == expected(MELODY[:4], PHRASE), out[-2000:]
+    late = [abs(e) for c, p, s, e in heard(listener, t0) if s >= PHRASE]
+    assert max(late) < 8.0
+    assert listener.sounding_after() == set()
+
+
+def test_unplugged_keyboard_is_picked_up_again(shift_model):
+    kbd = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, "testkbd")
+    kbd.open_virtual_port("keys")
+    wait_for_ports(["testkbd:keys"])
+    d = Daemon("lgplug", "--model", str(shift_model), "--bpm", str(BPM), "--input", "testkbd:keys")
+    listener = Listener(d.out_port, "lgplug-listener")
+    try:
+        kbd.close_port()
+        kbd.delete()
+        time.sleep(2.5)
+        assert d.proc.poll() is None
+        kbd = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, "testkbd")
+        kbd.open_virtual_port("keys")
+        time.sleep(2.5)                                   # the daemon checks once a second
+        assert "input testkbd:keys is back" in d.output()
+        kbd.send_message([0xFE])
+        for p, s, e in MELODY[:2]:
+            kbd.send_message([0x90, p, 100])
+            time.sleep((e - s) * STEP - 0.01)
+            kbd.send_message([0x80, p, 0])
+        time.sleep(2 * PHRASE * STEP)
+        assert {(ch, p) for _, ch, p, _ in listener.note_ons()} >= {(1, 72 - 3), (3, 74 - 24)}
+    finally:
+        d.stop()
+        listener.close()
+        kbd.delete()
+
+
+def test_send_clock_makes_livegen_the_clock_master(session):
+    d, player, listener = session("lgmaster", "--send-clock")
+    time.sleep(0.3)
+    assert not [m for _, m in listener.messages() if m == [0xF8]]    # no clock before bar 1
+    player.send([0x90, 72, 100])                                       # bar 1 starts here
+    time.sleep(1.0)
+    player.send([0x80, 72, 0])
+    d.stop()
+    msgs = listener.messages()
+    kinds = [m[0] for _, m in msgs]
+    assert 0xFA in kinds and kinds.index(0xFA) < kinds.index(0xF8)
+    ticks = [t for t, m in msgs if m == [0xF8]]
+    gaps = sorted(b - a for a, b in zip(ticks, ticks[1:]))
+    assert abs(gaps[len(gaps) // 2] - 60 / (BPM * 24)) < 0.001
+    assert 0xFC in kinds   # Stop when the daemon stops

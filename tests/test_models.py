@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+
+from livegen.cli import main
+from livegen.errors import ModelError
+from livegen.models import Model, bundled_path
+from tests import tinymodels
+
+
+def test_shift_model_follows_the_contract(shift_model):
+    m = Model(str(shift_model), device="cpu")
+    assert (m.info.kind, m.info.window_steps, m.info.tracks) == ("accompany", 32, ["alto", "tenor", "bass"])
+    assert m.provider == "CPUExecutionProvider"
+    melody = np.zeros((1, 32, 46), np.float32)
+    melody[0, 0, 40] = 1
+    probs = m.run({"melody": melody, "z": np.zeros((1, 4), np.float32)})["probs"]
+    assert probs[0, 0, 0, 37] == 1 and probs[0, 1, 0, 28] == 1 and probs[0, 2, 0, 16] == 1
+
+
+@pytest.mark.parametrize("name, kind", [("accompany", "accompany"), ("edit", "edit"), ("continue", "continue")])
+def test_bundled_models_carry_the_contract(name, kind):
+    path = bundled_path(name)
+    assert path is not None and path.stat().st_size < 20 * 2 ** 20
+    m = Model(name, device="cpu")
+    i = m.info
+    assert i.kind == kind and i.meta["livegen.contract"] == "1"
+    assert (i.steps_per_beat, i.beats_per_bar, i.pitch_low, i.pitch_count) == (4, 4, 36, 46)
+    assert i.meta["livegen.training_data"] and i.meta["livegen.description"]
+    if kind == "continue":
+        assert i.meta["livegen.tokenizer"] == "satb16-v1" and i.vocab_size == 48 and i.max_context == 512
+    else:
+        assert i.window_steps == 32
+    m.warm_up(1)
+
+
+def broken(tmp_path, **changes):
+    meta = tinymodels.accompany_meta(["alto", "tenor", "bass"])
+    for k, v in changes.items():
+        key = "livegen." + k
+        if v is None:
+            meta.pop(key)
+        else:
+            meta[key] = v
+    return tinymodels.shift_accompany(tmp_path / "broken.onnx", meta=meta)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"kind": None}, "livegen.kind is missing"),
+    ({"contract": "2"}, "livegen.contract is '2'"),
+    ({"kind": "dance"}, "livegen.kind is 'dance'"),
+    ({"window_steps": "x"}, "livegen.window_steps must be an integer"),
+    ({"window_steps": "64"}, "axis 1 is 32, metadata says 64"),
+    ({"tracks": "alto,tenor"}, "axis 1 is 3, metadata says 2"),
+    ({"pitch_low": "100"}, "outside 0..127"),
+])
+def test_contract_violations_name_the_file_and_field(tmp_path, changes, message):
+    path = broken(tmp_path, **changes)
+    with pytest.raises(ModelError) as err:
+        Model(str(path))
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_not_onnx_and_missing_files_are_clear_errors(tmp_path):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00not a model at all" * 10)
+    with pytest.raises(ModelError, match="junk.onnx: not a loadable ONNX model"):
+        Model(str(junk))
+    with pytest.raises(ModelError, match="no such model file"):
+        Model(str(tmp_path / "missing.onnx"))
+
+
+def test_wrong_kind_for_the_inputs(tmp_path):
+    path = tinymodels.edit_identity(tmp_path / "e.onnx")
+    m = Model(str(path))
+    assert m.info.kind == "edit"
+
+
+def test_run_with_a_broken_model_exits_2_naming_the_file(tmp_path, capsys):
+    path = broken(tmp_path, contract=None)
+    rc = main(["render", "in.mid", "out.mid", "--model", str(path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "broken.onnx" in err and "livegen.contract is missing" in err
+
+
+def test_cuda_request_without_cuda_is_refused_clearly(shift_model):
+    from livegen.models import cuda_usable
+
+    if cuda_usable():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ModelError, match="--device cuda"):
+        Model(str(shift_model), device="cuda")

@@ -1,0 +1,110 @@
+import threading
+import time
+
+from livegen.clock import InternalClock
+from livegen.scheduler import NoteLedger, Scheduler, panic_messages
+
+
+def test_ledger_tracks_sounding_notes_and_orphan_offs():
+    led = NoteLedger()
+    assert led.on(1, 60) is False
+    assert led.on(1, 60) is True          # retrigger: the caller sends a note-off first
+    assert led.off(1, 60) is True
+    assert led.off(1, 60) is False        # never send an off for a note that is not on
+    led.on(2, 50)
+    msgs = panic_messages(led, {5})
+    assert msgs[0] == [0x82, 50, 0]
+    assert [0xB1, 123, 0] in msgs and [0xB2, 120, 0] in msgs and [0xB5, 123, 0] in msgs
+
+
+class Sink:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.got: list[tuple[float, list[int]]] = []
+
+    def __call__(self, msg):
+        with self.lock:
+            self.got.append((time.perf_counter(), list(msg)))
+
+
+def run_scheduler(sink, clock, late_ms=10.0):
+    s = Scheduler(sink, clock.time_of, late_ms=late_ms)
+    s.start()
+    return s
+
+
+def test_notes_go_out_at_their_grid_time_with_their_offs():
+    clock = InternalClock(240)           # a step is 62.5 ms
+    clock.start(time.perf_counter() + 0.05)
+    sink = Sink()
+    s = run_scheduler(sink, clock)
+    s.schedule_note(2, 4, 1, 60, 90)
+    s.schedule_note(3, 5, 2, 55, 80)
+    time.sleep(0.45)
+    s.stop()
+    ons = [(t, m) for t, m in sink.got if m[0] & 0xF0 == 0x90]
+    offs = [m for _, m in sink.got if m[0] & 0xF0 == 0x80]
+    assert [m for _, m in ons] == [[0x91, 60, 90], [0x92, 55, 80]]
+    for (t, _), step in zip(ons, (2, 3)):
+        assert abs(t - clock.time_of(step)) < 0.004    # generous: a shared, noisy machine
+    assert [0x81, 60, 0] in offs and [0x82, 55, 0] in offs
+
+
+def test_late_note_is_dropped_not_played_and_its_off_is_not_sent():
+    clock = InternalClock(120)
+    clock.start(time.perf_counter() - 1.0)      # step 0 was a second ago
+    sink = Sink()
+    s = run_scheduler(sink, clock)
+    s.schedule_note(0, 2, 1, 60, 90)            # long past
+    time.sleep(0.1)
+    s.stop()
+    assert s.stats["late_dropped"] == 1
+    assert not [m for _, m in sink.got if m[0] & 0xF0 in (0x80, 0x90)]
+
+
+def test_stop_silences_sounding_notes_and_sends_all_notes_off():
+    clock = InternalClock(120)
+    clock.start(time.perf_counter())
+    sink = Sink()
+    s = run_scheduler(sink, clock)
+    s.schedule_note(0, 64, 3, 62, 100)          # a long note, still on when we stop
+    time.sleep(0.1)
+    s.stop()
+    msgs = [m for _, m in sink.got]
+    assert msgs[0] == [0x93, 62, 100]
+    assert [0x83, 62, 0] in msgs
+    assert msgs.index([0x83, 62, 0]) < msgs.index([0xB3, 123, 0])
+    assert [0xB3, 120, 0] in msgs
+
+
+def test_send_failure_does_not_kill_the_scheduler():
+    clock = InternalClock(240)
+    clock.start(time.perf_counter())
+    calls = []
+
+    def flaky(msg):
+        calls.append(msg)
+        if len(calls) == 1:
+            raise OSError("port gone")
+
+    s = run_scheduler(flaky, clock)
+    s.send_now([0x90, 1, 1])
+    s.send_now([0x90, 2, 1])
+    time.sleep(0.05)
+    assert s.is_alive()
+    s.stop()
+    assert s.stats["send_errors"] == 1 and [0x90, 2, 1] in calls
+
+
+def test_clock_output_sends_24_ticks_per_beat():
+    clock = InternalClock(300)                  # a beat is 0.2 s
+    clock.start(time.perf_counter() + 0.02)
+    sink = Sink()
+    s = run_scheduler(sink, clock)
+    s.start_clock_output(0.0, 6)
+    time.sleep(0.02 + 0.4 + 0.005)
+    s.stop()
+    ticks = [t for t, m in sink.got if m == [0xF8]]
+    assert 47 <= len(ticks) <= 49
+    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    assert abs(sum(gaps) / len(gaps) - 0.2 / 24) < 0.0005
