@@ -161,7 +161,10 @@ class Scheduler(threading.Thread):
         try:
             self._loop()
         finally:
-            self._do_panic()
+            with self._cond:
+                while self._now:
+                    self._emit(self._now.popleft())
+                self._do_panic()
 
     def _loop(self) -> None:
         while not self._halt.is_set():
