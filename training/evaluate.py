@@ -233,8 +233,7 @@ def evaluate_edit(model: Model, chorales: list[np.ndarray], per_chorale: int = 2
         "DeepComposer (1 flip per pass)": EditSettings(temperature=1.0, passes=100, edits_per_pass=1,
                                                         max_remove_share=1.0, max_add=10 ** 6,
                                                         keep_player=False, no_repeat=False),
-        "livegen sampler": settings or EditSettings(temperature=0.5, passes=16, edits_per_pass=6,
-                                                     max_remove_share=0.5, max_add=10 ** 6, keep_player=False),
+        "livegen sampler": settings or EditSettings(max_remove_share=0.5, max_add=10 ** 6, keep_player=False),
     }
     table = {"corrupted input": {"F1": float(np.mean([f1(c, o) for c, o in zip(corrupted, originals)])),
                                  "network passes": 0, "seconds": 0.0}}

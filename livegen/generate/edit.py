@@ -1,8 +1,8 @@
 """The edit sampler for AR-CNN (`edit`) models: passes of cell flips drawn from the net.
 
-DeepComposer's procedure is `passes=100, edits_per_pass=1, no_repeat=False`. Drawing several
-cells per pass (without replacement, Gumbel top-k) and never flipping a cell twice reaches
-the same result in far fewer network passes.
+DeepComposer's procedure is `passes=100, edits_per_pass=1, temperature=1`. Drawing several
+cells per pass (without replacement, Gumbel top-k) at a low temperature reaches a better
+result in a tenth of the network passes (tuned on the JSB valid split: see the model card).
 """
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import numpy as np
 
 @dataclass
 class EditSettings:
-    temperature: float = 0.5
-    passes: int = 8
-    edits_per_pass: int = 8
+    temperature: float = 0.05
+    passes: int = 10
+    edits_per_pass: int = 10
     max_remove_share: float = 0.5   # of the notes the roll started with
     max_add: int = 64               # notes (cells) added at most
     keep_player: bool = True        # the cells in `frozen` never change
-    no_repeat: bool = True          # a cell flipped once stays as it is
+    no_repeat: bool = False         # True: a cell flipped once stays as it is
 
 
 def edit_rolls(logits_fn: Callable[[np.ndarray], np.ndarray], rolls: np.ndarray, settings: EditSettings,

@@ -1,0 +1,106 @@
+import subprocess
+import sys
+
+import mido
+import pytest
+
+from tests import tinymodels
+
+
+def write_song(path, notes, tpb=480, channel=0, sustain=None):
+    mid = mido.MidiFile(ticks_per_beat=tpb)
+    tr = mido.MidiTrack()
+    mid.tracks.append(tr)
+    tr.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(100)))
+    step = tpb // 4
+    events = []
+    for pitch, start, end in notes:
+        events.append((start * step, mido.Message("note_on", note=pitch, velocity=90, channel=channel)))
+        events.append((end * step - 10, mido.Message("note_off", note=pitch, channel=channel)))
+    if sustain:
+        events += [(sustain[0] * step, mido.Message("control_change", control=64, value=127)),
+                   (sustain[1] * step, mido.Message("control_change", control=64, value=0))]
+    last = 0
+    for t, msg in sorted(events, key=lambda e: e[0]):
+        tr.append(msg.copy(time=t - last))
+        last = t
+    mid.save(path)
+
+
+def rendered_notes(path):
+    """(channel, pitch, start step, end step) of every note in the file."""
+    mid = mido.MidiFile(path)
+    step = mid.ticks_per_beat / 4
+    out, open_ = [], {}
+    for tr in mid.tracks:
+        now = 0
+        for m in tr:
+            now += m.time
+            if m.type == "note_on" and m.velocity:
+                open_[(m.channel, m.note)] = now
+            elif m.type in ("note_off", "note_on"):
+                s = open_.pop((m.channel, m.note))
+                out.append((m.channel, m.note, round(s / step), round(now / step)))
+    return sorted(out)
+
+
+def livegen(*args):
+    return subprocess.run([sys.executable, "-m", "livegen", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_render_answers_each_phrase_in_the_next_on_its_channels(tmp_path, shift_model):
+    song = tmp_path / "in.mid"
+    melody = [(72, 0, 4), (74, 4, 8), (76, 8, 16), (77, 32, 36), (79, 36, 40)]
+    write_song(song, melody)
+    out = tmp_path / "out.mid"
+    r = livegen("render", str(song), str(out), "--model", str(shift_model))
+    assert r.returncode == 0, r.stderr
+    notes = rendered_notes(out)
+    player = [n for n in notes if n[0] == 0]
+    assert [(p, s, e) for _, p, s, e in player] == sorted(melody)
+    generated = [n for n in notes if n[0] != 0]
+    want = sorted((1 + k, p - sh, s + 32, e + 32) for p, s, e in melody for k, sh in enumerate((3, 12, 24)))
+    assert generated == want
+
+
+def test_render_splits_held_notes_where_the_model_marks_onsets(tmp_path):
+    model = tinymodels.shift_accompany(tmp_path / "onsets.onnx", onsets_every=4)
+    song = tmp_path / "in.mid"
+    write_song(song, [(72, 0, 8)])
+    out = tmp_path / "out.mid"
+    assert livegen("render", str(song), str(out), "--model", str(model)).returncode == 0
+    alto = [(s, e) for ch, p, s, e in rendered_notes(out) if ch == 1]
+    assert alto == [(32, 36), (36, 40)]
+
+
+def test_render_moves_a_low_melody_up_into_the_model_and_back(tmp_path, shift_model):
+    song = tmp_path / "low.mid"
+    write_song(song, [(48, 0, 4), (50, 4, 8)])        # two octaves under the soprano range
+    out = tmp_path / "out.mid"
+    assert livegen("render", str(song), str(out), "--model", str(shift_model)).returncode == 0
+    bass = [p for ch, p, s, e in rendered_notes(out) if ch == 3]
+    assert bass == [48 - 24, 50 - 24]
+
+
+def test_render_with_the_bundled_model_writes_three_voices_under_the_tune(tmp_path):
+    song = tmp_path / "tune.mid"
+    write_song(song, [(67 + i % 5, 4 * i, 4 * i + 4) for i in range(16)], sustain=(60, 64))
+    out = tmp_path / "out.mid"
+    r = livegen("render", str(song), str(out), "--seed", "3")
+    assert r.returncode == 0, r.stderr
+    notes = rendered_notes(out)
+    for ch in (1, 2, 3):
+        voice = [n for n in notes if n[0] == ch]
+        assert voice, f"no notes on channel {ch + 1}"
+        assert all(s >= 32 for _, _, s, _ in voice)          # answers come one phrase later
+    assert max(p for ch, p, *_ in notes if ch == 3) < min(p for ch, p, *_ in notes if ch == 0)
+
+
+@pytest.mark.parametrize("content, message", [(b"MThd\x00\x00", "not a readable MIDI file"),
+                                              (None, "not a readable MIDI file")])
+def test_render_rejects_bad_files_clearly(tmp_path, shift_model, content, message):
+    bad = tmp_path / "bad.mid"
+    if content is not None:
+        bad.write_bytes(content)
+    r = livegen("render", str(bad), str(tmp_path / "o.mid"), "--model", str(shift_model))
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,125 @@
+"""Training side: data loaders, a few real training steps per model, resume, export parity,
+and a 2-process torchrun run. Small configs so the whole file runs in about a minute."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the training extra (torch) is not installed")
+
+from training import data as D  # noqa: E402
+from training.train import RunConfig, fit, load_checkpoint  # noqa: E402
+
+TINY = {
+    "gan": {"width": 8, "critic_width": 8, "critic_steps": 2, "z_dim": 4},
+    "arcnn": {"width": 8, "levels": 2},
+    "transformer": {"layers": 1, "d_model": 32, "heads": 2, "max_context": 64, "dropout": 0.0},
+}
+
+
+def write_midi(path, voices_by_channel):
+    import mido
+
+    mid = mido.MidiFile(ticks_per_beat=480)
+    for ch, notes in enumerate(voices_by_channel):
+        tr = mido.MidiTrack()
+        mid.tracks.append(tr)
+        now = 0
+        for pitch, start, end in notes:
+            tr.append(mido.Message("note_on", channel=ch, note=pitch, velocity=80, time=start * 120 - now))
+            tr.append(mido.Message("note_off", channel=ch, note=pitch, time=(end - start) * 120))
+            now = end * 120
+    mid.save(path)
+
+
+def test_midi_folder_becomes_four_voices_on_the_grid(tmp_path):
+    write_midi(tmp_path / "a.mid", [[(72, 0, 4), (74, 4, 8)], [(60, 0, 8)], [(55, 0, 8)], [(43, 0, 4)]])
+    (tmp_path / "broken.mid").write_bytes(b"MThd junk")
+    arr = D.load_midi_file(tmp_path / "a.mid")
+    assert arr.shape == (8, 4)
+    assert arr[0].tolist() == [72, 60, 55, 43]
+    assert arr[5].tolist() == [74, 60, 55, -1] or arr[5].tolist()[0] == 74
+    splits = D.load_midi_folder(tmp_path)       # the broken file is skipped, not fatal
+    assert len(splits.train) == 1 and splits.train[0].shape == (8, 4)
+
+
+def test_jsb_loader_and_transpositions(jsb_path):
+    s = D.load_jsb(jsb_path)
+    assert (len(s.train), len(s.valid), len(s.test)) == (229, 76, 77)
+    c = s.train[0]
+    keys = D.transpositions(c)
+    assert 1 < len(keys) <= 12
+    for k in keys:
+        sounding = k[k >= 0]
+        assert sounding.min() >= D.PITCH_LOW and sounding.max() < D.PITCH_LOW + D.PITCH_COUNT
+    with pytest.raises(D.DataError, match="cannot read"):
+        D.load_jsb(jsb_path.parent / "nope.json")
+
+
+def test_music21_chorales_are_read_once_and_cached(tmp_path, jsb_path):
+    s = D.load_music21(tmp_path, limit=4)
+    total = len(s.train) + len(s.valid) + len(s.test)
+    assert 1 <= total <= 4 and all(c.shape[1] == 4 for c in s.train + s.valid + s.test)
+    assert (tmp_path / "music21-bach.npz").exists()
+    again = D.load_music21(tmp_path)             # from the cache: same chorales
+    assert len(again.train) + len(again.valid) + len(again.test) == total
+
+
+def run_steps(model, tmp_path, jsb_path, steps, **kw):
+    run = RunConfig(model=model, data=f"jsb:{jsb_path}", out=str(tmp_path / model), steps=steps, batch_size=8,
+                    lr=3e-3, warmup=2, valid_every=steps, max_chorales=6, **kw)
+    return fit(run, TINY[model], show_progress=False)
+
+
+@pytest.mark.parametrize("model", ["gan", "arcnn", "transformer"])
+def test_a_few_steps_lower_the_loss_and_checkpoints_resume(model, tmp_path, jsb_path):
+    result = run_steps(model, tmp_path, jsb_path, 40)
+    out = tmp_path / model
+    ckpt = load_checkpoint(out / "last.pt")
+    losses = [h["loss"] for h in ckpt["history"] if "loss" in h]
+    assert np.mean(losses[-2:]) < losses[0], losses
+    assert ckpt["config"] == {**ckpt["config"], **TINY[model]} and ckpt["schema"] == 1
+    assert (out / "loss.png").stat().st_size > 1000 and list(out.glob("sample-*.png"))
+    resumed = run_steps(model, tmp_path, jsb_path, 45)
+    assert resumed["step"] == 45 and load_checkpoint(out / "last.pt")["step"] == 45
+    assert result["step"] == 40
+
+
+@pytest.mark.parametrize("model", ["gan", "arcnn", "transformer"])
+def test_export_matches_torch_and_carries_the_contract(model, tmp_path, jsb_path):
+    from export.onnx_export import export
+    from livegen.models import Model
+
+    run_steps(model, tmp_path, jsb_path, 3)
+    report = export(tmp_path / model / "best.pt", tmp_path / f"{model}.onnx")
+    assert report["max_abs_diff"] < 1e-4
+    if model == "transformer":
+        assert report["cache_max_abs_diff"] < 1e-4
+    m = Model(str(tmp_path / f"{model}.onnx"))     # the runtime accepts it
+    assert m.info.kind == {"gan": "accompany", "arcnn": "edit", "transformer": "continue"}[model]
+
+
+def test_export_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
+    bad = tmp_path / "x.pt"
+    torch.save({"hello": torch.zeros(1)}, bad)
+    r = subprocess.run([sys.executable, "-m", "export", str(bad), str(tmp_path / "x.onnx")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "not a livegen checkpoint" in r.stderr
+
+
+def test_torchrun_two_processes_on_gloo(tmp_path, jsb_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+           "-m", "training", "arcnn", "--data", f"jsb:{jsb_path}", "--out", str(out), "--steps", "6",
+           "--batch-size", "8", "--valid-every", "6", "--max-chorales", "4", "--config", json.dumps(TINY["arcnn"])]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = json.loads((out / "run.json").read_text())
+    assert run["world_size"] == 2
+    assert load_checkpoint(out / "last.pt")["step"] == 6
