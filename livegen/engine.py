@@ -166,6 +166,10 @@ class Engine:
             self.scheduler.send_now([0xFC])
         self.scheduler.panic(channels=set(self.channels) | self.thru_channels)
         self.scheduler.stop()
+        if self.scheduler.timing:
+            late = np.array([sent - deadline for deadline, sent in self.scheduler.timing]) * 1000
+            log.info("note-ons sent after their deadline: p50 %.2f ms, p99 %.2f ms, max %.2f ms (%d notes)",
+                     np.percentile(late, 50), np.percentile(late, 99), late.max(), len(late))
         if self.recorder:
             count = self.recorder.write(self.settings.record, self.clock.bpm)
             log.info("recorded %d messages to %s", count, self.settings.record)
@@ -176,7 +180,7 @@ class Engine:
         try:
             while not self.stop_event.is_set():
                 cut_at = self.time_of((self.next_phrase + 1) * self.steps - self.settings.tolerance)
-                timeout = 0.05 if cut_at is None else min(0.05, max(cut_at - time.perf_counter(), 0.0))
+                timeout = 0.1 if cut_at is None else min(0.1, max(cut_at - time.perf_counter(), 0.0))
                 try:
                     t, data = self.inq.get(timeout=timeout)
                     self.handle(parse(data), t, data)
@@ -282,7 +286,7 @@ class Engine:
     def _worker_loop(self) -> None:
         while not self.stop_event.is_set():
             try:
-                job = self.jobs.get(timeout=0.1)
+                job = self.jobs.get(timeout=0.25)
             except queue.Empty:
                 continue
             t = time.perf_counter()

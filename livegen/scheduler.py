@@ -174,7 +174,7 @@ class Scheduler(threading.Thread):
                     self._do_panic()
                 while self._now:
                     self._emit(self._now.popleft())
-                wait = 0.05
+                wait = 0.25   # idle: wake rarely; new work notifies at once
                 due = None
                 if self._heap:
                     step = self._heap[0][0]

@@ -1,0 +1,134 @@
+"""Timing of generated notes over real JACK ports, idle CPU and memory of the daemon.
+
+    python benchmarks/live_timing.py [--seconds 120] [--bpm 120] [--model accompany]
+
+Starts a JACK dummy server of its own, runs `livegen run` as a subprocess, plays the soprano
+lines of JSB test chorales into it in time, listens to its output, and prints a table:
+- error of each generated note-on against its grid time as the player defines it (first
+  note = step 0; includes both JACK hops, about 1.3 ms each, as a musician would hear it),
+- the same with the constant latency taken out (jitter around the daemon's own grid),
+- notes dropped as late, CPU use of the daemon while idle (no one playing), resident memory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.jackmidi import Daemon, Listener, Player  # noqa: E402
+
+JSB = ROOT.parent / "shared" / "data" / "jsb" / "Jsb16thSeparated.json"
+
+
+def start_jack() -> subprocess.Popen:
+    name = f"lgbench-{uuid.uuid4().hex[:6]}"
+    os.environ["JACK_DEFAULT_SERVER"] = name
+    os.environ["JACK_NO_START_SERVER"] = "1"
+    proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "64"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(150):
+        if subprocess.run(["jack_lsp"], capture_output=True).returncode == 0:
+            return proc
+        time.sleep(0.1)
+    raise SystemExit("jackd did not start")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def melody(seconds: float, step: float) -> list[tuple[int, int, int]]:
+    """Soprano lines of JSB test chorales, one after another, as (pitch, start, end) steps."""
+    test = json.loads(JSB.read_text())["test"]
+    notes, offset, total = [], 0, int(seconds / step)
+    for chorale in test:
+        sop = [s[0] for s in chorale]
+        t = 0
+        while t < len(sop):
+            p, s = sop[t], t
+            while t < len(sop) and sop[t] == p:
+                t += 1
+            if p >= 0 and offset + s < total - 40:
+                notes.append((p, offset + s, offset + t))
+        offset += len(sop)
+        if offset >= total - 40:
+            break
+    return notes
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=120)
+    ap.add_argument("--bpm", type=float, default=120)
+    ap.add_argument("--model", default="accompany")
+    ap.add_argument("--idle-seconds", type=float, default=10)
+    args = ap.parse_args()
+    jack = start_jack()
+    step = 60 / (args.bpm * 4)
+    try:
+        d = Daemon("lgbench", "--model", args.model, "--bpm", str(args.bpm), "--seed", "1")
+        player, listener = Player(d.in_port, "bench-player"), Listener(d.out_port, "bench-listener")
+        pid = d.proc.pid
+        c0 = cpu_seconds(pid)
+        time.sleep(args.idle_seconds)
+        idle_cpu = (cpu_seconds(pid) - c0) / args.idle_seconds * 100
+        notes = melody(args.seconds, step)
+        events = []
+        for p, s, e in notes:
+            events += [(s * step, [0x90, p, 90]), (e * step - 0.005, [0x80, p, 0])]
+        t0 = time.perf_counter() + 0.5
+        for dt, msg in sorted(events, key=lambda x: x[0]):
+            player.at(t0 + dt, msg)
+        time.sleep(t0 + (notes[-1][2] + 2 * 32) * step - time.perf_counter())
+        rss = rss_mib(pid)
+        d.stop()
+        out = d.output()
+        ons = listener.note_ons()
+        player.close()
+        listener.close()
+    finally:
+        jack.terminate()
+        jack.wait(10)
+    pos = np.array([(t - t0) / step for t, *_ in ons])
+    err_ms = (pos - np.round(pos)) * step * 1000
+    jitter = err_ms - np.median(err_ms)
+    late = next((int(x.split()[1]) for x in out.split(", ") if x.startswith("late_dropped")), -1)
+
+    def row(name, e):
+        a = np.abs(e)
+        return f"| {name} | {len(e)} | {np.percentile(a, 50):.2f} | {np.percentile(a, 99):.2f} | {a.max():.2f} |"
+
+    print(f"\nlivegen live timing: {args.seconds:.0f} s at {args.bpm:g} BPM, model {args.model}, "
+          f"{len(notes)} player notes, CPU inference ({os.cpu_count()} cores)")
+    print("| generated note-ons vs grid | notes | p50 ms | p99 ms | max ms |")
+    print("|---|---|---|---|---|")
+    print(row("player's grid (end to end, 2 JACK hops)", err_ms))
+    print(row("daemon's grid (median latency removed)", jitter))
+    print(f"\n| measure | value |\n|---|---|\n| median latency (2 JACK hops + scheduling) | {np.median(err_ms):.2f} ms |")
+    print(f"| notes dropped as late | {late} |")
+    sent = next((line.split("livegen: ")[1] for line in out.splitlines() if "after their deadline" in line), "?")
+    print(f"| daemon's own send error | {sent} |")
+    print(f"| daemon CPU while idle ({args.idle_seconds:g} s) | {idle_cpu:.2f} % of one core |")
+    print(f"| daemon resident memory after the session | {rss:.0f} MiB |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
