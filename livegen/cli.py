@@ -176,6 +176,8 @@ class LiveSession:
                 continue
             if port is not None and name not in ins:
                 log.warning("input %s is gone; waiting for it to come back", name)
+                port.cancel_callback()
+                time.sleep(0.05)
                 port.close_port()
                 port.delete()
                 entry[0] = None
@@ -216,6 +218,10 @@ class LiveSession:
             engine.stop()
             st = engine.stats | engine.scheduler.stats
             log.info("stopped: %s", ", ".join(f"{k} {v}" for k, v in st.items()))
+        for entry in self.inputs:
+            if entry[0] is not None:
+                entry[0].cancel_callback()   # before closing: JACK's thread may be inside it
+        time.sleep(0.05)
         for entry in self.inputs:
             if entry[0] is not None:
                 entry[0].close_port()

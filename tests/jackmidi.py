@@ -50,7 +50,6 @@ class Player:
 
     def close(self) -> None:
         self.out.close_port()
-        self.out.delete()
 
 
 class Listener:
@@ -91,8 +90,10 @@ class Listener:
         return on
 
     def close(self) -> None:
+        # stop the callback first: closing while JACK's thread is inside it can crash rtmidi
+        self.inp.cancel_callback()
+        time.sleep(0.05)
         self.inp.close_port()
-        self.inp.delete()
 
 
 class Daemon:
