@@ -132,9 +132,7 @@ class LiveSession:
         specs = [("in", s.input)] + ([("clock", s.clock_port)] if s.clock_port else [])
         for port_name, spec in specs:
             port, name = open_port("in", self.backend, spec, s.client_name, port_name)
-            port.ignore_types(sysex=False, timing=False, active_sense=True)
-            port.set_callback(self.engine.on_midi)
-            self.inputs.append([port, name, spec])
+            self.inputs.append([port, name, spec, self._poll(port)])
         self.out, self.out_name = open_port("out", self.backend, s.output, s.client_name)
         if self.backend == "jack":
             self._name_virtual_ports()
@@ -142,6 +140,14 @@ class LiveSession:
         log.info("listening on %s, playing to %s; tracks %s on channels %s; %d-step phrases at %s",
                  " and ".join(i[1] for i in self.inputs), self.out_name, ",".join(self.model.info.tracks), channels,
                  phrase_steps(s, self.model), "MIDI clock" if s.clock == "midi" else f"{s.bpm:g} BPM")
+
+    def _poll(self, port):
+        from livegen.ports import InputPoller
+
+        port.ignore_types(sysex=False, timing=False, active_sense=False)   # see InputPoller
+        poller = InputPoller(port, self.engine.feed)
+        poller.start()
+        return poller
 
     def _name_virtual_ports(self) -> None:
         """JACK renames a second client of the same name (livegen-01): report the real names."""
@@ -171,21 +177,17 @@ class LiveSession:
             self.watcher = watcher(self.backend, self.settings.client_name)
         ins, outs = self.watcher.inputs(), self.watcher.outputs()
         for entry in self.inputs:
-            port, name, spec = entry
+            port, name, spec, poller = entry
             if spec == "virtual":
                 continue
             if port is not None and name not in ins:
                 log.warning("input %s is gone; waiting for it to come back", name)
-                port.cancel_callback()
-                time.sleep(0.05)
+                poller.stop()
                 port.close_port()
-                port.delete()
                 entry[0] = None
             elif port is None and name in ins:
                 new, _ = open_port("in", self.backend, name, self.settings.client_name, "in")
-                new.ignore_types(sysex=False, timing=False, active_sense=True)
-                new.set_callback(self.engine.on_midi)
-                entry[0] = new
+                entry[0], entry[3] = new, self._poll(new)
                 log.info("input %s is back", name)
         if self.settings.output != "virtual":
             if self.out is not None and self.out_name not in outs:
@@ -200,6 +202,9 @@ class LiveSession:
                 log.info("output %s is back", self.out_name)
 
     def run(self) -> int:
+        import faulthandler
+
+        faulthandler.register(signal.SIGUSR1)   # `kill -USR1 PID` prints every thread's stack
         self.open()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stopped.set())
@@ -217,14 +222,13 @@ class LiveSession:
         if engine:
             engine.stop()
             st = engine.stats | engine.scheduler.stats
+            if engine.follower:
+                st["clock_ticks_lost"] = engine.follower.lost_ticks
             log.info("stopped: %s", ", ".join(f"{k} {v}" for k, v in st.items()))
-        for entry in self.inputs:
-            if entry[0] is not None:
-                entry[0].cancel_callback()   # before closing: JACK's thread may be inside it
-        time.sleep(0.05)
-        for entry in self.inputs:
-            if entry[0] is not None:
-                entry[0].close_port()
+        for port, _, _, poller in self.inputs:
+            poller.stop()
+            if port is not None:
+                port.close_port()
         if self.out is not None:
             self.out.close_port()
         if self.jack is not None:

@@ -66,6 +66,8 @@ class MidiClockFollower:
         self.running = False
         self.period = 60.0 / (default_bpm * TICKS_PER_BEAT)   # seconds per tick, last estimate
         self._fit: tuple[float, float] | None = None           # time = a + b * tick
+        self._off_run, self._off_sign = 0, 1
+        self.lost_ticks = 0
 
     @property
     def bpm(self) -> float:
@@ -91,13 +93,26 @@ class MidiClockFollower:
     def tick(self, t: float) -> None:
         if not self.running:
             return
+        if len(self.samples) >= 6:
+            # A gap of about two or three periods is a tick that went missing on the way
+            # (a MIDI hop that dropped it): count it, or every later step would be a tick late.
+            gap = (t - self.samples[-1][1]) / self.period
+            if 1.75 <= gap <= 4.5:
+                self.next_tick += round(gap) - 1
+                self.lost_ticks += round(gap) - 1
         if self._fit is not None and len(self.samples) >= 12:
             a, b = self._fit
-            if abs(t - (a + b * self.next_tick)) > 0.25 * b:
-                # a tempo change, not jitter: follow it from the recent ticks only
-                recent = list(self.samples)[-3:]
+            off = t - (a + b * self.next_tick)
+            # three ticks in a row off the line the same way is a tempo change, not jitter
+            # or one late tick: follow it from the recent ticks only
+            self._off_run = self._off_run + 1 if abs(off) > 0.5 * b and off * self._off_sign > 0 else \
+                (1 if abs(off) > 0.5 * b else 0)
+            self._off_sign = 1 if off > 0 else -1
+            if self._off_run >= 3:
+                recent = list(self.samples)[-2:]
                 self.samples.clear()
                 self.samples.extend(recent)
+                self._off_run = 0
         self.samples.append((self.next_tick, t))
         self.next_tick += 1
         self._refit()

@@ -1,7 +1,7 @@
 """Wiring for live play: MIDI input callback -> capture thread -> inference worker -> scheduler.
 
-- The rtmidi callback only timestamps and enqueues (bounded; when full the newest message is
-  dropped and counted).
+- The input poller only timestamps and enqueues (bounded; when full the newest message is
+  dropped and counted; see ports.InputPoller for why it is not an rtmidi callback).
 - The capture thread parses, quantises, forwards thru, follows the clock, and at the end of
   each phrase hands the phrase to the worker. It cuts the phrase `tolerance` of a step before
   the boundary: any note played later belongs to the next phrase anyway, and the head start
@@ -136,12 +136,12 @@ class Engine:
     def time_of(self, step: float) -> float | None:
         return self.clock.time_of(step)
 
-    # ---------------------------------------------------------------- MIDI callback (rtmidi thread)
+    # ---------------------------------------------------------------- input (the port's poller thread)
 
-    def on_midi(self, message, _data=None) -> None:
-        """rtmidi callback: timestamp and enqueue, nothing else."""
+    def feed(self, t: float, data: list[int]) -> None:
+        """A message from an input port with its arrival time: enqueue, nothing else."""
         try:
-            self.inq.put_nowait((time.perf_counter(), message[0]))
+            self.inq.put_nowait((t, data))
         except queue.Full:
             self.stats["input_dropped"] += 1
 

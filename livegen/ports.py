@@ -10,13 +10,16 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from typing import Callable
 
 from livegen.errors import PortError
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "alsa", "jack", "coremidi", "winmm")
+INPUT_QUEUE_LIMIT = 8192
 
 
 def match_port(names: list[str], wanted: str, direction: str = "port") -> int:
@@ -66,8 +69,10 @@ def _client(kind: str, backend: str, client_name: str):
     import rtmidi
 
     try:
-        cls = rtmidi.MidiIn if kind == "in" else rtmidi.MidiOut
-        return cls(_api(backend), name=client_name)
+        if kind == "in":
+            # a deep queue inside rtmidi: the MIDI API's thread fills it without Python
+            return rtmidi.MidiIn(_api(backend), name=client_name, queue_size_limit=INPUT_QUEUE_LIMIT)
+        return rtmidi.MidiOut(_api(backend), name=client_name)
     except (rtmidi.SystemError, rtmidi.RtMidiError) as err:
         hint = " (is a JACK server running? `jackd -d dummy` starts one)" if backend == "jack" else ""
         raise PortError(f"cannot open the {backend} MIDI backend: {err}{hint}") from err
@@ -128,6 +133,49 @@ class watcher:
 
     def outputs(self) -> list[str]:
         return self._out.get_ports()
+
+
+class InputPoller(threading.Thread):
+    """Drains an rtmidi input's own queue and hands (time, bytes) to `deliver`.
+
+    Not a callback: rtmidi's callback runs on the MIDI API's thread (JACK's process thread)
+    and would have to wait for Python's GIL; a busy moment in Python then makes JACK miss
+    a cycle and lose messages. rtmidi queues messages without Python, with the time between
+    them taken on the API's thread, so their times stay right even when this thread is
+    late: arrival = anchor + the sum of the deltas, the anchor being the earliest that is
+    consistent with every poll so far. Nothing is filtered inside rtmidi (`ignore_types`
+    all off): rtmidi drops a filtered message's delta too, which would shift every later time.
+    """
+
+    def __init__(self, port, deliver: Callable[[float, list[int]], None], interval: float = 0.001):
+        super().__init__(name="livegen-input", daemon=True)
+        self.port, self.deliver, self.interval = port, deliver, interval
+        self.halt = threading.Event()
+        self.overflows = 0
+
+    MAX_LAG = 0.05   # a message older than this by its deltas means deltas were lost: re-anchor
+
+    def run(self) -> None:
+        anchor, elapsed = None, 0.0
+        get = self.port.get_message
+        while not self.halt.is_set():
+            msg = get()
+            if msg is None:
+                self.halt.wait(self.interval)
+                continue
+            data, delta = msg
+            elapsed += delta
+            now = time.perf_counter()
+            # never in the future; and rtmidi drops the delta of a message it drops (queue
+            # full), which would leave every later time early
+            if anchor is None or anchor + elapsed > now or now - (anchor + elapsed) > self.MAX_LAG:
+                anchor = now - elapsed
+            self.deliver(anchor + elapsed, data)
+
+    def stop(self) -> None:
+        self.halt.set()
+        if self.is_alive():
+            self.join(1.0)
 
 
 # ---------------------------------------------------------------- JACK helper

@@ -72,6 +72,7 @@ class Scheduler(threading.Thread):
         self._cond = threading.Condition()
         self._halt = threading.Event()
         self._panic = threading.Event()
+        self._panic_channels: set[int] = set()
         self._dropped_ids: set[int] = set()
         self.stats = {"sent": 0, "late_dropped": 0, "send_errors": 0}
         self.timing: deque = deque(maxlen=100_000)   # (deadline, sent) pairs for telemetry and benchmarks
@@ -97,7 +98,7 @@ class Scheduler(threading.Thread):
         with self._cond:
             if clear:
                 self._heap.clear()
-            self._panic_channels = set(channels)
+            self._panic_channels |= set(channels)
             self._panic.set()
             self._cond.notify()
 
@@ -134,7 +135,7 @@ class Scheduler(threading.Thread):
             self.on_sent(time.perf_counter(), msg)
 
     def _do_panic(self) -> None:
-        for msg in panic_messages(self.ledger, getattr(self, "_panic_channels", set())):
+        for msg in panic_messages(self.ledger, self._panic_channels):
             self._emit(msg)
 
     def _deliver(self, msg: list[int], note_id: int | None, deadline: float, now: float) -> None:

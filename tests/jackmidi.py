@@ -9,6 +9,10 @@ import time
 
 import rtmidi
 
+# The player sends at exact times while the listener's thread polls: hand the GIL over
+# often so neither holds up the other by the default 5 ms.
+sys.setswitchinterval(0.0005)
+
 
 def wait_for_ports(names: list[str], timeout: float = 20.0) -> None:
     """Until every name is among the JACK MIDI ports (inputs or outputs)."""
@@ -45,7 +49,7 @@ class Player:
         if gap > 0.002:
             time.sleep(gap - 0.002)
         while time.perf_counter() < when:
-            pass
+            time.sleep(0)      # spin, but let other threads (and their MIDI) have the GIL
         return self.send(msg)
 
     def close(self) -> None:
@@ -53,20 +57,27 @@ class Player:
 
 
 class Listener:
-    """Records (arrival time, message) of everything sent to it."""
+    """Records (arrival time, message) of everything sent to it.
+
+    It polls rtmidi's own queue (livegen.ports.InputPoller) rather than taking a callback,
+    so a busy test process cannot make JACK drop what it should hear.
+    """
 
     def __init__(self, source: str, client: str = "listener"):
+        from livegen.ports import InputPoller
+
         self.events: list[tuple[float, list[int]]] = []
         self.lock = threading.Lock()
-        self.inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, client)
-        self.inp.ignore_types(sysex=False, timing=False, active_sense=True)
-        self.inp.set_callback(self._cb)
+        self.inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, client, queue_size_limit=65536)
+        self.inp.ignore_types(sysex=False, timing=False, active_sense=False)
         self.inp.open_port(self.inp.get_ports().index(source), "in")
+        self.poller = InputPoller(self.inp, self._add, interval=0.0005)
+        self.poller.start()
         time.sleep(0.3)
 
-    def _cb(self, message, _):
+    def _add(self, t: float, data: list[int]) -> None:
         with self.lock:
-            self.events.append((time.perf_counter(), message[0]))
+            self.events.append((t, data))
 
     def messages(self) -> list[tuple[float, list[int]]]:
         with self.lock:
@@ -90,9 +101,7 @@ class Listener:
         return on
 
     def close(self) -> None:
-        # stop the callback first: closing while JACK's thread is inside it can crash rtmidi
-        self.inp.cancel_callback()
-        time.sleep(0.05)
+        self.poller.stop()
         self.inp.close_port()
 
 

@@ -78,3 +78,14 @@ def test_tempo_change_is_followed_within_two_beats():
     ticks(f, 0.0, 48, p1)
     ticks(f, 48 * p1, 48, p2)
     assert f.bpm == pytest.approx(90, rel=0.01)
+
+
+def test_a_lost_tick_does_not_shift_the_grid():
+    f = MidiClockFollower()
+    f.start()
+    period = 60 / (120 * 24)
+    for n in range(48):
+        if n != 30:                      # tick 30 never arrives
+            f.tick(n * period)
+    assert f.lost_ticks == 1
+    assert f.time_of(8) == pytest.approx(48 * period, abs=1e-4)   # step 8 = tick 48

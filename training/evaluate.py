@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from livegen import roll as R
-from livegen.generate.accompany import decode, MELODY_TARGET
+from livegen.generate.accompany import accompany
 from livegen.generate.edit import EditSettings, edit_rolls
 from livegen.models import Model
 from training import data as D
@@ -147,24 +147,15 @@ def summarise(sums: dict[str, float]) -> dict[str, float]:
 
 
 def generate_voices(model: Model, chorale: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Alto, tenor and bass generated for the chorale's soprano, window by window, as (steps, 4)."""
-    info = model.info
-    w = info.window_steps
+    """Alto, tenor and bass generated for the chorale's soprano by the runtime's own code, (steps, 4)."""
+    w = model.info.window_steps
     steps = len(chorale) // w * w
     sop = chorale[:steps, 0]
     notes = [R.Note(int(p), t, t + 1) for t, p in enumerate(sop) if p >= 0]
-    shift = R.octave_shift([n.pitch for n in notes], info.pitch_low, info.pitch_count, MELODY_TARGET)
-    melody = np.stack([R.melody_roll(notes, k, w, info.pitch_low, info.pitch_count, shift)
-                       for k in range(0, steps, w)])
-    feeds = {"melody": melody}
-    if info.z_dim:
-        feeds["z"] = rng.standard_normal((len(melody), info.z_dim)).astype(np.float32)
-    probs = model.run(feeds)["probs"]
     out = np.full((steps, 4), -1, np.int16)
     out[:, 0] = sop
-    for k in range(len(melody)):
-        for n in decode(probs[k], info.threshold, max(info.max_polyphony, 1), info.pitch_low, k * w):
-            out[n.start:n.end, 1 + n.track] = n.pitch - shift
+    for n in accompany(model, notes, 0, steps, rng):
+        out[n.start:n.end, 1 + n.track] = n.pitch
     return out
 
 

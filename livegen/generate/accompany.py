@@ -1,6 +1,8 @@
 """`accompany` models: the player's phrase becomes the melody, the model adds the other voices."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from livegen import roll as R
@@ -17,10 +19,71 @@ def melody_windows(notes: list[R.Note], start: int, steps: int, window: int, pit
                      for k in range(count)])
 
 
+def parallels(before: list[int], after: list[int]) -> int:
+    """Pairs of voices (pitches or -1) moving the same way in parallel unisons, octaves or fifths."""
+    count = 0
+    for a, b in itertools.combinations(range(len(before)), 2):
+        a0, b0, a1, b1 = before[a], before[b], after[a], after[b]
+        if min(a0, b0, a1, b1) < 0 or a0 == a1 or b0 == b1:
+            continue
+        i0, i1 = (a0 - b0) % 12, (a1 - b1) % 12
+        if i0 == i1 and i0 in (0, 7) and (a1 > a0) == (b1 > b0):
+            count += 1
+    return count
+
+
+def voice_lead(probs: np.ndarray, melody: np.ndarray, threshold: float, near: float = 0.1,
+               penalty: float = 3.0, widest: int = 4) -> np.ndarray:
+    """One pitch index (or -1, a rest) per track and step, (tracks, T).
+
+    Each voice takes its most probable pitch, unless another of its `widest` most probable
+    pitches (each at least `near` times the best) avoids parallel fifths or octaves with the
+    melody or another voice at less cost than `penalty` nats per parallel. Where the model
+    is sure there is no choice to make. (Tuned on the JSB valid split: see the model card.)
+    """
+    tracks, steps, _ = probs.shape
+    chosen = np.full((tracks, steps), -1)
+    before = [-1] * (tracks + 1)
+    for t in range(steps):
+        options = []
+        for k in range(tracks):
+            p = probs[k, t]
+            best = float(p.max())
+            if best < threshold:
+                options.append([(-1, 0.0)])
+                continue
+            idx = np.flatnonzero(p >= near * best)
+            idx = idx[np.argsort(-p[idx])][:widest]
+            options.append([(int(i), float(np.log(p[i]))) for i in idx])
+        if all(len(o) == 1 for o in options):   # the model is sure: nothing to weigh
+            before = [int(melody[t])] + [o[0][0] for o in options]
+            chosen[:, t] = before[1:]
+            continue
+        after_best, score_best = None, -np.inf
+        for combo in itertools.product(*options):
+            after = [int(melody[t])] + [c[0] for c in combo]
+            score = sum(c[1] for c in combo) - penalty * parallels(before, after)
+            if score > score_best:
+                after_best, score_best = after, score
+        chosen[:, t] = after_best[1:]
+        before = after_best
+    return chosen
+
+
 def decode(probs: np.ndarray, threshold: float, max_polyphony: int, pitch_low: int, start: int,
-           onset_probs: np.ndarray | None = None) -> list[R.Note]:
-    """(tracks, T, P) probabilities -> notes, track index kept in Note.track."""
-    active = R.keep_most_probable(probs, threshold, max_polyphony)
+           onset_probs: np.ndarray | None = None, melody: np.ndarray | None = None) -> list[R.Note]:
+    """(tracks, T, P) probabilities -> notes, track index kept in Note.track.
+
+    With one note per track and the melody's pitch index per step (-1 for none), the voices
+    are chosen with `voice_lead`; otherwise the most probable cells above the threshold.
+    """
+    if max_polyphony == 1 and melody is not None:
+        chosen = voice_lead(probs, melody, threshold)
+        active = np.zeros(probs.shape, bool)
+        k, t = np.nonzero(chosen >= 0)
+        active[k, t, chosen[k, t]] = True
+    else:
+        active = R.keep_most_probable(probs, threshold, max_polyphony)
     notes = []
     for k in range(probs.shape[0]):
         onsets = None if onset_probs is None else (onset_probs[k] >= threshold) & active[k]
@@ -47,6 +110,7 @@ def accompany(model: Model, notes: list[R.Note], start: int, steps: int, rng: np
     result = []
     for k in range(len(melody)):
         onsets = out["onset_probs"][k] if "onset_probs" in out else None
+        tune = np.where(melody[k].any(axis=1), melody[k].argmax(axis=1), -1)
         result += decode(out["probs"][k], cut, info.max_polyphony, info.pitch_low, start + k * info.window_steps,
-                         onsets)
+                         onsets, tune)
     return R.transpose(R.clip_to_window(result, start, start + steps), -shift)
