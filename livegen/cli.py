@@ -230,6 +230,9 @@ class LiveSession:
             if port is not None:
                 port.close_port()
         if self.out is not None:
+            # the last note-offs and CC 123/120 sit in rtmidi's buffer until the MIDI API's
+            # next cycles take them: closing at once would lose them
+            time.sleep(0.1)
             self.out.close_port()
         if self.jack is not None:
             self.jack.terminate()
