@@ -20,7 +20,10 @@ def add_settings_flags(p: argparse.ArgumentParser, live: bool) -> None:
     """Flags that map onto Settings; default None so a TOML file can set them."""
     p.add_argument("--config", help="TOML file; any flag below can be set there (e.g. bpm = 96)")
     p.add_argument("--model", help="an .onnx file or a bundled model: accompany (default), edit, continue")
-    p.add_argument("--mode", choices=["loop"], help="loop: phrase k's answer plays during phrase k+1")
+    p.add_argument("--mode", choices=["loop", "respond", "follow"],
+                   help="loop (accompany, edit): phrase k rewritten or accompanied plays in phrase k+1; "
+                        "respond (continue, edit): an answer to phrase k plays in k+1; "
+                        "follow (continue): every step harmonised as you play it")
     p.add_argument("--bars", type=int, help="bars per phrase (default: the model's window, 2 bars of 4/4)")
     p.add_argument("--bpm", type=float, help="tempo of the internal clock (default 120)")
     p.add_argument("--meter", help="beats per bar as N/4 (default 4/4)")
@@ -28,6 +31,18 @@ def add_settings_flags(p: argparse.ArgumentParser, live: bool) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="inference device (default auto)")
     p.add_argument("--seed", type=int, help="seed for reproducible output")
     p.add_argument("--threshold", type=float, help="cut for note probabilities (default: the model's)")
+    p.add_argument("--temperature", type=float, help="continue: sampling temperature (default 0.9)")
+    p.add_argument("--top-p", type=float, help="continue: nucleus sampling (default 0.95)")
+    p.add_argument("--edit-passes", type=int, help="edit: network passes (default 10)")
+    p.add_argument("--edits-per-pass", type=int, help="edit: cells flipped per pass (default 10)")
+    p.add_argument("--max-remove", type=float, help="edit: largest share of your notes removed (default 0.5)")
+    p.add_argument("--max-add", type=int, help="edit: most notes added (default 64)")
+    p.add_argument("--keep-player", dest="keep_player", action="store_const", const=True,
+                   help="edit: your notes are never removed (default in loop mode)")
+    p.add_argument("--edit-player", dest="keep_player", action="store_const", const=False,
+                   help="edit: your notes may be removed too (default in respond mode)")
+    p.add_argument("--mute", type=lambda t: [x for x in t.split(",") if x],
+                   help="tracks not to play, by name or number: --mute tenor,4")
     if not live:
         return
     p.add_argument("--backend", choices=["auto", "alsa", "jack", "coremidi", "winmm"], help="MIDI API (default auto)")

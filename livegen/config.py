@@ -7,7 +7,9 @@ from pathlib import Path
 
 from livegen.errors import ConfigError
 
-MODES = ("loop",)
+MODES = ("loop", "respond", "follow")
+# which model kinds each mode plays
+MODE_KINDS = {"loop": ("accompany", "edit"), "respond": ("continue", "edit"), "follow": ("continue",)}
 CLOCKS = ("internal", "midi")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -36,6 +38,15 @@ class Settings:
     late_ms: float = 10.0           # a note-on later than this is dropped, not played
     start_jack: bool = True         # start `jackd -d dummy` when JACK is needed and none runs
     jack_server: str = ""           # JACK server name (JACK_DEFAULT_SERVER)
+    temperature: float = 0.9        # continue: sampling temperature (edit: see edit_temperature)
+    top_p: float = 0.95             # continue: nucleus sampling
+    edit_passes: int = 10
+    edits_per_pass: int = 10
+    edit_temperature: float = 0.05
+    max_remove: float = 0.5         # edit: largest share of the player's notes that may be removed
+    max_add: int = 64               # edit: most notes (cells) that may be added
+    keep_player: bool | None = None  # edit: the player's notes stay (default: yes in loop, no in respond)
+    mute: list[str] = field(default_factory=list)   # track names (alto) or numbers from 1
 
     @property
     def beats_per_bar(self) -> int:
@@ -60,6 +71,10 @@ class Settings:
             raise ConfigError(f"tolerance {self.tolerance}: use 0 up to 0.5 of a step")
         if self.threshold is not None and not 0 < self.threshold < 1:
             raise ConfigError(f"threshold {self.threshold}: use a number between 0 and 1")
+        if not 0 <= self.temperature <= 5 or not 0 < self.top_p <= 1:
+            raise ConfigError("temperature must be 0..5 and top-p in (0, 1]")
+        if not 0 <= self.max_remove <= 1 or self.max_add < 0 or self.edit_passes < 1 or self.edits_per_pass < 1:
+            raise ConfigError("edit settings: max-remove 0..1, max-add >= 0, passes and edits per pass >= 1")
         return self
 
 

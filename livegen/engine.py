@@ -23,8 +23,11 @@ import numpy as np
 
 from livegen.capture import Capture, Event, parse
 from livegen.clock import InternalClock, MidiClockFollower
-from livegen.config import Settings
+from livegen.config import MODE_KINDS, Settings
+from livegen.errors import ConfigError
 from livegen.generate.accompany import accompany
+from livegen.generate.continue_ import Harmoniser, SamplingSettings
+from livegen.generate.edit import EditSettings, edit_phrase
 from livegen.models import Model
 from livegen.roll import Note
 from livegen.scheduler import Scheduler
@@ -46,6 +49,20 @@ def phrase_steps(settings: Settings, model: Model) -> int:
     return bars * steps_per_bar
 
 
+def output_tracks(settings: Settings, model: Model) -> list[str]:
+    """Names of the tracks a mode plays: follow sounds alto, tenor and bass under the player."""
+    if settings.mode == "follow":
+        return model.info.tracks[1:]
+    return list(model.info.tracks)
+
+
+def check_mode(settings: Settings, model: Model) -> None:
+    kinds = MODE_KINDS[settings.mode]
+    if model.info.kind not in kinds:
+        raise ConfigError(f"mode {settings.mode} plays {' or '.join(kinds)} models; "
+                          f"{model.info.path} is a{'n' if model.info.kind[0] in 'ae' else ''} {model.info.kind} model")
+
+
 def track_channels(settings: Settings, tracks: int) -> list[int]:
     """0-based output channel of each generated track (default 2, 3, 4 ... counted from 1)."""
     chosen = [c - 1 for c in settings.channels]
@@ -54,12 +71,92 @@ def track_channels(settings: Settings, tracks: int) -> list[int]:
     return chosen[:tracks]
 
 
+def muted_tracks(settings: Settings, names: list[str]) -> set[int]:
+    out = set()
+    for m in settings.mute:
+        m = str(m).strip().lower()
+        if m.isdigit() and 1 <= int(m) <= len(names):
+            out.add(int(m) - 1)
+        elif m in [n.lower() for n in names]:
+            out.add([n.lower() for n in names].index(m))
+        else:
+            raise ConfigError(f"mute {m!r}: no such track; tracks are {', '.join(names)}")
+    return out
+
+
+def edit_settings(settings: Settings) -> EditSettings:
+    keep = settings.keep_player if settings.keep_player is not None else settings.mode == "loop"
+    return EditSettings(temperature=settings.edit_temperature, passes=settings.edit_passes,
+                        edits_per_pass=settings.edits_per_pass, max_remove_share=settings.max_remove,
+                        max_add=settings.max_add, keep_player=keep)
+
+
 def generate(model: Model, settings: Settings, notes: list[Note], start: int, steps: int,
              rng: np.random.Generator) -> list[Note]:
-    """The generated notes for one phrase, in the same step coordinates as the phrase."""
-    if model.info.kind != "accompany":
-        raise ValueError(f"mode loop plays accompany models; {model.info.path} is {model.info.kind}")
-    return accompany(model, notes, start, steps, rng, settings.threshold)
+    """The generated notes for one phrase (loop and respond with accompany or edit models),
+    in the same step coordinates as the phrase."""
+    if model.info.kind == "accompany":
+        return accompany(model, notes, start, steps, rng, settings.threshold)
+    if model.info.kind == "edit":
+        return edit_phrase(model, notes, start, steps, rng, edit_settings(settings))
+    # continue (render; live does the same step by step): harmonise the phrase, then answer it
+    harmoniser = Harmoniser(model, SamplingSettings(settings.temperature, settings.top_p), rng)
+    for step in range(start, start + steps):
+        harmoniser.step(max((n.pitch for n in notes if n.start <= step < n.end), default=None))
+    stream = VoiceStream(None, [0, 1, 2, 3], 100)
+    for s_off, pitches in harmoniser.answer(steps):
+        stream.step(start + s_off, pitches)
+    stream.close(start + steps)
+    return stream.notes
+
+
+class VoiceStream:
+    """Turns one pitch per voice per step into notes: the same pitch again is held.
+
+    With a scheduler, notes are scheduled as the steps come (note-on now, note-off when the
+    voice moves); without one, they are collected in `notes`.
+    """
+
+    def __init__(self, scheduler, channels: list[int], velocity: int, muted: set[int] = frozenset(),
+                 immediate: bool = False):
+        self.scheduler, self.channels, self.velocity = scheduler, channels, velocity
+        self.muted, self.immediate = muted, immediate
+        self.current: list[tuple[int, int, int] | None] = [None] * len(channels)   # (pitch, id, start)
+        self.notes: list[Note] = []
+        self.count = 0
+        self.since: float | None = None    # follow mode: arrival of the player's note being answered
+
+    def step(self, step: int, pitches: list[int]) -> None:
+        for v, pitch in enumerate(pitches):
+            if v in self.muted or v >= len(self.channels):
+                continue
+            cur = self.current[v]
+            if cur is not None and cur[0] == pitch:
+                continue
+            if cur is not None:
+                self._off(v, cur, step)
+            self.current[v] = None
+            if pitch >= 0:
+                note_id = None
+                if self.scheduler is not None:
+                    ch = self.channels[v]
+                    note_id = (self.scheduler.note_now(ch, pitch, self.velocity, self.since) if self.immediate
+                               else self.scheduler.schedule_on(step, ch, pitch, self.velocity))
+                self.current[v] = (pitch, note_id, step)
+                self.count += 1
+
+    def _off(self, v: int, cur, step: int) -> None:
+        pitch, note_id, start = cur
+        if self.scheduler is not None:
+            self.scheduler.schedule_off(step, note_id, self.channels[v], pitch)
+        else:
+            self.notes.append(Note(pitch, start, step, self.velocity, v))
+
+    def close(self, step: int) -> None:
+        for v, cur in enumerate(self.current):
+            if cur is not None:
+                self._off(v, cur, step)
+        self.current = [None] * len(self.channels)
 
 
 @dataclass
@@ -68,6 +165,13 @@ class Job:
     start: int
     steps: int
     notes: list[Note]
+
+
+@dataclass
+class FollowJob:
+    step: int
+    soprano: int | None     # the player's top sounding pitch at that step, or None
+    velocity: int
 
 
 class Recorder:
@@ -105,15 +209,31 @@ class Engine:
     def __init__(self, settings: Settings, model: Model, send, on_stopped=None):
         self.settings = settings
         self.model = model
+        check_mode(settings, model)
         self.steps = phrase_steps(settings, model)
-        self.channels = track_channels(settings, len(model.info.tracks))
+        self.tracks = output_tracks(settings, model)
+        self.channels = track_channels(settings, len(self.tracks))
+        self.muted = muted_tracks(settings, self.tracks)
+        self.sampling = SamplingSettings(settings.temperature, settings.top_p)
+        self.follow = settings.mode == "follow"
+        # respond with a continue model: each step of the phrase is harmonised silently as it
+        # is played, so at the phrase's end the model has four voices of context, and only
+        # the answer is left to decode
+        self.context_steps = settings.mode == "respond" and model.info.kind == "continue"
+        self.lead_ms = 0.0            # how long the answer to a phrase takes: the phrase is cut that early
+        self.first_step_ms = 0.0
+        self.follow_next = 0          # next step to harmonise in follow mode
+        self.follow_velocity = 90
+        self.harmoniser = Harmoniser(model, self.sampling, np.random.default_rng(settings.seed), live=self.follow) \
+            if self.follow or self.context_steps else None
+        self.follow_stream = None
         spb = model.info.steps_per_beat
         self.internal = InternalClock(settings.bpm, spb)
         self.follower = MidiClockFollower(spb, default_bpm=settings.bpm) if settings.clock == "midi" else None
         self.capture = Capture(settings.tolerance)
         self.rng = np.random.default_rng(settings.seed)
         self.inq: queue.Queue = queue.Queue(maxsize=INPUT_QUEUE)
-        self.jobs: queue.Queue = queue.Queue(maxsize=2)
+        self.jobs: queue.Queue = queue.Queue(maxsize=2 if not self.follow else 64)
         self.recorder = Recorder() if settings.record else None
         self.scheduler = Scheduler(send, self.time_of, settings.late_ms,
                                    on_sent=self.recorder.add if self.recorder else None)
@@ -124,8 +244,24 @@ class Engine:
                       "phrases": 0, "phrases_dropped": 0, "worker_errors": 0, "generated_notes": 0}
         self.phrase_ms: list[float] = []
         self.on_stopped = on_stopped
+        self.lead_ms = self.calibrate()
         self._threads = [threading.Thread(target=self._capture_loop, name="livegen-capture", daemon=True),
                          threading.Thread(target=self._worker_loop, name="livegen-worker", daemon=True)]
+
+    def calibrate(self) -> float:
+        """Time one answer on a made-up phrase, so the first real phrase is cut early enough."""
+        if self.follow:
+            return 0.0
+        tune = [Note(60 + p, 2 * i, 2 * i + 2) for i, p in enumerate((0, 2, 4, 5, 7, 9, 11, 12) * 2)]
+        rng = np.random.default_rng(0)
+        t = time.perf_counter()
+        if self.context_steps:   # at the cut: the phrase's last step, then the answer's first
+            h = Harmoniser(self.model, self.sampling, rng)
+            h.step(72)
+            next(h.answer(1))
+        else:
+            generate(self.model, self.settings, tune, 0, self.steps, rng)
+        return (time.perf_counter() - t) * 1000
 
     # ---------------------------------------------------------------- clock
 
@@ -170,6 +306,10 @@ class Engine:
             late = np.array([sent - deadline for deadline, sent in self.scheduler.timing]) * 1000
             log.info("note-ons sent after their deadline: p50 %.2f ms, p99 %.2f ms, max %.2f ms (%d notes)",
                      np.percentile(late, 50), np.percentile(late, 99), late.max(), len(late))
+        if self.scheduler.follow_delays:
+            d = np.array(self.scheduler.follow_delays)
+            log.info("follow: harmony sent after the player's note: p50 %.2f ms, p99 %.2f ms, max %.2f ms (%d notes)",
+                     np.percentile(d, 50), np.percentile(d, 99), d.max(), len(d))
         if self.recorder:
             count = self.recorder.write(self.settings.record, self.clock.bpm)
             log.info("recorded %d messages to %s", count, self.settings.record)
@@ -179,7 +319,14 @@ class Engine:
     def _capture_loop(self) -> None:
         try:
             while not self.stop_event.is_set():
-                cut_at = self.time_of((self.next_phrase + 1) * self.steps - self.settings.tolerance)
+                if self.follow:
+                    cut_at = self.time_of(self.follow_next + self.settings.tolerance)
+                else:
+                    cut_at = self.time_of((self.next_phrase + 1) * self.steps - self.lead_steps())
+                    if self.context_steps:
+                        due = [x for x in (cut_at, self.time_of(self.follow_next + self.settings.tolerance))
+                               if x is not None]
+                        cut_at = min(due) if due else None
                 timeout = 0.1 if cut_at is None else min(0.1, max(cut_at - time.perf_counter(), 0.0))
                 try:
                     t, data = self.inq.get(timeout=timeout)
@@ -219,6 +366,9 @@ class Engine:
         if pos is None:
             return   # MIDI clock stopped: nothing to place on the grid
         if kind == "note_on":
+            if self.follow:
+                self._follow_note(ev.a, ev.b, pos, t)
+                return
             self.capture.note_on(ev.a, ev.b, pos)
         elif kind == "note_off":
             self.capture.note_off(ev.a, pos)
@@ -260,8 +410,62 @@ class Engine:
         self.capture = Capture(self.settings.tolerance)
         self.next_phrase = int(step // self.steps)
 
+    # ---------------------------------------------------------------- follow mode (capture thread)
+
+    def _soprano(self) -> int | None:
+        held = list(self.capture.held) + list(self.capture.pedalled)
+        return max(held) if held else None
+
+    def _post_follow(self, step: int, soprano: int | None, t: float | None = None) -> None:
+        job = FollowJob(step, soprano, self.follow_velocity)
+        job.heard_at = t
+        try:
+            self.jobs.put_nowait(job)
+        except queue.Full:
+            self.stats["phrases_dropped"] += 1
+
+    def _follow_note(self, pitch: int, velocity: int, pos: float, t: float) -> None:
+        step = self.capture.note_on(pitch, velocity, pos)
+        self.follow_velocity = velocity
+        if step < self.follow_next:
+            return   # that step was already harmonised (the note came very late): the next holds it
+        for s in range(self.follow_next, step):   # steps before it, as they were
+            self._post_follow(s, None if s < step else self._soprano())
+        self.follow_next = step + 1
+        self._post_follow(step, self._soprano(), t)
+
+    def _follow_due(self, now: float, upto: int | None = None) -> None:
+        """Steps with no new note: harmonise what is held (or a rest) once the late window
+        closes (or, with `upto`, every step before it now)."""
+        while upto is None or self.follow_next < upto:
+            due = self.time_of(self.follow_next + self.settings.tolerance)
+            if upto is None and (due is None or now < due):
+                return
+            if self.follow:
+                self._post_follow(self.follow_next, self._soprano())
+                self.capture.forget_before(self.follow_next - 64)
+            else:
+                sounding = self.capture.phrase(self.follow_next, self.follow_next + 1)
+                self._post_follow(self.follow_next, max((n.pitch for n in sounding), default=None))
+            self.follow_next += 1
+
+    def lead_steps(self) -> float:
+        """How far before a phrase boundary to cut: at least the early/late tolerance, and
+        long enough for the answer's first step to be ready (recent generation times)."""
+        t0, t1 = self.time_of(0), self.time_of(1)
+        if t0 is None or t1 is None:
+            return self.settings.tolerance
+        recent = self.phrase_ms[-8:] or [self.lead_ms]
+        need_s = (max(recent) * 1.3 + 5) / 1000
+        return max(self.settings.tolerance, need_s / (t1 - t0))
+
     def _maybe_cut(self, now: float) -> None:
-        cut_at = self.time_of((self.next_phrase + 1) * self.steps - self.settings.tolerance)
+        if self.follow:
+            self._follow_due(now)
+            return
+        if self.context_steps:
+            self._follow_due(now)
+        cut_at = self.time_of((self.next_phrase + 1) * self.steps - self.lead_steps())
         if cut_at is None or now < cut_at:
             return
         k = self.next_phrase
@@ -269,7 +473,11 @@ class Engine:
         start = k * self.steps
         notes = self.capture.phrase(start, start + self.steps)
         self.capture.forget_before(start)
+        if self.context_steps:
+            self._follow_due(now, upto=start + self.steps)   # the phrase's last steps, as they stand
         if not notes:
+            if self.context_steps:
+                self._post_follow(-1, None)                     # an empty phrase: start afresh
             return
         try:
             self.jobs.put_nowait(Job(k, start, self.steps, notes))
@@ -291,18 +499,55 @@ class Engine:
                 continue
             t = time.perf_counter()
             try:
-                generated = generate(self.model, self.settings, job.notes, job.start, job.steps, self.rng)
+                if isinstance(job, FollowJob):
+                    self._harmonise(job)
+                    continue
+                count = self._play_phrase(job)
             except Exception:
                 self.stats["worker_errors"] += 1
-                log.exception("generation failed for phrase %d; skipping it", job.phrase)
+                log.exception("generation failed for %s; skipping it", job)
                 continue
-            self.phrase_ms.append((time.perf_counter() - t) * 1000)
-            velocity = int(np.clip(np.mean([n.velocity for n in job.notes]), 30, 127))
-            for n in generated:
-                self.scheduler.schedule_note(n.start + job.steps, n.end + job.steps, self.channels[n.track],
-                                             n.pitch, velocity)
+            # what the cut must leave time for: the answer's first step (streamed) or all of it
+            self.phrase_ms.append(self.first_step_ms if self.context_steps else (time.perf_counter() - t) * 1000)
             self.stats["phrases"] += 1
-            self.stats["generated_notes"] += len(generated)
+            self.stats["generated_notes"] += count
             ahead = (self.time_of(job.start + job.steps) or 0) - time.perf_counter()
             log.debug("phrase %d: %d notes in, %d out, %.1f ms, ready %.1f ms before its first step", job.phrase,
-                      len(job.notes), len(generated), self.phrase_ms[-1], ahead * 1000)
+                      len(job.notes), count, self.phrase_ms[-1], ahead * 1000)
+
+    def _play_phrase(self, job: Job) -> int:
+        """Generate the answer to one phrase and schedule it one phrase later; returns notes played."""
+        velocity = int(np.clip(np.mean([n.velocity for n in job.notes]), 30, 127))
+        offset = job.steps
+        if self.model.info.kind == "continue":   # streamed: each step is scheduled as it is decoded
+            stream = VoiceStream(self.scheduler, self.channels, velocity, self.muted)
+            t = time.perf_counter()
+            for s_off, pitches in self.harmoniser.answer(job.steps):
+                stream.step(job.start + offset + s_off, pitches)
+                if s_off == 0:
+                    self.first_step_ms = (time.perf_counter() - t) * 1000
+            stream.close(job.start + offset + job.steps)
+            self.harmoniser = Harmoniser(self.model, self.sampling, self.rng)   # the next phrase starts afresh
+            return stream.count
+        count = 0
+        for n in generate(self.model, self.settings, job.notes, job.start, job.steps, self.rng):
+            if n.track in self.muted:
+                continue
+            self.scheduler.schedule_note(n.start + offset, n.end + offset, self.channels[n.track], n.pitch, velocity)
+            count += 1
+        return count
+
+    def _harmonise(self, job: FollowJob) -> None:
+        if self.context_steps:   # silent: it only builds the phrase's context
+            if job.step < 0:
+                self.harmoniser = Harmoniser(self.model, self.sampling, self.rng)
+            else:
+                self.harmoniser.step(job.soprano)
+            return
+        pitches = self.harmoniser.step(job.soprano, urgent=getattr(job, "heard_at", None) is not None)
+        if self.follow_stream is None:
+            self.follow_stream = VoiceStream(self.scheduler, self.channels, job.velocity, self.muted, immediate=True)
+        self.follow_stream.velocity = job.velocity
+        self.follow_stream.since = getattr(job, "heard_at", None)
+        self.follow_stream.step(job.step, pitches)
+        self.stats["generated_notes"] = self.follow_stream.count

@@ -12,7 +12,9 @@ import numpy as np
 
 from livegen.capture import Capture
 from livegen.config import Settings
-from livegen.engine import generate, phrase_steps, track_channels
+from livegen.engine import (VoiceStream, check_mode, generate, muted_tracks, output_tracks, phrase_steps,
+                            track_channels)
+from livegen.generate.continue_ import Harmoniser, SamplingSettings
 from livegen.errors import MidiFileError
 from livegen.models import Model
 from livegen.roll import Note
@@ -57,13 +59,25 @@ def render(in_path: str, out_path: str, settings: Settings, model: Model, progre
     import mido
 
     info = model.info
+    check_mode(settings, model)
     capture, tpb, tempo, copied = read_player(in_path, info.steps_per_beat, settings.tolerance)
     steps = phrase_steps(settings, model)
-    channels = track_channels(settings, len(info.tracks))
+    tracks = output_tracks(settings, model)
+    channels = track_channels(settings, len(tracks))
+    muted = muted_tracks(settings, tracks)
     rng = np.random.default_rng(settings.seed)
     last_step = max(n.end for n in capture.notes)
     phrases = -(-last_step // steps)
     generated: list[Note] = []
+    if settings.mode == "follow":   # every step harmonised at once, under the player's note
+        phrases = 0
+        harmoniser = Harmoniser(model, SamplingSettings(settings.temperature, settings.top_p), rng)
+        stream = VoiceStream(None, list(range(len(tracks))), 90)
+        for step in range(last_step):
+            sounding = [n.pitch for n in capture.notes if n.start <= step < n.end]
+            stream.step(step, harmoniser.step(max(sounding) if sounding else None))
+        stream.close(last_step)
+        generated = stream.notes
     for k in range(phrases):
         notes = capture.phrase(k * steps, (k + 1) * steps)
         if notes:
@@ -79,7 +93,9 @@ def render(in_path: str, out_path: str, settings: Settings, model: Model, progre
                              mido.MetaMessage("set_tempo", tempo=tempo or mido.bpm2tempo(settings.bpm))])
     player += _delta([(t, m.copy(time=0)) for t, m in copied])
     out.tracks.append(player)
-    for k, name in enumerate(info.tracks):
+    for k, name in enumerate(tracks):
+        if k in muted:
+            continue
         ch = channels[k]
         events = []
         for n in generated:
@@ -91,7 +107,7 @@ def render(in_path: str, out_path: str, settings: Settings, model: Model, progre
         out.tracks.append(mido.MidiTrack([mido.MetaMessage("track_name", name=name)] + _delta(events)))
     out.save(out_path)
     return {"phrases": phrases, "player_notes": len(capture.notes), "generated_notes": len(generated),
-            "tracks": {name: channels[k] + 1 for k, name in enumerate(info.tracks)}}
+            "tracks": {name: channels[k] + 1 for k, name in enumerate(tracks) if k not in muted}}
 
 
 def _delta(events):

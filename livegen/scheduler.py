@@ -76,21 +76,41 @@ class Scheduler(threading.Thread):
         self._dropped_ids: set[int] = set()
         self.stats = {"sent": 0, "late_dropped": 0, "send_errors": 0}
         self.timing: deque = deque(maxlen=100_000)   # (deadline, sent) pairs for telemetry and benchmarks
+        self.follow_delays: deque = deque(maxlen=100_000)   # ms from a player's note to its harmony
         self.clock_ticks_per_step: float | None = None
         self._next_clock_step: float | None = None
 
     # ---------------------------------------------------------------- called from other threads
 
     def schedule_note(self, start_step: float, end_step: float, channel: int, pitch: int, velocity: int) -> None:
+        note_id = self.schedule_on(start_step, channel, pitch, velocity)
+        self.schedule_off(end_step, note_id, channel, pitch)
+
+    def schedule_on(self, step: float, channel: int, pitch: int, velocity: int) -> int:
+        """A note-on at a grid step whose end is not known yet; returns its id for schedule_off."""
         with self._cond:
             note_id = next(self._seq)
-            heapq.heappush(self._heap, (start_step, 1, note_id, [NOTE_ON | channel, pitch, velocity]))
-            heapq.heappush(self._heap, (end_step, 0, note_id, [NOTE_OFF | channel, pitch, 0]))
+            heapq.heappush(self._heap, (step, 1, note_id, [NOTE_ON | channel, pitch, velocity]))
             self._cond.notify()
+            return note_id
+
+    def schedule_off(self, step: float, note_id: int, channel: int, pitch: int) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (step, 0, note_id, [NOTE_OFF | channel, pitch, 0]))
+            self._cond.notify()
+
+    def note_now(self, channel: int, pitch: int, velocity: int, since: float | None = None) -> int:
+        """A note-on as soon as possible (follow mode); end it with schedule_off. `since` is when
+        the player's note that caused it arrived: the delay is kept in `follow_delays`."""
+        with self._cond:
+            note_id = next(self._seq)
+            self._now.append((note_id, [NOTE_ON | channel, pitch, velocity], since))
+            self._cond.notify()
+            return note_id
 
     def send_now(self, msg: list[int]) -> None:
         with self._cond:
-            self._now.append(msg)
+            self._now.append((None, msg, None))
             self._cond.notify()
 
     def panic(self, clear: bool = True, channels: set[int] = frozenset()) -> None:
@@ -138,6 +158,16 @@ class Scheduler(threading.Thread):
         for msg in panic_messages(self.ledger, self._panic_channels):
             self._emit(msg)
 
+    def _send_immediate(self, note_id: int | None, msg: list[int], since: float | None) -> None:
+        if note_id is None:
+            self._emit(msg)
+            return
+        if self.ledger.on(msg[0] & 0x0F, msg[1]):
+            self._emit([NOTE_OFF | (msg[0] & 0x0F), msg[1], 0])
+        self._emit(msg)
+        if since is not None:
+            self.follow_delays.append((time.perf_counter() - since) * 1000)
+
     def _deliver(self, msg: list[int], note_id: int | None, deadline: float, now: float) -> None:
         kind, ch, pitch = msg[0] & 0xF0, msg[0] & 0x0F, msg[1]
         if kind == NOTE_ON:
@@ -164,7 +194,7 @@ class Scheduler(threading.Thread):
         finally:
             with self._cond:
                 while self._now:
-                    self._emit(self._now.popleft())
+                    self._send_immediate(*self._now.popleft())
                 self._do_panic()
 
     def _loop(self) -> None:
@@ -174,7 +204,7 @@ class Scheduler(threading.Thread):
                     self._panic.clear()
                     self._do_panic()
                 while self._now:
-                    self._emit(self._now.popleft())
+                    self._send_immediate(*self._now.popleft())
                 wait = 0.25   # idle: wake rarely; new work notifies at once
                 due = None
                 if self._heap:

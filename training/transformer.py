@@ -40,12 +40,15 @@ class TransformerConfig:
         return self.d_model // self.heads
 
 
-def rotary(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs of channels of x (B, H, T, D) by angles that grow with position (T,)."""
-    d = x.shape[-1]
-    inv_freq = 1.0 / (10000 ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d))
+def rotary_tables(positions: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (T, D/2) of the rotary angles for these positions; made once per forward."""
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
     angles = positions.float()[:, None] * inv_freq[None, :]           # (T, D/2)
-    cos, sin = angles.cos(), angles.sin()
+    return angles.cos(), angles.sin()
+
+
+def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs of channels of x (B, H, T, D) by the angles of their positions."""
     x1, x2 = x[..., 0::2], x[..., 1::2]
     rotated = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
     return rotated.flatten(-2)
@@ -63,14 +66,14 @@ class Block(nn.Module):
                                  nn.Linear(4 * cfg.d_model, cfg.d_model))
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, positions, past_kv, mask):
+    def forward(self, x, rot, past_kv, mask):
         """x (B, T, C); past_kv (2, B, H, T_past, D) -> x, present (2, B, H, T_past + T, D)."""
         b, t, c = x.shape
         h, d = self.cfg.heads, self.cfg.head_dim
-        q, k, v = self.qkv(self.ln1(x)).split(c, dim=2)
-        q = rotary(q.view(b, t, h, d).transpose(1, 2), positions)       # (B, H, T, D)
-        k = rotary(k.view(b, t, h, d).transpose(1, 2), positions)
-        v = v.view(b, t, h, d).transpose(1, 2)
+        # unflatten/flatten with constant sizes only: no shape arithmetic in the exported graph
+        q, k, v = self.qkv(self.ln1(x)).unflatten(-1, (3, h, d)).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
+        q = rotary(q, *rot)
+        k = rotary(k, *rot)
         k = torch.cat([past_kv[0], k], dim=2)                            # (B, H, T_past + T, D)
         v = torch.cat([past_kv[1], v], dim=2)
         if torch.onnx.is_in_onnx_export():
@@ -84,7 +87,7 @@ class Block(nn.Module):
             causal = k.shape[2] == t
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if causal else mask,
                                                dropout_p=p, is_causal=causal)
-        y = y.transpose(1, 2).reshape(b, t, c)
+        y = y.transpose(1, 2).flatten(2)                                 # (B, T, C)
         x = x + self.drop(self.proj(y))
         x = x + self.drop(self.mlp(self.ln2(x)))
         return x, torch.stack([k, v])
@@ -117,9 +120,10 @@ class MusicTransformer(nn.Module):
         x = self.drop(self.tok(input_ids) + self.voice(voice)[None])
         key_pos = torch.arange(t + t_past, device=input_ids.device)
         mask = key_pos[None, :] <= positions[:, None]                   # (T, T_past + T)
+        rot = rotary_tables(positions, self.cfg.head_dim)
         presents = []
         for i, block in enumerate(self.blocks):
-            x, present = block(x, positions, past[i], mask)
+            x, present = block(x, rot, past[i], mask)
             presents.append(present)
         logits = self.head(self.ln_f(x))
         return logits, torch.stack(presents)

@@ -12,6 +12,9 @@ from typing import Callable
 import numpy as np
 
 
+TOP_TARGET = 76   # MIDI pitch the top of a phrase is moved near (by octaves) before editing
+
+
 @dataclass
 class EditSettings:
     temperature: float = 0.05
@@ -81,3 +84,28 @@ def edit_roll(logits_fn: Callable[[np.ndarray], np.ndarray], roll: np.ndarray, s
     out, passes = edit_rolls(logits_fn, np.asarray(roll)[None], settings, rng,
                              None if frozen is None else np.asarray(frozen)[None])
     return out[0], passes
+
+
+def edit_phrase(model, notes, start: int, steps: int, rng: np.random.Generator, settings: EditSettings):
+    """The phrase's roll rewritten by an `edit` model, as notes (track 0) in the player's octave."""
+    from livegen import roll as R
+
+    info = model.info
+    phrase = R.clip_to_window(notes, start, start + steps)
+    # the phrase's top note goes near the top of the soprano's range, so the model fills in
+    # the harmony under the tune rather than over it
+    shift = R.octave_shift([max((n.pitch for n in phrase), default=72)], info.pitch_low, info.pitch_count,
+                           TOP_TARGET)
+    w = info.window_steps
+    count = max(1, -(-steps // w))
+    rolls = np.stack([R.notes_to_roll(phrase, start + k * w, w, info.pitch_low, info.pitch_count, shift)
+                      for k in range(count)])
+
+    def logits_fn(batch: np.ndarray) -> np.ndarray:
+        return model.run({"roll": batch.astype(np.float32)})["logits"]
+
+    edited, _ = edit_rolls(logits_fn, rolls, settings, rng, frozen=rolls > 0)
+    out = []
+    for k in range(count):
+        out += R.roll_to_notes(edited[k] > 0, info.pitch_low, start + k * w)
+    return R.transpose(R.clip_to_window(out, start, start + steps), -shift)

@@ -1,0 +1,114 @@
+"""Every mode with the shipped models, over real JACK ports: what a musician would hear."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.jackmidi import Daemon, Listener, Player
+from tests.test_engine_live import BPM, MELODY, PHRASE, STEP, play
+
+pytestmark = pytest.mark.usefixtures("jack_server")
+
+
+def session(client: str, *args: str):
+    d = Daemon(client, "--bpm", str(BPM), "--seed", "2", *args)
+    return d, Player(d.in_port, f"{client}-p"), Listener(d.out_port, f"{client}-l")
+
+
+def finish(d, player, listener, until: float):
+    time.sleep(max(0.0, until - time.perf_counter()))
+    assert d.stop() == 0
+    time.sleep(0.2)
+    out = d.output()
+    player.close()
+    listener.close()
+    return out
+
+
+def grid(listener, t0):
+    """(channel, pitch, step, error ms) of each note-on heard."""
+    out = []
+    for t, ch, p, _ in listener.note_ons():
+        pos = (t - t0) / STEP
+        out.append((ch, p, round(pos), (pos - round(pos)) * STEP * 1000))
+    return out
+
+
+def check_phrase_answer(out, heard, channels, low=36, high=84):
+    assert heard, out
+    assert {ch for ch, *_ in heard} <= set(channels), heard
+    assert all(PHRASE <= s < 2 * PHRASE for _, _, s, _ in heard), heard       # during the next phrase
+    assert all(low <= p <= high for _, p, _, _ in heard)
+    errors = sorted(abs(e) for *_, e in heard)
+    assert errors[-1] < 8.0, errors
+    assert "late_dropped 0" in out, out
+
+
+def test_loop_with_the_edit_model_rewrites_the_phrase_and_keeps_the_players_notes():
+    d, player, listener = session("lgedit", "--mode", "loop", "--model", "edit")
+    t0 = time.perf_counter() + 0.3
+    play(player, t0, MELODY)
+    out = finish(d, player, listener, t0 + 2 * PHRASE * STEP + 0.2)
+    heard = grid(listener, t0)
+    check_phrase_answer(out, heard, {1})
+    answered = {(p, s - PHRASE) for _, p, s, _ in heard}
+    assert {(p, s) for p, s, _ in MELODY} <= answered        # the player's notes kept
+    assert len(answered) > len(MELODY)                       # and notes added
+    assert listener.sounding_after() == set()
+
+
+def test_respond_with_the_transformer_answers_in_four_voices():
+    d, player, listener = session("lgresp", "--mode", "respond", "--model", "continue")
+    t0 = time.perf_counter() + 0.3
+    play(player, t0, MELODY)
+    out = finish(d, player, listener, t0 + 2 * PHRASE * STEP + 0.2)
+    heard = grid(listener, t0)
+    check_phrase_answer(out, heard, {1, 2, 3, 4})
+    by_voice = {ch: [p for c, p, *_ in heard if c == ch] for ch in (1, 2, 3, 4)}
+    assert all(by_voice.values()), by_voice                  # soprano, alto, tenor and bass all sing
+    assert min(by_voice[1]) > max(by_voice[4])               # the soprano stays above the bass
+    assert listener.sounding_after() == set()
+
+
+def test_respond_with_the_edit_model_varies_the_phrase():
+    d, player, listener = session("lgresped", "--mode", "respond", "--model", "edit", "--max-remove", "0.5")
+    t0 = time.perf_counter() + 0.3
+    play(player, t0, MELODY)
+    out = finish(d, player, listener, t0 + 2 * PHRASE * STEP + 0.2)
+    check_phrase_answer(out, grid(listener, t0), {1})
+    assert listener.sounding_after() == set()
+
+
+def test_follow_harmonises_each_note_within_milliseconds():
+    d, player, listener = session("lgfollow", "--mode", "follow", "--model", "continue")
+    t0 = time.perf_counter() + 0.3
+    sent = []
+    for p, s, e in MELODY:
+        sent.append(player.at(t0 + s * STEP, [0x90, p, 100]))
+        player.at(t0 + e * STEP - 0.01, [0x80, p, 0])
+    out = finish(d, player, listener, t0 + 34 * STEP)
+    ons = listener.note_ons()
+    assert {ch for _, ch, _, _ in ons} <= {1, 2, 3} and ons
+    # each player note is answered by the voices that move on that step, a few ms later
+    delays = []
+    for t_sent in sent:
+        after = [t for t, *_ in ons if t_sent <= t < t_sent + 0.03]
+        if after:
+            delays.append((min(after) - t_sent) * 1000)
+    assert len(delays) >= len(sent) - 1, (delays, out)
+    # heard as "with the note" (the benchmark measures p50/p99 against the 10 ms target)
+    assert max(delays) < 30.0, delays
+    for _, ch, p, _ in ons:
+        assert p < 81
+    assert "follow: harmony sent after the player's note" in out
+    assert listener.sounding_after() == set()
+
+
+def test_a_mode_given_the_wrong_kind_of_model_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "livegen", "render", "in.mid", str(tmp_path / "o.mid"),
+                        "--mode", "follow", "--model", "accompany"], capture_output=True, text=True)
+    assert r.returncode == 2 and "mode follow plays continue models" in r.stderr
