@@ -1,6 +1,6 @@
 """Timing of generated notes over real JACK ports, idle CPU and memory of the daemon.
 
-    python benchmarks/live_timing.py [--seconds 120] [--bpm 120] [--model accompany]
+    python benchmarks/live_timing.py [--seconds 120] [--bpm 120] [--mode loop] [--model accompany]
 
 Starts a JACK dummy server of its own, runs `livegen run` as a subprocess, plays the soprano
 lines of JSB test chorales into it in time, listens to its output, and prints a table:
@@ -78,12 +78,13 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=120)
     ap.add_argument("--bpm", type=float, default=120)
     ap.add_argument("--model", default="accompany")
+    ap.add_argument("--mode", default="loop", choices=["loop", "respond", "follow"])
     ap.add_argument("--idle-seconds", type=float, default=10)
     args = ap.parse_args()
     jack = start_jack()
     step = 60 / (args.bpm * 4)
     try:
-        d = Daemon("lgbench", "--model", args.model, "--bpm", str(args.bpm), "--seed", "1")
+        d = Daemon("lgbench", "--model", args.model, "--mode", args.mode, "--bpm", str(args.bpm), "--seed", "1")
         player, listener = Player(d.in_port, "bench-player"), Listener(d.out_port, "bench-listener")
         pid = d.proc.pid
         c0 = cpu_seconds(pid)
@@ -94,8 +95,11 @@ def main() -> int:
         for p, s, e in notes:
             events += [(s * step, [0x90, p, 90]), (e * step - 0.005, [0x80, p, 0])]
         t0 = time.perf_counter() + 0.5
+        sent_ons = []
         for dt, msg in sorted(events, key=lambda x: x[0]):
-            player.at(t0 + dt, msg)
+            t_sent = player.at(t0 + dt, msg)
+            if msg[0] == 0x90:
+                sent_ons.append(t_sent)
         time.sleep(t0 + (notes[-1][2] + 2 * 32) * step - time.perf_counter())
         rss = rss_mib(pid)
         d.stop()
@@ -115,7 +119,25 @@ def main() -> int:
         a = np.abs(e)
         return f"| {name} | {len(e)} | {np.percentile(a, 50):.2f} | {np.percentile(a, 99):.2f} | {a.max():.2f} |"
 
-    print(f"\nlivegen live timing: {args.seconds:.0f} s at {args.bpm:g} BPM, model {args.model}, "
+    if args.mode == "follow":   # how long after the player's note its harmony is heard
+        heard = np.array(sorted(t for t, *_ in ons))
+        delays = []
+        for ts in sent_ons:
+            i = np.searchsorted(heard, ts)
+            if i < len(heard) and heard[i] - ts < 0.1:
+                delays.append((heard[i] - ts) * 1000)
+        delays = np.array(delays)
+        inside = next((line.split("livegen: ")[1] for line in out.splitlines() if "follow: harmony" in line), "?")
+        print(f"\nlivegen follow mode: {args.seconds:.0f} s at {args.bpm:g} BPM, model {args.model}, "
+              f"{len(sent_ons)} player notes, {len(delays)} answered, CPU inference ({os.cpu_count()} cores)")
+        print("| delay of the harmony behind the player's note | p50 ms | p99 ms | max ms |\n|---|---|---|---|")
+        print(f"| end to end (2 JACK hops) | {np.percentile(delays, 50):.2f} | {np.percentile(delays, 99):.2f} | "
+              f"{delays.max():.2f} |")
+        print(f"\n| measure | value |\n|---|---|\n| daemon's own measure | {inside} |")
+        print(f"| daemon CPU while idle ({args.idle_seconds:g} s) | {idle_cpu:.2f} % of one core |")
+        print(f"| daemon resident memory after the session | {rss:.0f} MiB |")
+        return 0
+    print(f"\nlivegen live timing ({args.mode}): {args.seconds:.0f} s at {args.bpm:g} BPM, model {args.model}, "
           f"{len(notes)} player notes, CPU inference ({os.cpu_count()} cores)")
     print("| generated note-ons vs grid | notes | p50 ms | p99 ms | max ms |")
     print("|---|---|---|---|---|")
