@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: install install-dev run test bench clean
+.PHONY: install install-dev system-deps run test bench clean
 
 $(BIN)/livegen: setup.cfg pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,7 +21,13 @@ install-dev:
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[train,test]'
 
-run: install
+# JACK, where there is no ALSA sequencer (containers, servers): the daemon starts a dummy server
+system-deps:
+	@if [ ! -e /dev/snd/seq ] && ! command -v jackd >/dev/null; then \
+	  echo "no ALSA sequencer here: installing JACK (jackd2)"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y --no-install-recommends jackd2; fi
+
+run: system-deps install
 	$(BIN)/livegen run $(ARGS)
 
 test: install-dev

@@ -11,7 +11,7 @@ import time
 
 from livegen import __version__
 from livegen.config import Settings, build_settings, load_toml, parse_channels
-from livegen.errors import LivegenError, PortError
+from livegen.errors import ConfigError, LivegenError, PortError
 
 log = logging.getLogger("livegen")
 
@@ -55,6 +55,9 @@ def add_settings_flags(p: argparse.ArgumentParser, live: bool) -> None:
     p.add_argument("--thru", action="store_const", const=True, help="also send the player's notes to the output")
     p.add_argument("--record", help="record the session (player and generated) to this .mid file")
     p.add_argument("--late-ms", type=float, help="drop a note-on later than this instead of playing it (default 10)")
+    p.add_argument("--control", help="ZeroMQ control socket, e.g. tcp://127.0.0.1:5555 (see `livegen ctl`)")
+    p.add_argument("--telemetry", help="ZeroMQ publisher of per-phrase telemetry, e.g. tcp://127.0.0.1:5556")
+    p.add_argument("--keys", help="CURVE key folder from `livegen keys`: required to bind beyond loopback")
     p.add_argument("--no-start-jack", dest="start_jack", action="store_const", const=False,
                    help="do not start `jackd -d dummy` when JACK is needed and none runs")
 
@@ -221,6 +224,15 @@ class LiveSession:
 
         faulthandler.register(signal.SIGUSR1)   # `kill -USR1 PID` prints every thread's stack
         self.open()
+        if self.settings.control:
+            from livegen.control import ControlServer
+
+            self.control = ControlServer(self.engine, self.settings.control, self.settings.telemetry,
+                                         self.settings.keys)
+            self.control.start()
+            log.info("control socket on %s%s%s", self.settings.control,
+                     f", telemetry on {self.settings.telemetry}" if self.settings.telemetry else "",
+                     " (CURVE)" if self.settings.keys else "")
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stopped.set())
         self.engine.start()
@@ -233,6 +245,8 @@ class LiveSession:
         return 0
 
     def close(self) -> None:
+        if getattr(self, "control", None):
+            self.control.close()
         engine = getattr(self, "engine", None)
         if engine:
             engine.stop()
@@ -264,6 +278,41 @@ def cmd_run(args) -> int:
         raise
 
 
+def cmd_keys(args) -> int:
+    from livegen.control import make_keys
+
+    made = make_keys(args.folder)
+    print(f"server keys: {made['server']} (+ _secret); client keys: {made['client']} (+ _secret)")
+    print(f"allowed clients: public keys in {made['authorized'].parent}; copy client.key_secret and "
+          "server.key to each client")
+    return 0
+
+
+def cmd_ctl(args) -> int:
+    import json
+
+    from livegen.control import request
+
+    if args.action == "set":
+        if len(args.args) != 2:
+            raise ConfigError("ctl set KEY VALUE")
+        key, raw = args.args
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        message = {"cmd": "set", "key": key, "value": value}
+    elif args.action == "learn":
+        if len(args.args) != 1:
+            raise ConfigError("ctl learn KEY")
+        message = {"cmd": "learn", "key": args.args[0]}
+    else:
+        message = {"cmd": args.action}
+    reply = request(args.endpoint, message, args.keys or "")
+    print(json.dumps(reply, indent=2))
+    return 0 if reply.get("ok") else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="livegen", description="Real-time MIDI accompaniment with ONNX models.")
     p.add_argument("--version", action="version", version=f"livegen {__version__}")
@@ -277,11 +326,19 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("infile")
     render.add_argument("outfile")
     add_settings_flags(render, live=False)
+    keys = sub.add_parser("keys", help="make CURVE keys for the control socket")
+    keys.add_argument("folder")
+    ctl = sub.add_parser("ctl", help="talk to a running daemon's control socket")
+    ctl.add_argument("endpoint", help="e.g. tcp://127.0.0.1:5555")
+    ctl.add_argument("action", choices=["status", "set", "panic", "learn"])
+    ctl.add_argument("args", nargs="*", help="set: KEY VALUE; learn: KEY")
+    ctl.add_argument("--keys", help="CURVE key folder (client.key_secret, server.key)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s livegen: %(message)s", datefmt="%H:%M:%S")
     try:
-        return {"ports": cmd_ports, "run": cmd_run, "render": cmd_render}[args.command](args)
+        return {"ports": cmd_ports, "run": cmd_run, "render": cmd_render, "keys": cmd_keys,
+                "ctl": cmd_ctl}[args.command](args)
     except LivegenError as err:
         print(f"livegen: error: {err}", file=sys.stderr)
         return 2

@@ -47,6 +47,10 @@ class Settings:
     max_add: int = 64               # edit: most notes (cells) that may be added
     keep_player: bool | None = None  # edit: the player's notes stay (default: yes in loop, no in respond)
     mute: list[str] = field(default_factory=list)   # track names (alto) or numbers from 1
+    control: str = ""               # ZeroMQ control socket, e.g. tcp://127.0.0.1:5555
+    telemetry: str = ""             # ZeroMQ telemetry publisher, e.g. tcp://127.0.0.1:5556
+    keys: str = ""                  # CURVE key folder (livegen keys DIR): required off loopback
+    cc_map: dict = field(default_factory=dict)      # setting -> MIDI CC number, e.g. {temperature = 20}
 
     @property
     def beats_per_bar(self) -> int:
@@ -73,6 +77,14 @@ class Settings:
             raise ConfigError(f"threshold {self.threshold}: use a number between 0 and 1")
         if not 0 <= self.temperature <= 5 or not 0 < self.top_p <= 1:
             raise ConfigError("temperature must be 0..5 and top-p in (0, 1]")
+        from livegen.control import CONTROLS
+
+        for key, cc in self.cc_map.items():
+            if key not in CONTROLS or key == "mute":
+                raise ConfigError(f"cc_map: {key!r} cannot follow a controller; use one of "
+                                  f"{', '.join(k for k in CONTROLS if k != 'mute')}")
+            if not isinstance(cc, int) or not 0 <= cc <= 127 or cc == 64:
+                raise ConfigError(f"cc_map: {key} = {cc!r}: a controller number 0..127 (64 is the sustain pedal)")
         if not 0 <= self.max_remove <= 1 or self.max_add < 0 or self.edit_passes < 1 or self.edits_per_pass < 1:
             raise ConfigError("edit settings: max-remove 0..1, max-add >= 0, passes and edits per pass >= 1")
         return self

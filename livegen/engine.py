@@ -24,6 +24,7 @@ import numpy as np
 from livegen.capture import Capture, Event, parse
 from livegen.clock import InternalClock, MidiClockFollower
 from livegen.config import MODE_KINDS, Settings
+from livegen.control import CONTROLS
 from livegen.errors import ConfigError
 from livegen.generate.accompany import accompany
 from livegen.generate.continue_ import Harmoniser, SamplingSettings
@@ -238,6 +239,8 @@ class Engine:
         self.scheduler = Scheduler(send, self.time_of, settings.late_ms,
                                    on_sent=self.recorder.add if self.recorder else None)
         self.stop_event = threading.Event()
+        self.learning: str | None = None       # MIDI learn: the setting the next CC will control
+        self.telemetry = lambda event: None    # set by the control server
         self.next_phrase = 0
         self.thru_channels: set[int] = set()
         self.stats = {"received": 0, "input_dropped": 0, "malformed": 0, "sysex": 0, "ignored": 0,
@@ -297,7 +300,8 @@ class Engine:
             return
         self.stop_event.set()
         for t in self._threads:
-            t.join(2.0)
+            if t.is_alive():
+                t.join(2.0)
         if self.settings.send_clock:
             self.scheduler.send_now([0xFC])
         self.scheduler.panic(channels=set(self.channels) | self.thru_channels)
@@ -363,6 +367,9 @@ class Engine:
             self.scheduler.send_now(list(raw))   # recorded when sent
         elif self.recorder:
             self.recorder.add(t, list(raw))
+        if kind == "cc" and ev.a != 64:
+            self._controller(ev.a, ev.b)
+            return
         if pos is None:
             return   # MIDI clock stopped: nothing to place on the grid
         if kind == "note_on":
@@ -409,6 +416,53 @@ class Engine:
         self.scheduler.panic(channels=set(self.channels) | self.thru_channels)
         self.capture = Capture(self.settings.tolerance)
         self.next_phrase = int(step // self.steps)
+
+    # ---------------------------------------------------------------- live control
+
+    def _controller(self, number: int, value: int) -> None:
+        """A MIDI CC: bind it (MIDI learn), or move the setting it is mapped to."""
+        if self.learning:
+            self.settings.cc_map[self.learning] = number
+            log.info("MIDI learn: CC %d now controls %s", number, self.learning)
+            self.learning = None
+            return
+        for key, cc in self.settings.cc_map.items():
+            if cc == number:
+                self.apply(key, CONTROLS[key].from_cc(value))
+
+    def apply(self, key, value) -> None:
+        """Change one live setting (any thread); ConfigError and no change when it is bad."""
+        if key not in CONTROLS:
+            raise ConfigError(f"unknown setting {key!r}; known: {', '.join(CONTROLS)}")
+        value = CONTROLS[key].parse(key, value)
+        if key == "mute":
+            muted = muted_tracks(Settings(mute=value), self.tracks)
+        if key == "bpm" and self.follower is not None:
+            raise ConfigError("bpm follows the MIDI clock here (--clock midi)")
+        setattr(self.settings, key, value)
+        if key in ("temperature", "top_p"):
+            self.sampling.temperature, self.sampling.top_p = self.settings.temperature, self.settings.top_p
+        elif key == "mute":
+            self.muted = muted
+            if self.follow_stream is not None:
+                self.follow_stream.muted = muted
+        elif key == "bpm":
+            if self.internal.running:
+                self.internal.set_tempo(value, time.perf_counter())
+            else:
+                self.internal = InternalClock(value, self.model.info.steps_per_beat)
+        elif key == "seed":
+            self.rng = np.random.default_rng(value)
+        log.info("set %s = %s", key, value)
+
+    def status(self) -> dict:
+        return {"mode": self.settings.mode, "model": self.model.info.path, "kind": self.model.info.kind,
+                "tracks": dict(zip(self.tracks, [c + 1 for c in self.channels])),
+                "muted": sorted(self.tracks[i] for i in self.muted), "bpm": round(self.clock.bpm, 2),
+                "running": self.clock.running, "phrase_steps": self.steps,
+                "settings": {k: getattr(self.settings, k) for k in CONTROLS},
+                "cc_map": dict(self.settings.cc_map), "last_inference_ms": round(self.phrase_ms[-1], 2)
+                if self.phrase_ms else None, "stats": self.stats | self.scheduler.stats}
 
     # ---------------------------------------------------------------- follow mode (capture thread)
 
@@ -510,6 +564,9 @@ class Engine:
             # what the cut must leave time for: the answer's first step (streamed) or all of it
             self.phrase_ms.append(self.first_step_ms if self.context_steps else (time.perf_counter() - t) * 1000)
             self.stats["phrases"] += 1
+            self.telemetry({"event": "phrase", "phrase": job.phrase, "inference_ms": round(self.phrase_ms[-1], 2),
+                            "late_dropped": self.scheduler.stats["late_dropped"], "tempo": round(self.clock.bpm, 2),
+                            "mode": self.settings.mode, "notes": count})
             self.stats["generated_notes"] += count
             ahead = (self.time_of(job.start + job.steps) or 0) - time.perf_counter()
             log.debug("phrase %d: %d notes in, %d out, %.1f ms, ready %.1f ms before its first step", job.phrase,

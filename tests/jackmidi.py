@@ -108,15 +108,20 @@ class Listener:
 class Daemon:
     """`livegen run ...` as a subprocess, with its ports ready."""
 
-    def __init__(self, client: str, *args: str, env: dict | None = None):
+    def __init__(self, client: str, *args: str, env: dict | None = None, output: str | None = None):
+        """`output`: the existing port the daemon plays to (default: its own virtual one)."""
         self.client = client
         self.log_path = f"/tmp/livegen-{client}-{os.getpid()}.log"
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "livegen", *(["-v"] if "-v" in args else []), "run", "--client-name", client, *[a for a in args if a != "-v"]],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=env or os.environ.copy())
-        self.in_port, self.out_port = f"{client}:in", f"{client}-01:out"
+        if output:
+            args = (*args, "--output", output)
+        verbose = ["-v"] if "-v" in args else []
+        cmd = [sys.executable, "-m", "livegen", *verbose, "run", "--client-name", client,
+               *[a for a in args if a != "-v"]]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env or os.environ.copy())
+        self.in_port, self.out_port = f"{client}:in", output or f"{client}-01:out"
         try:
-            wait_for_ports([self.in_port, self.out_port])
+            wait_for_ports([self.in_port] if output else [self.in_port, self.out_port])
         except TimeoutError:
             self.stop()
             raise AssertionError("daemon did not open its ports:\n" + self.output())

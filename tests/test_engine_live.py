@@ -203,3 +203,38 @@ def test_send_clock_makes_livegen_the_clock_master(session):
     gaps = sorted(b - a for a, b in zip(ticks, ticks[1:]))
     assert abs(gaps[len(gaps) // 2] - 60 / (BPM * 24)) < 0.001
     assert 0xFC in kinds   # Stop when the daemon stops
+
+
+def test_lost_output_is_silenced_and_picked_up_again(shift_model):
+    from livegen.ports import InputPoller
+
+    def synth_port():
+        port = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, "testsynth2", queue_size_limit=4096)
+        port.ignore_types(sysex=False, timing=False, active_sense=False)
+        port.open_virtual_port("in")
+        return port
+
+    synth = synth_port()
+    wait_for_ports(["testsynth2:in"])
+    d = Daemon("lglost", "--model", str(shift_model), "--bpm", str(BPM), output="testsynth2:in")
+    player = Player(d.in_port, "lglost-p")
+    try:
+        synth.close_port()
+        synth.delete()
+        time.sleep(2.5)                                   # the daemon checks once a second
+        assert d.proc.poll() is None and "output testsynth2:in is gone" in d.output()
+        synth = synth_port()
+        time.sleep(2.5)
+        assert "output testsynth2:in is back" in d.output()
+        heard = []
+        poller = InputPoller(synth, lambda t, m: heard.append(m))
+        poller.start()
+        first = player.send([0x90, 72, 100])              # bar 1 starts here
+        player.at(first + 4 * STEP - 0.01, [0x80, 72, 0])
+        time.sleep(2 * PHRASE * STEP + 0.3)
+        poller.stop()
+        assert {(m[0] & 0x0F, m[1]) for m in heard if m[0] & 0xF0 == 0x90} == {(1, 69), (2, 60), (3, 48)}
+    finally:
+        d.stop()
+        player.close()
+        synth.delete()

@@ -1,0 +1,224 @@
+"""Live control: settings that may change while the music plays, from a ZeroMQ socket or MIDI CCs.
+
+Requests are JSON objects on a REP socket: {"cmd": "status"}, {"cmd": "set", "key": K,
+"value": V}, {"cmd": "panic"}, {"cmd": "learn", "key": K} (the next CC moved controls K).
+Each gets a JSON answer, {"ok": true, ...} or {"ok": false, "error": "..."}; a bad request
+changes nothing. A PUB socket sends one telemetry message per phrase. Sockets bind to
+loopback unless CURVE keys are given (`livegen keys DIR`); then only clients whose public
+keys are in DIR/authorized may talk.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from livegen.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Control:
+    """One live setting: its type, range, and how a CC value 0..127 maps onto it."""
+    kind: type
+    low: float = 0.0
+    high: float = 1.0
+
+    def parse(self, key: str, value):
+        if self.kind is bool:
+            if isinstance(value, bool):
+                return value
+            raise ConfigError(f"{key} must be true or false")
+        if self.kind is list:
+            if isinstance(value, str):
+                value = [x for x in value.split(",") if x]
+            if not isinstance(value, list):
+                raise ConfigError(f"{key} must be a list of track names or numbers")
+            return [str(x) for x in value]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number")
+        if not self.low <= value <= self.high:
+            raise ConfigError(f"{key} must be within {self.low:g}..{self.high:g}")
+        return self.kind(value)
+
+    def from_cc(self, cc_value: int):
+        if self.kind is bool:
+            return cc_value >= 64
+        value = self.low + (self.high - self.low) * cc_value / 127
+        return self.kind(round(value)) if self.kind is int else value
+
+
+CONTROLS = {
+    "temperature": Control(float, 0.0, 2.0),
+    "top_p": Control(float, 0.05, 1.0),
+    "threshold": Control(float, 0.05, 0.95),
+    "edit_passes": Control(int, 1, 40),
+    "edits_per_pass": Control(int, 1, 40),
+    "edit_temperature": Control(float, 0.0, 2.0),
+    "max_remove": Control(float, 0.0, 1.0),
+    "max_add": Control(int, 0, 256),
+    "keep_player": Control(bool),
+    "bpm": Control(float, 20, 400),
+    "seed": Control(int, 0, 2 ** 31 - 1),
+    "mute": Control(list),
+}
+
+
+def loopback(endpoint: str) -> bool:
+    host = urlparse(endpoint.replace("tcp://", "tcp://", 1)).hostname or ""
+    if endpoint.startswith(("ipc://", "inproc://")) or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def make_keys(folder: str | Path) -> dict[str, Path]:
+    """A server and a client keypair in FOLDER, the client's public key allowed in FOLDER/authorized."""
+    import zmq.auth
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "authorized").mkdir(exist_ok=True)
+    server_public, _ = zmq.auth.create_certificates(folder, "server")
+    client_public, _ = zmq.auth.create_certificates(folder, "client")
+    allowed = folder / "authorized" / "client.key"
+    allowed.write_bytes(Path(client_public).read_bytes())
+    return {"server": Path(server_public), "client": Path(client_public), "authorized": allowed}
+
+
+class ControlServer(threading.Thread):
+    """REP (requests) and PUB (telemetry) sockets, served from one thread."""
+
+    def __init__(self, engine, endpoint: str, telemetry: str = "", keys: str = ""):
+        super().__init__(name="livegen-control", daemon=True)
+        import zmq
+
+        if not keys and not (loopback(endpoint) and (not telemetry or loopback(telemetry))):
+            raise ConfigError(f"{endpoint}: binding beyond loopback needs CURVE keys: make them with "
+                              "`livegen keys DIR` and pass --keys DIR")
+        self.engine = engine
+        self.ctx = zmq.Context()
+        self.auth = None
+        self.rep = self.ctx.socket(zmq.REP)
+        self.pub = self.ctx.socket(zmq.PUB) if telemetry else None
+        if keys:
+            self._curve(Path(keys))
+        self.rep.setsockopt(zmq.LINGER, 0)
+        try:
+            self.rep.bind(endpoint)
+            if self.pub:
+                self.pub.setsockopt(zmq.LINGER, 0)
+                self.pub.bind(telemetry)
+        except zmq.ZMQError as err:
+            self.close()
+            raise ConfigError(f"cannot bind the control socket: {err}") from err
+        self.halt = threading.Event()
+        self.learning: str | None = None
+        engine.telemetry = self.publish
+
+    def _curve(self, folder: Path) -> None:
+        import zmq
+        import zmq.auth
+        from zmq.auth.thread import ThreadAuthenticator
+
+        secret = folder / "server.key_secret"
+        if not secret.exists() or not (folder / "authorized").is_dir():
+            raise ConfigError(f"{folder}: no server.key_secret or authorized/ folder (make them with `livegen keys`)")
+        public, private = zmq.auth.load_certificate(secret)
+        self.auth = ThreadAuthenticator(self.ctx)
+        self.auth.start()
+        self.auth.configure_curve(domain="*", location=str(folder / "authorized"))
+        for sock in filter(None, (self.rep, self.pub)):
+            sock.curve_secretkey, sock.curve_publickey, sock.curve_server = private, public, True
+
+    def run(self) -> None:
+        import zmq
+
+        poller = zmq.Poller()
+        poller.register(self.rep, zmq.POLLIN)
+        while not self.halt.is_set():
+            if not poller.poll(200):
+                continue
+            raw = self.rep.recv()
+            try:
+                reply = self.handle(raw)
+            except Exception as err:   # a request must never take the daemon down
+                log.exception("control request failed")
+                reply = {"ok": False, "error": f"internal error: {err}"}
+            self.rep.send(json.dumps(reply).encode())
+
+    def handle(self, raw: bytes) -> dict:
+        try:
+            req = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            return {"ok": False, "error": f"not JSON: {err}"}
+        if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
+            return {"ok": False, "error": 'a request is a JSON object with "cmd"'}
+        cmd = req["cmd"]
+        if cmd == "status":
+            return {"ok": True, "status": self.engine.status()}
+        if cmd == "panic":
+            self.engine.scheduler.panic(channels=set(self.engine.channels))
+            return {"ok": True}
+        if cmd == "set":
+            key, value = req.get("key"), req.get("value")
+            try:
+                self.engine.apply(key, value)
+            except ConfigError as err:
+                return {"ok": False, "error": str(err)}
+            return {"ok": True, "key": key, "value": getattr(self.engine.settings, key)}
+        if cmd == "learn":
+            key = req.get("key")
+            if key not in CONTROLS:
+                return {"ok": False, "error": f"unknown setting {key!r}; known: {', '.join(CONTROLS)}"}
+            self.engine.learning = key
+            return {"ok": True, "learning": key}
+        return {"ok": False, "error": f"unknown cmd {cmd!r}: status, set, panic, learn"}
+
+    def publish(self, event: dict) -> None:
+        if self.pub is not None:
+            try:
+                self.pub.send(json.dumps(event).encode(), flags=1)   # NOBLOCK: never wait on a listener
+            except Exception:
+                pass
+
+    def close(self) -> None:
+        if hasattr(self, "halt"):
+            self.halt.set()
+            if self.is_alive():
+                self.join(1.0)
+        if self.auth:
+            self.auth.stop()
+        self.ctx.destroy(linger=0)
+
+
+def request(endpoint: str, message: dict, keys: str = "", timeout_ms: int = 3000) -> dict:
+    """One request to a control socket (the client side of `livegen ctl`)."""
+    import zmq
+    import zmq.auth
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
+    if keys:
+        folder = Path(keys)
+        sock.curve_publickey, sock.curve_secretkey = zmq.auth.load_certificate(folder / "client.key_secret")
+        sock.curve_serverkey, _ = zmq.auth.load_certificate(folder / "server.key")
+    try:
+        sock.connect(endpoint)
+        sock.send(json.dumps(message).encode())
+        return json.loads(sock.recv())
+    except zmq.Again:
+        raise ConfigError(f"no answer from {endpoint} within {timeout_ms / 1000:g} s "
+                          "(not running, or this client's key is not allowed)") from None
+    finally:
+        ctx.destroy(linger=0)
