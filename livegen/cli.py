@@ -185,14 +185,14 @@ class LiveSession:
 
     def watch_ports(self) -> None:
         """Reconnect an unplugged keyboard; silence and reconnect a lost output."""
-        from livegen.ports import open_port, watcher
+        from livegen.ports import PortWatcher, open_port
 
         named = [e for e in self.inputs if e[2] != "virtual"] or self.settings.output != "virtual"
         if not named:
             return
         if self.watcher is None:
             # one long-lived probe: making JACK clients every second upsets the JACK graph
-            self.watcher = watcher(self.backend, self.settings.client_name)
+            self.watcher = PortWatcher(self.backend, self.settings.client_name)
         ins, outs = self.watcher.inputs(), self.watcher.outputs()
         for entry in self.inputs:
             port, name, spec, poller = entry

@@ -71,7 +71,7 @@ CONTROLS = {
 
 
 def loopback(endpoint: str) -> bool:
-    host = urlparse(endpoint.replace("tcp://", "tcp://", 1)).hostname or ""
+    host = urlparse(endpoint).hostname or ""
     if endpoint.startswith(("ipc://", "inproc://")) or host == "localhost":
         return True
     try:

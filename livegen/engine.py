@@ -173,6 +173,7 @@ class FollowJob:
     step: int
     soprano: int | None     # the player's top sounding pitch at that step, or None
     velocity: int
+    heard_at: float | None = None   # arrival of the player's note that asked for it (None: a held step)
 
 
 class Recorder:
@@ -471,20 +472,20 @@ class Engine:
         return max(held) if held else None
 
     def _post_follow(self, step: int, soprano: int | None, t: float | None = None) -> None:
-        job = FollowJob(step, soprano, self.follow_velocity)
-        job.heard_at = t
+        job = FollowJob(step, soprano, self.follow_velocity, t)
         try:
             self.jobs.put_nowait(job)
         except queue.Full:
             self.stats["phrases_dropped"] += 1
 
     def _follow_note(self, pitch: int, velocity: int, pos: float, t: float) -> None:
+        before = self._soprano()
         step = self.capture.note_on(pitch, velocity, pos)
         self.follow_velocity = velocity
         if step < self.follow_next:
             return   # that step was already harmonised (the note came very late): the next holds it
         for s in range(self.follow_next, step):   # steps before it, as they were
-            self._post_follow(s, None if s < step else self._soprano())
+            self._post_follow(s, before)
         self.follow_next = step + 1
         self._post_follow(step, self._soprano(), t)
 
@@ -601,10 +602,10 @@ class Engine:
             else:
                 self.harmoniser.step(job.soprano)
             return
-        pitches = self.harmoniser.step(job.soprano, urgent=getattr(job, "heard_at", None) is not None)
+        pitches = self.harmoniser.step(job.soprano, urgent=job.heard_at is not None)
         if self.follow_stream is None:
             self.follow_stream = VoiceStream(self.scheduler, self.channels, job.velocity, self.muted, immediate=True)
         self.follow_stream.velocity = job.velocity
-        self.follow_stream.since = getattr(job, "heard_at", None)
+        self.follow_stream.since = job.heard_at
         self.follow_stream.step(job.step, pitches)
         self.stats["generated_notes"] = self.follow_stream.count

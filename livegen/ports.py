@@ -121,7 +121,7 @@ def open_port(kind: str, backend: str, spec: str, client_name: str, port_name: s
     return port, names[index]
 
 
-class watcher:
+class PortWatcher:
     """Lists ports through one pair of long-lived clients."""
 
     def __init__(self, backend: str, client_name: str):

@@ -45,12 +45,17 @@ def check_phrase_answer(out, heard, channels, low=36, high=84):
     assert "late_dropped 0" in out, out
 
 
-def test_loop_with_the_edit_model_rewrites_the_phrase_and_keeps_the_players_notes():
-    d, player, listener = session("lgedit", "--mode", "loop", "--model", "edit")
+def answer_to_melody(client: str, *args: str):
+    """Play MELODY as phrase 0; returns the daemon's log, the note-ons heard and the listener."""
+    d, player, listener = session(client, *args)
     t0 = time.perf_counter() + 0.3
     play(player, t0, MELODY)
     out = finish(d, player, listener, t0 + 2 * PHRASE * STEP + 0.2)
-    heard = grid(listener, t0)
+    return out, grid(listener, t0), listener
+
+
+def test_loop_with_the_edit_model_rewrites_the_phrase_and_keeps_the_players_notes():
+    out, heard, listener = answer_to_melody("lgedit", "--mode", "loop", "--model", "edit")
     check_phrase_answer(out, heard, {1})
     answered = {(p, s - PHRASE) for _, p, s, _ in heard}
     assert {(p, s) for p, s, _ in MELODY} <= answered        # the player's notes kept
@@ -59,11 +64,7 @@ def test_loop_with_the_edit_model_rewrites_the_phrase_and_keeps_the_players_note
 
 
 def test_respond_with_the_transformer_answers_in_four_voices():
-    d, player, listener = session("lgresp", "--mode", "respond", "--model", "continue")
-    t0 = time.perf_counter() + 0.3
-    play(player, t0, MELODY)
-    out = finish(d, player, listener, t0 + 2 * PHRASE * STEP + 0.2)
-    heard = grid(listener, t0)
+    out, heard, listener = answer_to_melody("lgresp", "--mode", "respond", "--model", "continue")
     check_phrase_answer(out, heard, {1, 2, 3, 4})
     by_voice = {ch: [p for c, p, *_ in heard if c == ch] for ch in (1, 2, 3, 4)}
     assert all(by_voice.values()), by_voice                  # soprano, alto, tenor and bass all sing
@@ -72,11 +73,8 @@ def test_respond_with_the_transformer_answers_in_four_voices():
 
 
 def test_respond_with_the_edit_model_varies_the_phrase():
-    d, player, listener = session("lgresped", "--mode", "respond", "--model", "edit", "--max-remove", "0.5")
-    t0 = time.perf_counter() + 0.3
-    play(player, t0, MELODY)
-    out = finish(d, player, listener, t0 + 2 * PHRASE * STEP + 0.2)
-    check_phrase_answer(out, grid(listener, t0), {1})
+    out, heard, listener = answer_to_melody("lgresped", "--mode", "respond", "--model", "edit", "--max-remove", "0.5")
+    check_phrase_answer(out, heard, {1})
     assert listener.sounding_after() == set()
 
 
