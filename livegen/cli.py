@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     keys.add_argument("folder")
     ctl = sub.add_parser("ctl", help="talk to a running daemon's control socket")
     ctl.add_argument("endpoint", help="e.g. tcp://127.0.0.1:5555")
-    ctl.add_argument("action", choices=["status", "set", "panic", "learn"])
+    ctl.add_argument("action", choices=["status", "set", "reload", "panic", "learn"])
     ctl.add_argument("args", nargs="*", help="set: KEY VALUE; learn: KEY")
     ctl.add_argument("--keys", help="CURVE key folder (client.key_secret, server.key)")
     args = p.parse_args(argv)

@@ -1,7 +1,9 @@
 """Live control: settings that may change while the music plays, from a ZeroMQ socket or MIDI CCs.
 
 Requests are JSON objects on a REP socket: {"cmd": "status"}, {"cmd": "set", "key": K,
-"value": V}, {"cmd": "panic"}, {"cmd": "learn", "key": K} (the next CC moved controls K).
+"value": V} (K = model or mode takes effect at the next phrase), {"cmd": "reload"} (the model
+file again, at the next phrase), {"cmd": "panic"}, {"cmd": "learn", "key": K} (the next CC
+moved controls K).
 Each gets a JSON answer, {"ok": true, ...} or {"ok": false, "error": "..."}; a bad request
 changes nothing. A PUB socket sends one telemetry message per phrase. Sockets bind to
 loopback unless CURVE keys are given (`livegen keys DIR`); then only clients whose public
@@ -168,6 +170,17 @@ class ControlServer(threading.Thread):
         if cmd == "panic":
             self.engine.scheduler.panic(channels=set(self.engine.channels))
             return {"ok": True}
+        if cmd in ("set", "reload") and (req.get("key") in ("model", "mode") or cmd == "reload"):
+            key, value = req.get("key"), req.get("value")
+            if cmd == "set" and not isinstance(value, str):
+                return {"ok": False, "error": f"{key} must be a string"}
+            try:
+                path = self.engine.switch(spec=value if key == "model" else None,
+                                          mode=value if key == "mode" else None)
+            except (ConfigError, ValueError) as err:   # ModelError is a ValueError
+                return {"ok": False, "error": str(err)}
+            return {"ok": True, "from_next_phrase": {"model": path, "mode": value if key == "mode" else
+                                                     self.engine.settings.mode}}
         if cmd == "set":
             key, value = req.get("key"), req.get("value")
             try:
@@ -181,7 +194,7 @@ class ControlServer(threading.Thread):
                 return {"ok": False, "error": f"unknown setting {key!r}; known: {', '.join(CONTROLS)}"}
             self.engine.learning = key
             return {"ok": True, "learning": key}
-        return {"ok": False, "error": f"unknown cmd {cmd!r}: status, set, panic, learn"}
+        return {"ok": False, "error": f"unknown cmd {cmd!r}: status, set, reload, panic, learn"}
 
     def publish(self, event: dict) -> None:
         if self.pub is not None:

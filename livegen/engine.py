@@ -241,6 +241,7 @@ class Engine:
                                    on_sent=self.recorder.add if self.recorder else None)
         self.stop_event = threading.Event()
         self.learning: str | None = None       # MIDI learn: the setting the next CC will control
+        self.pending: tuple[Model, str] | None = None   # a model/mode switch for the next phrase
         self.telemetry = lambda event: None    # set by the control server
         self.next_phrase = 0
         self.thru_channels: set[int] = set()
@@ -456,6 +457,42 @@ class Engine:
             self.rng = np.random.default_rng(value)
         log.info("set %s = %s", key, value)
 
+    def switch(self, spec: str | None = None, mode: str | None = None) -> str:
+        """Another model and/or mode from the next phrase on (any thread but the worker).
+
+        Loads and warms the model here, so the worker only swaps it in; refuses, with no
+        change, what would need a different grid or way of listening (restart for that)."""
+        from dataclasses import replace
+
+        model = Model(spec or self.model.info.path, self.settings.device) if spec or mode is None else self.model
+        trial = replace(self.settings, mode=mode or self.settings.mode)
+        check_mode(trial, model)
+        if phrase_steps(trial, model) != self.steps:
+            raise ConfigError(f"{model.info.path}: a {phrase_steps(trial, model)}-step phrase, not "
+                              f"{self.steps}: restart livegen to change the phrase length")
+        follow, context = trial.mode == "follow", trial.mode == "respond" and model.info.kind == "continue"
+        if (follow, context) != (self.follow, self.context_steps):
+            raise ConfigError(f"switching to {trial.mode} with a {model.info.kind} model changes how livegen "
+                              "listens: restart livegen for that")
+        model.warm_up(1)
+        self.pending = (model, trial.mode)
+        return model.info.path
+
+    def _adopt_pending(self) -> None:
+        """On the worker, between phrases: take the model and mode from `switch`."""
+        model, mode = self.pending
+        self.pending = None
+        self.model, self.settings.mode = model, mode
+        self.tracks = output_tracks(self.settings, model)
+        self.channels = track_channels(self.settings, len(self.tracks))
+        try:
+            self.muted = muted_tracks(self.settings, self.tracks)
+        except ConfigError:       # the new model has other tracks: play them all
+            self.settings.mute, self.muted = [], set()
+        self.phrase_ms = []       # the cut lead is measured again on the new model
+        log.info("now playing %s in %s mode; tracks %s on channels %s", model.info.path, mode,
+                 ",".join(self.tracks), ",".join(str(c + 1) for c in self.channels))
+
     def status(self) -> dict:
         return {"mode": self.settings.mode, "model": self.model.info.path, "kind": self.model.info.kind,
                 "tracks": dict(zip(self.tracks, [c + 1 for c in self.channels])),
@@ -575,6 +612,8 @@ class Engine:
 
     def _play_phrase(self, job: Job) -> int:
         """Generate the answer to one phrase and schedule it one phrase later; returns notes played."""
+        if self.pending:
+            self._adopt_pending()
         velocity = int(np.clip(np.mean([n.velocity for n in job.notes]), 30, 127))
         offset = job.steps
         if self.model.info.kind == "continue":   # streamed: each step is scheduled as it is decoded

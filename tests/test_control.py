@@ -122,3 +122,23 @@ def test_binding_beyond_loopback_without_keys_is_refused(jack_server, shift_mode
     r = subprocess.run([sys.executable, "-m", "livegen", "run", "--model", str(shift_model), "--client-name", "lgopen",
                         "--control", f"tcp://0.0.0.0:{free_port()}"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "needs CURVE keys" in r.stderr
+
+
+def test_model_switch_takes_effect_at_the_next_phrase_and_bad_switches_change_nothing(controlled, models_dir):
+    from tests import tinymodels
+
+    d, player, listener, ep, _ = controlled
+    other = tinymodels.shift_accompany(models_dir / "shift_b.onnx", shifts=(5, 7, 10))
+    for bad in ({"cmd": "set", "key": "model", "value": "continue"},        # not an accompany/edit model
+                {"cmd": "set", "key": "mode", "value": "follow"},           # follow needs a continue model
+                {"cmd": "set", "key": "model", "value": "/no/such.onnx"}):
+        reply = request(ep, bad)
+        assert reply["ok"] is False and reply["error"], reply
+    reply = request(ep, {"cmd": "set", "key": "model", "value": str(other)})
+    assert reply["ok"] and reply["from_next_phrase"]["model"] == str(other)
+    t0 = time.perf_counter() + 0.3
+    play(player, t0, [(72, 0, 4)])
+    time.sleep(t0 + 2 * PHRASE * STEP + 0.2 - time.perf_counter())
+    assert {(ch, p) for _, ch, p, _ in listener.note_ons()} == {(1, 67), (2, 65), (3, 62)}
+    assert request(ep, {"cmd": "status"})["status"]["model"] == str(other)
+    assert request(ep, {"cmd": "reload"})["ok"]
