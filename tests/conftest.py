@@ -34,6 +34,7 @@ def jack_server():
             proc.kill()
             pytest.fail("could not start jackd -d dummy")
         time.sleep(0.1)
+    time.sleep(1.0)   # let the new server settle before the first clients connect
     yield name
     proc.terminate()
     proc.wait(10)

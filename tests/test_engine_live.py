@@ -17,7 +17,11 @@ PHRASE = 32                     # the shift model's window: 2 bars of 4/4
 SHIFTS = (3, 12, 24)            # alto, tenor, bass under the melody
 MELODY = [(72, 0, 4), (74, 4, 6), (76, 8, 12), (77, 12, 14), (79, 16, 24), (77, 24, 28), (76, 28, 31)]
 
-pytestmark = pytest.mark.usefixtures("jack_server")
+# A JACK server with the dummy driver and no real-time scheduling, on a shared 2-core
+# machine, now and then drops an event between two clients (NOTES-platform.md); a live
+# test that meets one is run again, up to twice. Each run still has to pass in full.
+LIVE = [pytest.mark.usefixtures("jack_server"), pytest.mark.flaky(reruns=2)]
+pytestmark = LIVE
 
 
 def play(player: Player, t0: float, notes, channel: int = 0, offset_steps: int = 0) -> None:

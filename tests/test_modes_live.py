@@ -8,7 +8,11 @@ import pytest
 from tests.jackmidi import Daemon, Listener, Player
 from tests.test_engine_live import BPM, MELODY, PHRASE, STEP, play
 
-pytestmark = pytest.mark.usefixtures("jack_server")
+# A JACK server with the dummy driver and no real-time scheduling, on a shared 2-core
+# machine, now and then drops an event between two clients (NOTES-platform.md); a live
+# test that meets one is run again, up to twice. Each run still has to pass in full.
+LIVE = [pytest.mark.usefixtures("jack_server"), pytest.mark.flaky(reruns=2)]
+pytestmark = LIVE
 
 
 def session(client: str, *args: str):
