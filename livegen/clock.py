@@ -146,8 +146,3 @@ class MidiClockFollower:
             return None
         a, b = self._fit
         return a + b * step * self.ticks_per_step
-
-    @property
-    def last_step(self) -> float | None:
-        """Step of the last tick received (its position, not its predicted time)."""
-        return (self.next_tick - 1) / self.ticks_per_step if self.samples else None

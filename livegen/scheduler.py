@@ -137,10 +137,6 @@ class Scheduler(threading.Thread):
         if self.is_alive():
             self.join(timeout)
 
-    def pending(self) -> int:
-        with self._cond:
-            return len(self._heap)
-
     # ---------------------------------------------------------------- the thread
 
     def _emit(self, msg: list[int]) -> None:
