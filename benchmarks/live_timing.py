@@ -127,7 +127,7 @@ def main() -> int:
             if i < len(heard) and heard[i] - ts < 0.1:
                 delays.append((heard[i] - ts) * 1000)
         delays = np.array(delays)
-        inside = next((line.split("livegen: ")[1] for line in out.splitlines() if "follow: harmony" in line), "?")
+        inside = "; ".join(line.split("livegen: ")[1] for line in out.splitlines() if "livegen: follow:" in line) or "?"
         print(f"\nlivegen follow mode: {args.seconds:.0f} s at {args.bpm:g} BPM, model {args.model}, "
               f"{len(sent_ons)} player notes, {len(delays)} answered, CPU inference ({os.cpu_count()} cores)")
         print("| delay of the harmony behind the player's note | p50 ms | p99 ms | max ms |\n|---|---|---|---|")

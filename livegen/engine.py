@@ -250,6 +250,8 @@ class Engine:
         self.phrase_ms: list[float] = []
         self.on_stopped = on_stopped
         self.lead_ms = self.calibrate()
+        if self.follow:
+            self.harmoniser.speculate()   # the first note is answered from a guess too
         self._threads = [threading.Thread(target=self._capture_loop, name="livegen-capture", daemon=True),
                          threading.Thread(target=self._worker_loop, name="livegen-worker", daemon=True)]
 
@@ -316,6 +318,10 @@ class Engine:
             d = np.array(self.scheduler.follow_delays)
             log.info("follow: harmony sent after the player's note: p50 %.2f ms, p99 %.2f ms, max %.2f ms (%d notes)",
                      np.percentile(d, 50), np.percentile(d, 99), d.max(), len(d))
+        if self.follow:
+            log.info("follow: steps answered from a guess made ahead: %(hits)d; decoded when played: %(misses)d "
+                     "not guessed, %(unguessed)d not ready; guess passes stopped by a note: %(stopped)d",
+                     self.harmoniser.guess_stats)
         if self.recorder:
             count = self.recorder.write(self.settings.record, self.clock.bpm)
             log.info("recorded %d messages to %s", count, self.settings.record)
@@ -514,6 +520,8 @@ class Engine:
             self.jobs.put_nowait(job)
         except queue.Full:
             self.stats["phrases_dropped"] += 1
+        if t is not None and self.follow:   # a player waits on it: stop guessing ahead now
+            self.harmoniser.stop_guessing()
 
     def _follow_note(self, pitch: int, velocity: int, pos: float, t: float) -> None:
         before = self._soprano()
@@ -593,6 +601,8 @@ class Engine:
             try:
                 if isinstance(job, FollowJob):
                     self._harmonise(job)
+                    if self.follow and self.jobs.empty():   # guess the next step while nothing waits
+                        self.harmoniser.speculate(interrupt=lambda: not self.jobs.empty())
                     continue
                 count = self._play_phrase(job)
             except Exception:

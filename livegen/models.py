@@ -200,8 +200,10 @@ class Model:
         self.provider = self.session.get_providers()[0]
         self.output_names = list(outputs)
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self.session.run(None, feeds)))
+    def run(self, feeds: dict[str, np.ndarray], options=None) -> dict[str, np.ndarray]:
+        """One pass. With `options` (an onnxruntime.RunOptions), another thread may stop it
+        by setting `options.terminate`; it then raises."""
+        return dict(zip(self.output_names, self.session.run(None, feeds, options)))
 
     def example_feeds(self, batch: int = 1) -> dict[str, np.ndarray]:
         i = self.info

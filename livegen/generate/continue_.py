@@ -82,10 +82,19 @@ class TokenDecoder:
 
 class Harmoniser:
     """Follow mode: the player's note is the soprano of each step; alto, tenor and bass are
-    decoded for that same step from the cache."""
+    decoded for that same step from the cache.
 
-    # follow mode must answer within a few ms: 24 steps of context at most, 12 kept on a slide
-    FOLLOW_TOKENS, FOLLOW_KEEP = 96, 12
+    Live, three passes one after another are too slow to sound within a few ms of the
+    player's note, so between steps `speculate` decodes the next step for the sopranos the
+    player is most likely to play (the model's own best guesses, the held note, a rest and
+    its neighbours), all in one batch. A note among them is answered from that table at
+    once; any other is decoded then. Each step samples from its own generator, seeded by the
+    step and the soprano, so a seed gives the same music whether or not a guess was ready.
+    """
+
+    # follow mode must answer within a few ms: 16 steps of context at most, 8 kept on a slide
+    FOLLOW_TOKENS, FOLLOW_KEEP = 64, 8
+    TIER, TIERS = 12, 2   # sopranos decoded ahead per step: batches of 12, the likeliest first
 
     def __init__(self, model: Model, settings: SamplingSettings, rng: np.random.Generator, live: bool = False):
         self.model, self.settings, self.rng = model, settings, rng
@@ -94,6 +103,34 @@ class Harmoniser:
         self.pending_bass: int | None = None
         self.shift = 0
         self.shift_set = False
+        self.seed = int(rng.integers(2**63))
+        self.count = 0                  # steps harmonised
+        self.last_token: int | None = None
+        self.guesses: list[dict] = []   # speculation for step `count`: see `speculate`
+        # steps answered from a guess; guessed but not that note; no guess ready; passes stopped
+        self.guess_stats = {"hits": 0, "misses": 0, "unguessed": 0, "stopped": 0}
+        self.run_options = None
+        if live:
+            import onnxruntime as ort
+            self.run_options = ort.RunOptions()
+
+    def stop_guessing(self) -> None:
+        """Any thread: a note is waiting, so the guess's pass now running stops at once."""
+        if self.run_options is not None:
+            self.run_options.terminate = True
+
+    def _step_rng(self, s_tok: int) -> np.random.Generator:
+        return np.random.default_rng((self.seed, self.count, s_tok))
+
+    def soprano_token(self, soprano: int | None) -> int:
+        info = self.model.info
+        rest = info.pitch_count
+        if soprano is not None and not self.shift_set:
+            self.shift = R.octave_shift([soprano], info.pitch_low, info.pitch_count, MELODY_TARGET)
+            self.shift_set = True
+        if soprano is not None and 0 <= soprano + self.shift - info.pitch_low < rest:
+            return soprano + self.shift - info.pitch_low
+        return rest
 
     def step(self, soprano: int | None, urgent: bool = False) -> list[int]:
         """Soprano MIDI pitch (None = rest) -> [alto, tenor, bass] MIDI pitches or -1.
@@ -101,25 +138,119 @@ class Harmoniser:
         When not `urgent` (no player note waits on it) and the context is nearly full, the
         slide is done now, so that it never falls on a step a player is waiting for."""
         info = self.model.info
-        if self.live and not urgent and self.dec.cached + 12 > self.dec.max_tokens:
-            self.dec.slide([])
         rest = info.pitch_count
-        if soprano is not None and not self.shift_set:
-            self.shift = R.octave_shift([soprano], info.pitch_low, info.pitch_count, MELODY_TARGET)
-            self.shift_set = True
-        s_tok = rest
-        if soprano is not None and 0 <= soprano + self.shift - info.pitch_low < rest:
-            s_tok = soprano + self.shift - info.pitch_low
-        ids = ([self.pending_bass] if self.pending_bass is not None else []) + [s_tok]
-        logits = self.dec.feed(ids)
-        out = []
-        for k in range(3):
-            tok = sample(logits, self.settings, self.rng, rest + 1)
-            out.append(tok)
-            if k < 2:
-                logits = self.dec.feed([tok])
+        s_tok = self.soprano_token(soprano)
+        guesses, self.guesses = self.guesses, []
+        guess = next((g for g in guesses if s_tok in g["sopranos"]), None)
+        if guess is not None:
+            out = self._finish(guess, guess["sopranos"].index(s_tok))
+            self.guess_stats["hits"] += 1
+        else:
+            self.guess_stats["misses" if guesses else "unguessed"] += 1
+            if self.live and not urgent and self.dec.cached + 12 > self.dec.max_tokens:
+                self.dec.slide([])
+            ids = ([self.pending_bass] if self.pending_bass is not None else []) + [s_tok]
+            rng = self._step_rng(s_tok)
+            logits = self.dec.feed(ids)
+            out = []
+            for k in range(3):
+                tok = sample(logits, self.settings, rng, rest + 1)
+                out.append(tok)
+                if k < 2:
+                    logits = self.dec.feed([tok])
         self.pending_bass = out[2]   # fed with the next step's soprano: one pass fewer per step
+        self.count += 1
+        self.last_token = s_tok
         return [info.pitch_low + t - self.shift if t < rest else -1 for t in out]
+
+    def candidates(self, logits: np.ndarray | None) -> list[int]:
+        """The next step's likeliest soprano tokens, best first: held, rest, then the model's
+        ranking, with the held note's neighbours before the long tail. Before the first note
+        the octave it will be moved into comes first (see `soprano_token`)."""
+        rest = self.model.info.pitch_count
+        ranked = [int(t) for t in np.argsort(-logits[: rest + 1])] if logits is not None else []
+        held = [self.last_token] if self.last_token is not None else []
+        near = [self.last_token + d for d in (1, -1, 2, -2)] if self.last_token not in (None, rest) else []
+        first = []
+        if not self.shift_set:
+            low = int(MELODY_TARGET) - 6 - self.model.info.pitch_low
+            first = list(range(low, low + 12))
+        out: list[int] = []
+        for t in held + [rest] + first + ranked[:self.TIER + 8] + near + ranked[self.TIER + 8:]:
+            if 0 <= t <= rest and t not in out:
+                out.append(t)
+        return out[: self.TIER * self.TIERS]
+
+    def speculate(self, interrupt=lambda: False) -> None:
+        """Between steps: decode the next step for `candidates()`, the likeliest first, in
+        batches of TIER, pass by pass.
+
+        `interrupt()` is asked between passes, and `stop_guessing` stops a pass: when a note
+        is waiting the work stops there, and `step` finishes what is done for its row."""
+        self.guesses = []
+        if not self.live:
+            return
+        self.run_options.terminate = False
+        if self.count == 0 and self.dec.cached == 0:    # before the first step: from BOS
+            head = [self.model.info.bos_id] if self.model.info.bos_id is not None else []
+            ranked = self.candidates(None)
+        elif self.pending_bass is not None:
+            if self.dec.cached + 12 > self.dec.max_tokens:
+                self.dec.slide([])
+            logits = self.dec.feed([self.pending_bass])     # what the model expects the soprano to be
+            self.pending_bass = None
+            head = []
+            ranked = self.candidates(logits)
+        else:
+            return
+        rest = self.model.info.pitch_count
+        for first in range(0, len(ranked), self.TIER):
+            if interrupt():
+                return
+            sopranos = ranked[first:first + self.TIER]
+            n = len(sopranos)
+            past = np.repeat(self.dec.past, n, axis=2)
+            ids = np.array([head + [s] for s in sopranos], np.int64)
+            guess = {"sopranos": sopranos, "fed": [[s] for s in sopranos], "tokens": [[] for _ in sopranos],
+                     "rngs": [self._step_rng(s) for s in sopranos], "logits": None, "past": None}
+            for k in range(3):
+                try:
+                    out = self.model.run({"input_ids": ids, "past": past}, self.run_options)
+                except Exception:
+                    if not self.run_options.terminate:
+                        raise
+                    self.guess_stats["stopped"] += 1
+                    if k == 0:
+                        return
+                    # the last pass is lost; what the previous ones made is still good
+                    guess["fed"] = [f[:-1] for f in guess["fed"]]
+                    return
+                past, logits = out["present"], out["logits"][:, -1]
+                guess["past"], guess["logits"] = past, logits
+                for r in range(n):
+                    guess["tokens"][r].append(sample(logits[r], self.settings, guess["rngs"][r], rest + 1))
+                if k == 0:
+                    self.guesses.append(guess)
+                if k == 2 or interrupt():
+                    break
+                ids = np.array([[t[-1]] for t in guess["tokens"]], np.int64)
+                for r in range(n):
+                    guess["fed"][r].append(guess["tokens"][r][-1])
+            if k < 2:     # interrupted: a note is waiting
+                return
+
+    def _finish(self, guess: dict, row: int) -> list[int]:
+        """Adopt one row of a speculation; decode whatever passes it still lacks."""
+        rest = self.model.info.pitch_count
+        out = list(guess["tokens"][row])
+        self.dec.past = np.ascontiguousarray(guess["past"][:, :, row:row + 1])
+        self.dec.tokens += guess["fed"][row]
+        self.dec.logits = guess["logits"][row]
+        rng = guess["rngs"][row]
+        while len(out) < 3:
+            logits = self.dec.feed([out[-1]])
+            out.append(sample(logits, self.settings, rng, rest + 1))
+        return out
 
     def answer(self, steps: int):
         """Continue what was harmonised for `steps` steps, all four voices; yields
