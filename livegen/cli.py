@@ -57,7 +57,11 @@ def add_settings_flags(p: argparse.ArgumentParser, live: bool) -> None:
     p.add_argument("--late-ms", type=float, help="drop a note-on later than this instead of playing it (default 10)")
     p.add_argument("--control", help="ZeroMQ control socket, e.g. tcp://127.0.0.1:5555 (see `livegen ctl`)")
     p.add_argument("--telemetry", help="ZeroMQ publisher of per-phrase telemetry, e.g. tcp://127.0.0.1:5556")
-    p.add_argument("--keys", help="CURVE key folder from `livegen keys`: required to bind beyond loopback")
+    p.add_argument("--keys", help="CURVE key folder from `livegen keys`: required to bind beyond loopback "
+                                  "and to reach a worker beyond loopback")
+    p.add_argument("--inference", type=lambda t: [x for x in t.split(",") if x],
+                   help="remote workers (`livegen worker`), comma-separated, e.g. tcp://10.0.0.5:5560: "
+                        "phrases are generated there, and here when a worker is late or gone")
     p.add_argument("--no-start-jack", dest="start_jack", action="store_const", const=False,
                    help="do not start `jackd -d dummy` when JACK is needed and none runs")
 
@@ -278,6 +282,31 @@ def cmd_run(args) -> int:
         raise
 
 
+def cmd_worker(args) -> int:
+    from livegen.models import BUNDLED, Model
+    from livegen.remote import Worker
+
+    specs = args.model or list(BUNDLED)
+    models = []
+    for spec in specs:
+        m = Model(spec, args.device)
+        ms = m.warm_up()
+        models.append(m)
+        log.info("serving %s (%s) on %s, sha256 %s..., warm-up pass %.1f ms", m.info.path, m.info.kind, m.provider,
+                 m.sha256[:12], ms)
+    worker = Worker(args.bind, models, args.keys or "")
+    halt = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: halt.set())
+    log.info("worker listening on %s%s; Ctrl-C stops", args.bind, " (CURVE)" if args.keys else "")
+    try:
+        worker.serve(halt)
+    finally:
+        log.info("worker stopped: %s", ", ".join(f"{k} {v}" for k, v in worker.stats.items()))
+        worker.close()
+    return 0
+
+
 def cmd_keys(args) -> int:
     from livegen.control import make_keys
 
@@ -326,7 +355,12 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("infile")
     render.add_argument("outfile")
     add_settings_flags(render, live=False)
-    keys = sub.add_parser("keys", help="make CURVE keys for the control socket")
+    worker = sub.add_parser("worker", help="serve the models to daemons over the network (e.g. on a GPU box)")
+    worker.add_argument("--bind", required=True, help="e.g. tcp://127.0.0.1:5560 (beyond loopback needs --keys)")
+    worker.add_argument("--model", action="append", help="a model to serve (repeat; default: the bundled ones)")
+    worker.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="inference device")
+    worker.add_argument("--keys", help="CURVE key folder (server.key_secret, authorized/)")
+    keys = sub.add_parser("keys", help="make CURVE keys for the control socket and workers")
     keys.add_argument("folder")
     ctl = sub.add_parser("ctl", help="talk to a running daemon's control socket")
     ctl.add_argument("endpoint", help="e.g. tcp://127.0.0.1:5555")
@@ -338,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s livegen: %(message)s", datefmt="%H:%M:%S")
     try:
         return {"ports": cmd_ports, "run": cmd_run, "render": cmd_render, "keys": cmd_keys,
-                "ctl": cmd_ctl}[args.command](args)
+                "ctl": cmd_ctl, "worker": cmd_worker}[args.command](args)
     except LivegenError as err:
         print(f"livegen: error: {err}", file=sys.stderr)
         return 2

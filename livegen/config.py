@@ -50,6 +50,7 @@ class Settings:
     control: str = ""               # ZeroMQ control socket, e.g. tcp://127.0.0.1:5555
     telemetry: str = ""             # ZeroMQ telemetry publisher, e.g. tcp://127.0.0.1:5556
     keys: str = ""                  # CURVE key folder (livegen keys DIR): required off loopback
+    inference: list[str] = field(default_factory=list)   # remote workers, e.g. ["tcp://10.0.0.5:5560"]
     cc_map: dict = field(default_factory=dict)      # setting -> MIDI CC number, e.g. {temperature = 20}
 
     @property
@@ -85,6 +86,9 @@ class Settings:
                                   f"{', '.join(k for k in CONTROLS if k != 'mute')}")
             if not isinstance(cc, int) or not 0 <= cc <= 127 or cc == 64:
                 raise ConfigError(f"cc_map: {key} = {cc!r}: a controller number 0..127 (64 is the sustain pedal)")
+        if not isinstance(self.inference, list) or not all(
+                isinstance(e, str) and e.startswith(("tcp://", "ipc://")) for e in self.inference):
+            raise ConfigError(f"inference {self.inference!r}: worker addresses like tcp://10.0.0.5:5560")
         if not 0 <= self.max_remove <= 1 or self.max_add < 0 or self.edit_passes < 1 or self.edits_per_pass < 1:
             raise ConfigError("edit settings: max-remove 0..1, max-add >= 0, passes and edits per pass >= 1")
         return self
@@ -127,6 +131,8 @@ def load_toml(path: str | Path) -> dict:
             raise ConfigError(f"{path}: unknown setting {key!r}; known: {', '.join(sorted(known))}")
         if name == "channels":
             value = parse_channels(value)
+        if name == "inference" and isinstance(value, str):
+            value = [x for x in value.split(",") if x]
         out[name] = value
     return out
 

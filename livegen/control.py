@@ -96,6 +96,37 @@ def make_keys(folder: str | Path) -> dict[str, Path]:
     return {"server": Path(server_public), "client": Path(client_public), "authorized": allowed}
 
 
+def curve_server(ctx, sockets, folder: str | Path):
+    """Make `sockets` CURVE servers with FOLDER's server key, allowing only the public keys
+    in FOLDER/authorized; returns the authenticator (stop it when done)."""
+    import zmq.auth
+    from zmq.auth.thread import ThreadAuthenticator
+
+    folder = Path(folder)
+    secret = folder / "server.key_secret"
+    if not secret.exists() or not (folder / "authorized").is_dir():
+        raise ConfigError(f"{folder}: no server.key_secret or authorized/ folder (make them with `livegen keys`)")
+    public, private = zmq.auth.load_certificate(secret)
+    auth = ThreadAuthenticator(ctx)
+    auth.start()
+    auth.configure_curve(domain="*", location=str(folder / "authorized"))
+    for sock in filter(None, sockets):
+        sock.curve_secretkey, sock.curve_publickey, sock.curve_server = private, public, True
+    return auth
+
+
+def curve_client(sock, folder: str | Path) -> None:
+    """Make `sock` a CURVE client with FOLDER's client keypair, trusting FOLDER's server key."""
+    import zmq.auth
+
+    folder = Path(folder)
+    for name in ("client.key_secret", "server.key"):
+        if not (folder / name).exists():
+            raise ConfigError(f"{folder}: no {name} (make the keys with `livegen keys`)")
+    sock.curve_publickey, sock.curve_secretkey = zmq.auth.load_certificate(folder / "client.key_secret")
+    sock.curve_serverkey, _ = zmq.auth.load_certificate(folder / "server.key")
+
+
 class ControlServer(threading.Thread):
     """REP (requests) and PUB (telemetry) sockets, served from one thread."""
 
@@ -127,19 +158,7 @@ class ControlServer(threading.Thread):
         engine.telemetry = self.publish
 
     def _curve(self, folder: Path) -> None:
-        import zmq
-        import zmq.auth
-        from zmq.auth.thread import ThreadAuthenticator
-
-        secret = folder / "server.key_secret"
-        if not secret.exists() or not (folder / "authorized").is_dir():
-            raise ConfigError(f"{folder}: no server.key_secret or authorized/ folder (make them with `livegen keys`)")
-        public, private = zmq.auth.load_certificate(secret)
-        self.auth = ThreadAuthenticator(self.ctx)
-        self.auth.start()
-        self.auth.configure_curve(domain="*", location=str(folder / "authorized"))
-        for sock in filter(None, (self.rep, self.pub)):
-            sock.curve_secretkey, sock.curve_publickey, sock.curve_server = private, public, True
+        self.auth = curve_server(self.ctx, [self.rep, self.pub], folder)
 
     def run(self) -> None:
         import zmq
@@ -216,16 +235,13 @@ class ControlServer(threading.Thread):
 def request(endpoint: str, message: dict, keys: str = "", timeout_ms: int = 3000) -> dict:
     """One request to a control socket (the client side of `livegen ctl`)."""
     import zmq
-    import zmq.auth
 
     ctx = zmq.Context()
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
     if keys:
-        folder = Path(keys)
-        sock.curve_publickey, sock.curve_secretkey = zmq.auth.load_certificate(folder / "client.key_secret")
-        sock.curve_serverkey, _ = zmq.auth.load_certificate(folder / "server.key")
+        curve_client(sock, keys)
     try:
         sock.connect(endpoint)
         sock.send(json.dumps(message).encode())

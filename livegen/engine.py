@@ -247,7 +247,13 @@ class Engine:
         self.thru_channels: set[int] = set()
         self.stats = {"received": 0, "input_dropped": 0, "malformed": 0, "sysex": 0, "ignored": 0,
                       "phrases": 0, "phrases_dropped": 0, "worker_errors": 0, "generated_notes": 0}
-        self.phrase_ms: list[float] = []
+        self.phrase_ms: list[float] = []     # how long each phrase's answer took, remote or local
+        self.local_ms: list[float] = []      # generation here: the fallback must always fit
+        self.remote_ms: list[float] = []     # round trips to a remote worker
+        self.remote = None
+        if settings.inference:
+            from livegen.remote import RemoteInference
+            self.remote = RemoteInference(settings.inference, settings.keys)
         self.on_stopped = on_stopped
         self.lead_ms = self.calibrate()
         if self.follow:
@@ -322,6 +328,9 @@ class Engine:
             log.info("follow: steps answered from a guess made ahead: %(hits)d; decoded when played: %(misses)d "
                      "not guessed, %(unguessed)d not ready; guess passes stopped by a note: %(stopped)d",
                      self.harmoniser.guess_stats)
+        if self.remote is not None:
+            log.info("remote inference: %s", ", ".join(f"{k} {v}" for k, v in self.remote.stats.items()))
+            self.remote.close()
         if self.recorder:
             count = self.recorder.write(self.settings.record, self.clock.bpm)
             log.info("recorded %d messages to %s", count, self.settings.record)
@@ -495,7 +504,7 @@ class Engine:
             self.muted = muted_tracks(self.settings, self.tracks)
         except ConfigError:       # the new model has other tracks: play them all
             self.settings.mute, self.muted = [], set()
-        self.phrase_ms = []       # the cut lead is measured again on the new model
+        self.phrase_ms, self.local_ms, self.remote_ms = [], [], []   # the cut lead is measured again
         log.info("now playing %s in %s mode; tracks %s on channels %s", model.info.path, mode,
                  ",".join(self.tracks), ",".join(str(c + 1) for c in self.channels))
 
@@ -506,7 +515,8 @@ class Engine:
                 "running": self.clock.running, "phrase_steps": self.steps,
                 "settings": {k: getattr(self.settings, k) for k in CONTROLS},
                 "cc_map": dict(self.settings.cc_map), "last_inference_ms": round(self.phrase_ms[-1], 2)
-                if self.phrase_ms else None, "stats": self.stats | self.scheduler.stats}
+                if self.phrase_ms else None,
+                "stats": self.stats | self.scheduler.stats | (self.remote.stats if self.remote else {})}
 
     # ---------------------------------------------------------------- follow mode (capture thread)
 
@@ -555,9 +565,19 @@ class Engine:
         t0, t1 = self.time_of(0), self.time_of(1)
         if t0 is None or t1 is None:
             return self.settings.tolerance
-        recent = self.phrase_ms[-8:] or [self.lead_ms]
-        need_s = (max(recent) * 1.5 + 10) / 1000   # margin: a busy machine is slower than the last phrase
-        return max(self.settings.tolerance, need_s / (t1 - t0))
+        return max(self.settings.tolerance, (self.local_need() + self.remote_need()) / (t1 - t0))
+
+    def local_need(self) -> float:
+        """Seconds to leave for generating a phrase here (margin: a busy machine is slower
+        than the last phrase)."""
+        recent = (self.local_ms if self.remote else self.phrase_ms)[-8:] or [self.lead_ms]
+        return (max(recent) * 1.5 + 10) / 1000
+
+    def remote_need(self) -> float:
+        """Seconds to leave for a remote worker's answer before the local fallback's time."""
+        if self.remote is None or self.model.info.kind == "continue":
+            return 0.0
+        return (max(self.remote_ms[-8:] or [20.0]) * 1.5 + 5) / 1000
 
     def _maybe_cut(self, now: float) -> None:
         if self.follow:
@@ -596,6 +616,8 @@ class Engine:
             try:
                 job = self.jobs.get(timeout=0.25)
             except queue.Empty:
+                if self.remote is not None:
+                    self.remote.tick()     # is each worker (still, again) there?
                 continue
             t = time.perf_counter()
             try:
@@ -637,12 +659,30 @@ class Engine:
             self.harmoniser = Harmoniser(self.model, self.sampling, self.rng)   # the next phrase starts afresh
             return stream.count
         count = 0
-        for n in generate(self.model, self.settings, job.notes, job.start, job.steps, self.rng):
+        for n in self.phrase_notes(job):
             if n.track in self.muted:
                 continue
             self.scheduler.schedule_note(n.start + offset, n.end + offset, self.channels[n.track], n.pitch, velocity)
             count += 1
         return count
+
+    def phrase_notes(self, job: Job) -> list[Note]:
+        """The answer's notes: from a remote worker when one answers in time, else made here
+        with the same seed."""
+        seed = int(self.rng.integers(2 ** 63))
+        boundary = self.time_of(job.start + job.steps)
+        if self.remote is not None and boundary is not None:
+            t = time.perf_counter()
+            notes = self.remote.generate(self.model, self.settings, job.notes, job.start, job.steps, seed,
+                                         deadline=boundary - self.local_need())
+            if notes is not None:
+                self.remote_ms.append((time.perf_counter() - t) * 1000)
+                return notes
+            self.remote.stats["local_fallbacks"] += 1
+        t = time.perf_counter()
+        notes = generate(self.model, self.settings, job.notes, job.start, job.steps, np.random.default_rng(seed))
+        self.local_ms.append((time.perf_counter() - t) * 1000)
+        return notes
 
     def _harmonise(self, job: FollowJob) -> None:
         if self.context_steps:   # silent: it only builds the phrase's context

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -198,6 +199,7 @@ class Model:
         outputs = {o.name: list(o.shape) for o in self.session.get_outputs()}
         self.info = check_contract(str(path), meta, inputs, outputs)
         self.provider = self.session.get_providers()[0]
+        self.sha256 = hashlib.sha256(data).hexdigest()   # names the model to a remote worker
         self.output_names = list(outputs)
 
     def run(self, feeds: dict[str, np.ndarray], options=None) -> dict[str, np.ndarray]:
