@@ -323,14 +323,18 @@ def cmd_ctl(args) -> int:
     from livegen.control import request
 
     if args.action == "set":
-        if len(args.args) != 2:
-            raise ConfigError("ctl set KEY VALUE")
-        key, raw = args.args
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        message = {"cmd": "set", "key": key, "value": value}
+        if len(args.args) == 4 and {args.args[0], args.args[2]} == {"mode", "model"}:
+            # ctl set mode follow model continue: both at the next phrase
+            message = {"cmd": "set", "key": args.args[0], "value": args.args[1], args.args[2]: args.args[3]}
+        elif len(args.args) != 2:
+            raise ConfigError("ctl set KEY VALUE (or: ctl set mode MODE model MODEL)")
+        else:
+            key, raw = args.args
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+            message = {"cmd": "set", "key": key, "value": value}
     elif args.action == "learn":
         if len(args.args) != 1:
             raise ConfigError("ctl learn KEY")

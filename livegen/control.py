@@ -15,7 +15,6 @@ import ipaddress
 import json
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -190,16 +189,18 @@ class ControlServer(threading.Thread):
             self.engine.scheduler.panic(channels=set(self.engine.channels))
             return {"ok": True}
         if cmd in ("set", "reload") and (req.get("key") in ("model", "mode") or cmd == "reload"):
-            key, value = req.get("key"), req.get("value")
-            if cmd == "set" and not isinstance(value, str):
-                return {"ok": False, "error": f"{key} must be a string"}
+            # {"cmd": "set", "key": "mode", "value": "follow", "model": "continue"} changes both at once
+            key = req.get("key")
+            spec = req.get("value") if key == "model" else req.get("model")
+            mode = req.get("value") if key == "mode" else req.get("mode")
+            if cmd == "set" and not all(x is None or isinstance(x, str) for x in (spec, mode)) \
+                    or cmd == "set" and req.get("value") is None:
+                return {"ok": False, "error": "model and mode must be strings"}
             try:
-                path = self.engine.switch(spec=value if key == "model" else None,
-                                          mode=value if key == "mode" else None)
+                path = self.engine.switch(spec=spec, mode=mode)
             except (ConfigError, ValueError) as err:   # ModelError is a ValueError
                 return {"ok": False, "error": str(err)}
-            return {"ok": True, "from_next_phrase": {"model": path, "mode": value if key == "mode" else
-                                                     self.engine.settings.mode}}
+            return {"ok": True, "from_next_phrase": {"model": path, "mode": mode or self.engine.settings.mode}}
         if cmd == "set":
             key, value = req.get("key"), req.get("value")
             try:

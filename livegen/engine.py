@@ -174,6 +174,17 @@ class FollowJob:
     soprano: int | None     # the player's top sounding pitch at that step, or None
     velocity: int
     heard_at: float | None = None   # arrival of the player's note that asked for it (None: a held step)
+    silent: bool = False    # respond + continue: the step only builds the answer's context
+
+
+@dataclass
+class SwitchJob:
+    """A switch of how livegen listens (into or out of follow, respond + continue), queued
+    behind the jobs of the old mode so the worker takes it up in order."""
+    model: Model
+    mode: str
+    step: int               # the new mode's first step (a phrase boundary)
+    lead_ms: float
 
 
 class Recorder:
@@ -235,13 +246,15 @@ class Engine:
         self.capture = Capture(settings.tolerance)
         self.rng = np.random.default_rng(settings.seed)
         self.inq: queue.Queue = queue.Queue(maxsize=INPUT_QUEUE)
-        self.jobs: queue.Queue = queue.Queue(maxsize=2 if not self.follow else 64)
+        self.jobs: queue.Queue = queue.Queue(maxsize=64)   # a phrase too old to play is skipped by the worker
         self.recorder = Recorder() if settings.record else None
         self.scheduler = Scheduler(send, self.time_of, settings.late_ms,
                                    on_sent=self.recorder.add if self.recorder else None)
         self.stop_event = threading.Event()
         self.learning: str | None = None       # MIDI learn: the setting the next CC will control
-        self.pending: tuple[Model, str] | None = None   # a model/mode switch for the next phrase
+        self.pending: tuple[Model, str, float] | None = None   # a model/mode switch for the next phrase
+        self.pending_listen: tuple[Model, str, float] | None = None   # the same, changing how livegen listens
+        self.switch_step: int | None = None
         self.telemetry = lambda event: None    # set by the control server
         self.next_phrase = 0
         self.thru_channels: set[int] = set()
@@ -249,7 +262,6 @@ class Engine:
                       "phrases": 0, "phrases_dropped": 0, "worker_errors": 0, "generated_notes": 0}
         self.phrase_ms: list[float] = []     # how long each phrase's answer took, remote or local
         self.local_ms: list[float] = []      # generation here: the fallback must always fit
-        self.remote_ms: list[float] = []     # round trips to a remote worker
         self.remote = None
         if settings.inference:
             from livegen.remote import RemoteInference
@@ -261,19 +273,22 @@ class Engine:
         self._threads = [threading.Thread(target=self._capture_loop, name="livegen-capture", daemon=True),
                          threading.Thread(target=self._worker_loop, name="livegen-worker", daemon=True)]
 
-    def calibrate(self) -> float:
+    def calibrate(self, model: Model | None = None, mode: str | None = None) -> float:
         """Time one answer on a made-up phrase, so the first real phrase is cut early enough."""
-        if self.follow:
+        from dataclasses import replace
+
+        model, mode = model or self.model, mode or self.settings.mode
+        if mode == "follow":
             return 0.0
         tune = [Note(60 + p, 2 * i, 2 * i + 2) for i, p in enumerate((0, 2, 4, 5, 7, 9, 11, 12) * 2)]
         rng = np.random.default_rng(0)
         t = time.perf_counter()
-        if self.context_steps:   # at the cut: the phrase's last step, then the answer's first
-            h = Harmoniser(self.model, self.sampling, rng)
+        if mode == "respond" and model.info.kind == "continue":   # at the cut: the last step, the answer's first
+            h = Harmoniser(model, self.sampling, rng)
             h.step(72)
             next(h.answer(1))
         else:
-            generate(self.model, self.settings, tune, 0, self.steps, rng)
+            generate(model, replace(self.settings, mode=mode), tune, 0, self.steps, rng)
         return (time.perf_counter() - t) * 1000
 
     # ---------------------------------------------------------------- clock
@@ -324,7 +339,7 @@ class Engine:
             d = np.array(self.scheduler.follow_delays)
             log.info("follow: harmony sent after the player's note: p50 %.2f ms, p99 %.2f ms, max %.2f ms (%d notes)",
                      np.percentile(d, 50), np.percentile(d, 99), d.max(), len(d))
-        if self.follow:
+        if self.follow and self.harmoniser is not None:
             log.info("follow: steps answered from a guess made ahead: %(hits)d; decoded when played: %(misses)d "
                      "not guessed, %(unguessed)d not ready; guess passes stopped by a note: %(stopped)d",
                      self.harmoniser.guess_stats)
@@ -476,7 +491,9 @@ class Engine:
         """Another model and/or mode from the next phrase on (any thread but the worker).
 
         Loads and warms the model here, so the worker only swaps it in; refuses, with no
-        change, what would need a different grid or way of listening (restart for that)."""
+        change, what would need a different grid (restart for that). A switch into or out of
+        follow, or respond with a continue model, changes how the capture thread listens: it
+        is made at the next phrase boundary (see `_switch_listening`)."""
         from dataclasses import replace
 
         model = Model(spec or self.model.info.path, self.settings.device) if spec or mode is None else self.model
@@ -486,25 +503,31 @@ class Engine:
             raise ConfigError(f"{model.info.path}: a {phrase_steps(trial, model)}-step phrase, not "
                               f"{self.steps}: restart livegen to change the phrase length")
         follow, context = trial.mode == "follow", trial.mode == "respond" and model.info.kind == "continue"
-        if (follow, context) != (self.follow, self.context_steps):
-            raise ConfigError(f"switching to {trial.mode} with a {model.info.kind} model changes how livegen "
-                              "listens: restart livegen for that")
         model.warm_up(1)
-        self.pending = (model, trial.mode)
+        lead = self.calibrate(model, trial.mode)
+        self.pending = self.pending_listen = None      # the latest request wins
+        if (follow, context) != (self.follow, self.context_steps) or follow:   # follow: a fresh harmoniser too
+            self.pending_listen = (model, trial.mode, lead)
+        else:
+            self.pending = (model, trial.mode, lead)
         return model.info.path
 
     def _adopt_pending(self) -> None:
         """On the worker, between phrases: take the model and mode from `switch`."""
-        model, mode = self.pending
-        self.pending = None
-        self.model, self.settings.mode = model, mode
+        pending, self.pending = self.pending, None
+        self._adopt(*pending)
+
+    def _adopt(self, model: Model, mode: str, lead_ms: float) -> None:
+        self.model, self.settings.mode, self.lead_ms = model, mode, lead_ms
         self.tracks = output_tracks(self.settings, model)
         self.channels = track_channels(self.settings, len(self.tracks))
         try:
             self.muted = muted_tracks(self.settings, self.tracks)
         except ConfigError:       # the new model has other tracks: play them all
             self.settings.mute, self.muted = [], set()
-        self.phrase_ms, self.local_ms, self.remote_ms = [], [], []   # the cut lead is measured again
+        self.phrase_ms, self.local_ms = [], []   # the cut lead is measured again
+        if self.remote is not None:
+            self.remote.recent_ms = []
         log.info("now playing %s in %s mode; tracks %s on channels %s", model.info.path, mode,
                  ",".join(self.tracks), ",".join(str(c + 1) for c in self.channels))
 
@@ -530,8 +553,10 @@ class Engine:
             self.jobs.put_nowait(job)
         except queue.Full:
             self.stats["phrases_dropped"] += 1
-        if t is not None and self.follow:   # a player waits on it: stop guessing ahead now
-            self.harmoniser.stop_guessing()
+        job.silent = not self.follow
+        harmoniser = self.harmoniser
+        if t is not None and self.follow and harmoniser is not None:   # a player waits: stop guessing ahead now
+            harmoniser.stop_guessing()
 
     def _follow_note(self, pitch: int, velocity: int, pos: float, t: float) -> None:
         before = self._soprano()
@@ -577,11 +602,17 @@ class Engine:
         """Seconds to leave for a remote worker's answer before the local fallback's time."""
         if self.remote is None or self.model.info.kind == "continue":
             return 0.0
-        return (max(self.remote_ms[-8:] or [20.0]) * 1.5 + 5) / 1000
+        # before the first answer: as long as a phrase takes here
+        return (max(self.remote.recent_ms or [self.lead_ms]) * 1.5 + 5) / 1000
 
     def _maybe_cut(self, now: float) -> None:
         if self.follow:
             self._follow_due(now)
+            if self.pending_listen is not None:     # out of follow at the next phrase boundary
+                if self.switch_step is None:
+                    self.switch_step = -(-self.follow_next // self.steps) * self.steps
+                if self.follow_next >= self.switch_step:
+                    self._switch_listening(self.switch_step)
             return
         if self.context_steps:
             self._follow_due(now)
@@ -595,19 +626,36 @@ class Engine:
         self.capture.forget_before(start)
         if self.context_steps:
             self._follow_due(now, upto=start + self.steps)   # the phrase's last steps, as they stand
+        into_follow = self.pending_listen is not None and self.pending_listen[1] == "follow"
         if not notes:
             if self.context_steps:
                 self._post_follow(-1, None)                     # an empty phrase: start afresh
-            return
-        try:
-            self.jobs.put_nowait(Job(k, start, self.steps, notes))
-        except queue.Full:
+        elif not into_follow:     # (follow would harmonise the next phrase over this one's answer)
             try:
-                self.jobs.get_nowait()
+                self.jobs.put_nowait(Job(k, start, self.steps, notes))
+            except queue.Full:
                 self.stats["phrases_dropped"] += 1
-            except queue.Empty:
-                pass
-            self.jobs.put_nowait(Job(k, start, self.steps, notes))
+        if self.pending_listen is not None:
+            self._switch_listening(start + self.steps)
+
+    def _switch_listening(self, step: int) -> None:
+        """Capture thread: listen the new mode's way from `step` (a phrase boundary) on; the
+        worker swaps the model when it comes to the SwitchJob, after the old mode's jobs."""
+        model, mode, lead = self.pending_listen
+        self.pending_listen, self.switch_step = None, None
+        self.follow = mode == "follow"
+        self.context_steps = mode == "respond" and model.info.kind == "continue"
+        self.follow_next, self.next_phrase = step, step // self.steps
+        while True:
+            try:
+                self.jobs.put(SwitchJob(model, mode, step, lead), timeout=0.05)
+                return
+            except queue.Full:     # never lose a switch: drop the oldest job instead
+                try:
+                    self.jobs.get_nowait()
+                    self.stats["phrases_dropped"] += 1
+                except queue.Empty:
+                    pass
 
     # ---------------------------------------------------------------- worker thread
 
@@ -621,9 +669,12 @@ class Engine:
                 continue
             t = time.perf_counter()
             try:
+                if isinstance(job, SwitchJob):
+                    self._switch(job)
+                    continue
                 if isinstance(job, FollowJob):
                     self._harmonise(job)
-                    if self.follow and self.jobs.empty():   # guess the next step while nothing waits
+                    if not job.silent and self.jobs.empty():   # guess the next step while nothing waits
                         self.harmoniser.speculate(interrupt=lambda: not self.jobs.empty())
                     continue
                 count = self._play_phrase(job)
@@ -642,8 +693,25 @@ class Engine:
             log.debug("phrase %d: %d notes in, %d out, %.1f ms, ready %.1f ms before its first step", job.phrase,
                       len(job.notes), count, self.phrase_ms[-1], ahead * 1000)
 
+    def _switch(self, job: SwitchJob) -> None:
+        """Worker: take up the model and mode of a listening switch at its boundary step."""
+        if self.follow_stream is not None:      # follow's voices end where the new mode begins
+            self.follow_stream.close(job.step)
+            self.follow_stream = None
+        self.pending = None
+        self._adopt(job.model, job.mode, job.lead_ms)
+        follow = job.mode == "follow"
+        self.harmoniser = Harmoniser(job.model, self.sampling, self.rng, live=follow) \
+            if follow or job.model.info.kind == "continue" else None
+        if follow:
+            self.harmoniser.speculate()
+
     def _play_phrase(self, job: Job) -> int:
         """Generate the answer to one phrase and schedule it one phrase later; returns notes played."""
+        end = self.time_of(job.start + 2 * job.steps)
+        if end is not None and end < time.perf_counter():     # its whole answer would be late
+            self.stats["phrases_dropped"] += 1
+            return 0
         if self.pending:
             self._adopt_pending()
         velocity = int(np.clip(np.mean([n.velocity for n in job.notes]), 30, 127))
@@ -672,11 +740,9 @@ class Engine:
         seed = int(self.rng.integers(2 ** 63))
         boundary = self.time_of(job.start + job.steps)
         if self.remote is not None and boundary is not None:
-            t = time.perf_counter()
             notes = self.remote.generate(self.model, self.settings, job.notes, job.start, job.steps, seed,
                                          deadline=boundary - self.local_need())
             if notes is not None:
-                self.remote_ms.append((time.perf_counter() - t) * 1000)
                 return notes
             self.remote.stats["local_fallbacks"] += 1
         t = time.perf_counter()
@@ -685,7 +751,7 @@ class Engine:
         return notes
 
     def _harmonise(self, job: FollowJob) -> None:
-        if self.context_steps:   # silent: it only builds the phrase's context
+        if job.silent:   # it only builds the phrase's context
             if job.step < 0:
                 self.harmoniser = Harmoniser(self.model, self.sampling, self.rng)
             else:

@@ -183,6 +183,9 @@ class RemoteInference:
             self.endpoints.append(Endpoint(address, sock))
         self.next_id = 0
         self.turn = 0
+        # round trips of answered requests; a request unanswered by its deadline counts as
+        # twice the time it had, so the daemon leaves a slow worker more time next phrase
+        self.recent_ms: list[float] = []
         self.stats = {"remote_phrases": 0, "local_fallbacks": 0, "late_replies": 0, "worker_errors": 0}
 
     def _send(self, ep: Endpoint, message: dict) -> bool:
@@ -251,6 +254,7 @@ class RemoteInference:
                    "notes": notes_to_json(notes)}
         if budget_ms <= 0 or not self._send(ep, message):
             return None
+        sent = time.perf_counter()
         while True:
             left = deadline - time.perf_counter()
             if left <= 0 or not ep.sock.poll(max(1, int(left * 1000)), zmq.POLLIN):
@@ -258,6 +262,7 @@ class RemoteInference:
                     log.warning("inference worker %s did not answer in time; this phrase is played locally",
                                 ep.address)
                     ep.up = False      # until it answers a ping again
+                    self.recent_ms = (self.recent_ms + [min(2 * budget_ms, 2000.0)])[-8:]
                     return None
                 continue
             reply = self._drain(ep, want=rid)
@@ -274,6 +279,7 @@ class RemoteInference:
                 log.warning("inference worker %s sent bad notes: %s", ep.address, err)
                 return None
             self.stats["remote_phrases"] += 1
+            self.recent_ms = (self.recent_ms + [(time.perf_counter() - sent) * 1000])[-8:]
             return out
 
     def close(self) -> None:

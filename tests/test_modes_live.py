@@ -1,6 +1,7 @@
 """Every mode with the shipped models, over real JACK ports: what a musician would hear."""
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -114,3 +115,41 @@ def test_a_mode_given_the_wrong_kind_of_model_is_refused(tmp_path):
     r = subprocess.run([sys.executable, "-m", "livegen", "render", "in.mid", str(tmp_path / "o.mid"),
                         "--mode", "follow", "--model", "accompany"], capture_output=True, text=True)
     assert r.returncode == 2 and "mode follow plays continue models" in r.stderr
+
+
+def test_switching_into_follow_and_back_over_the_control_socket_takes_effect_at_the_next_phrase():
+    from livegen.control import request
+    from tests.test_control import free_port
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    d, player, listener = session("lgswitch", "--model", "accompany", "--control", endpoint)
+    t0 = time.perf_counter() + 0.3
+    at = lambda phrases: time.sleep(max(0.0, t0 + phrases * PHRASE * STEP - time.perf_counter()))  # noqa: E731
+    play(player, t0, MELODY)                                  # phrase 0, loop: answered in phrase 1
+    at(1.2)
+    reply = request(endpoint, {"cmd": "set", "key": "mode", "value": "follow", "model": "continue"})
+    assert reply["ok"] and reply["from_next_phrase"]["mode"] == "follow", reply
+    at(1.9)
+    back = []                                                 # asked during phrase 2 (loading takes a while)
+    asking = threading.Timer(t0 + 2.2 * PHRASE * STEP - time.perf_counter(), lambda: back.append(
+        request(endpoint, {"cmd": "set", "key": "mode", "value": "loop", "model": "accompany"})))
+    asking.start()
+    sent = []
+    for p, s, e in MELODY:                                    # phrase 2: harmonised as played
+        sent.append(player.at(t0 + (2 * PHRASE + s) * STEP, [0x90, p, 100]))
+        player.at(t0 + (2 * PHRASE + e) * STEP - 0.01, [0x80, p, 0])
+    asking.join()
+    assert back and back[0]["ok"], back
+    play(player, t0, MELODY, offset_steps=3 * PHRASE)         # phrase 3, loop again: answered in phrase 4
+    out = finish(d, player, listener, t0 + 5 * PHRASE * STEP + 0.2)
+    heard = grid(listener, t0)
+    by_phrase = {k: [h for h in heard if h[2] // PHRASE == k] for k in range(5)}
+    assert by_phrase[0] == [] and by_phrase[1] and by_phrase[4], (heard, out)
+    for k in (1, 4):                                          # loop answers on the grid
+        assert {ch for ch, *_ in by_phrase[k]} == {1, 2, 3} and max(abs(e) for *_, e in by_phrase[k]) < 8.0
+    ons = listener.note_ons()
+    for t_sent in sent:                                       # follow: every note answered at once
+        assert any(t_sent <= t < t_sent + 0.03 for t, *_ in ons), (t_sent - t0, heard, out)
+    assert by_phrase[3] == [], by_phrase[3]                   # follow ended at the boundary; loop waits a phrase
+    assert "now playing" in out and "late_dropped 0" in out, out
+    assert listener.sounding_after() == set()

@@ -169,7 +169,6 @@ def test_the_music_goes_on_when_the_worker_hangs_or_dies_and_its_return_is_picke
     try:
         time.sleep(0.6)                    # the worker answers the daemon's first ping
         t0 = time.perf_counter() + 0.3
-        at = lambda phrases: time.sleep(max(0.0, t0 + phrases * PHRASE * STEP - time.perf_counter()))  # noqa: E731
         for k in range(8):                 # the tune in every phrase
             if k == 2:
                 play(player, t0, MELODY, offset_steps=k * PHRASE)

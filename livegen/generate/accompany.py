@@ -32,41 +32,63 @@ def parallels(before: list[int], after: list[int]) -> int:
     return count
 
 
+def _options(p: np.ndarray, threshold: float, near: float, widest: int) -> list[tuple[int, float]]:
+    """A voice's choices at one step: (pitch index or -1, log-probability)."""
+    best = float(p.max())
+    if best < threshold:
+        return [(-1, 0.0)]
+    idx = np.flatnonzero(p >= near * best)
+    idx = idx[np.argsort(-p[idx])][:widest]
+    return [(int(i), float(np.log(p[i]))) for i in idx]
+
+
+def _parallel_counts(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
+    """(S, V) and (R, V) pitch sets (-1 = rest) -> (S, R) parallel unisons/octaves/fifths
+    between every pair of voices moving the same way from one to the other."""
+    a0, a1 = prev[:, None, :], cur[None, :, :]
+    count = np.zeros((len(prev), len(cur)), np.int32)
+    for i, j in itertools.combinations(range(prev.shape[1]), 2):
+        p_i, p_j, c_i, c_j = a0[..., i], a0[..., j], a1[..., i], a1[..., j]
+        sounding = (p_i >= 0) & (p_j >= 0) & (c_i >= 0) & (c_j >= 0)
+        moving = (p_i != c_i) & (p_j != c_j)
+        i0, i1 = (p_i - p_j) % 12, (c_i - c_j) % 12
+        same_way = (c_i > p_i) == (c_j > p_j)
+        count += sounding & moving & (i0 == i1) & ((i0 == 0) | (i0 == 7)) & same_way
+    return count
+
+
 def voice_lead(probs: np.ndarray, melody: np.ndarray, threshold: float, near: float = 0.1,
                penalty: float = 3.0, widest: int = 4) -> np.ndarray:
     """One pitch index (or -1, a rest) per track and step, (tracks, T).
 
-    Each voice takes its most probable pitch, unless another of its `widest` most probable
-    pitches (each at least `near` times the best) avoids parallel fifths or octaves with the
-    melody or another voice at less cost than `penalty` nats per parallel. Where the model
-    is sure there is no choice to make. (Tuned on the JSB valid split: see the model card.)
+    Each voice may take any of its `widest` most probable pitches that are at least `near`
+    times its best; the path through the phrase with the highest log-probability, less
+    `penalty` nats per parallel fifth or octave (with the melody or between voices), is
+    chosen (Viterbi: a voice may leave its best pitch one step early to avoid a parallel on
+    the next). Where the model is sure there is no choice to make. (Tuned on the JSB valid
+    split: see the model card.)
     """
     tracks, steps, _ = probs.shape
-    chosen = np.full((tracks, steps), -1)
-    before = [-1] * (tracks + 1)
+    states, scores, back = [], [], []
     for t in range(steps):
-        options = []
-        for k in range(tracks):
-            p = probs[k, t]
-            best = float(p.max())
-            if best < threshold:
-                options.append([(-1, 0.0)])
-                continue
-            idx = np.flatnonzero(p >= near * best)
-            idx = idx[np.argsort(-p[idx])][:widest]
-            options.append([(int(i), float(np.log(p[i]))) for i in idx])
-        if all(len(o) == 1 for o in options):   # the model is sure: nothing to weigh
-            before = [int(melody[t])] + [o[0][0] for o in options]
-            chosen[:, t] = before[1:]
-            continue
-        after_best, score_best = None, -np.inf
-        for combo in itertools.product(*options):
-            after = [int(melody[t])] + [c[0] for c in combo]
-            score = sum(c[1] for c in combo) - penalty * parallels(before, after)
-            if score > score_best:
-                after_best, score_best = after, score
-        chosen[:, t] = after_best[1:]
-        before = after_best
+        options = [_options(probs[k, t], threshold, near, widest) for k in range(tracks)]
+        combos = list(itertools.product(*options))
+        pitches = np.array([[int(melody[t])] + [c[0] for c in combo] for combo in combos])
+        emit = np.array([sum(c[1] for c in combo) for combo in combos])
+        if t == 0:
+            score, arg = emit, np.zeros(len(combos), np.int64)
+        else:
+            total = scores[-1][:, None] - penalty * _parallel_counts(states[-1], pitches)
+            arg = total.argmax(axis=0)
+            score = total[arg, np.arange(len(combos))] + emit
+        states.append(pitches)
+        scores.append(score)
+        back.append(arg)
+    chosen = np.full((tracks, steps), -1)
+    s = int(scores[-1].argmax())
+    for t in range(steps - 1, -1, -1):
+        chosen[:, t] = states[t][s, 1:]
+        s = int(back[t][s])
     return chosen
 
 
