@@ -245,7 +245,8 @@ def print_table(title: str, rows: dict[str, dict[str, float]]) -> None:
     print("| | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
     for name, r in rows.items():
-        print(f"| {name} | " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+        print(f"| {name} | " + " | ".join((f"{r[c]:.4f}" if abs(r[c]) < 0.1 else f"{r[c]:.3f}") if isinstance(r[c], float)
+                                          else str(r[c]) for c in cols) + " |")
 
 
 def main(argv: list[str] | None = None) -> int:

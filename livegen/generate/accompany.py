@@ -9,6 +9,9 @@ from livegen import roll as R
 from livegen.models import Model
 
 MELODY_TARGET = 70.0   # median soprano pitch the Bach-trained models expect; other models are moved alike
+# the usual choral ranges (MIDI pitches), for tracks with these names, where the melody sits
+# around MELODY_TARGET: the voice-leading decoder keeps each voice inside its own
+VOICE_RANGES = {"soprano": (60, 81), "alto": (53, 74), "tenor": (48, 69), "bass": (40, 64)}
 
 
 def melody_windows(notes: list[R.Note], start: int, steps: int, window: int, pitch_low: int,
@@ -32,14 +35,20 @@ def parallels(before: list[int], after: list[int]) -> int:
     return count
 
 
-def _options(p: np.ndarray, threshold: float, near: float, widest: int) -> list[tuple[int, float]]:
-    """A voice's choices at one step: (pitch index or -1, log-probability)."""
+def _options(p: np.ndarray, threshold: float, near: float, widest: int,
+             span: tuple[int, int] | None = None, outside: float = 0.0) -> list[tuple[int, float]]:
+    """A voice's choices at one step: (pitch index or -1, log-probability, less `outside`
+    nats for a pitch outside the voice's `span`)."""
     best = float(p.max())
     if best < threshold:
         return [(-1, 0.0)]
     idx = np.flatnonzero(p >= near * best)
-    idx = idx[np.argsort(-p[idx])][:widest]
-    return [(int(i), float(np.log(p[i]))) for i in idx]
+    idx = list(idx[np.argsort(-p[idx])][:widest])
+    lo, hi = span if span else (-1, len(p))
+    inside = [i for i in range(max(lo, 0), min(hi, len(p) - 1) + 1)]
+    if inside and not any(lo <= i <= hi for i in idx):   # the voice's best pitch inside its range too
+        idx.append(max(inside, key=lambda i: p[i]))
+    return [(int(i), float(np.log(max(p[i], 1e-12))) - (outside if not lo <= i <= hi else 0.0)) for i in idx]
 
 
 def _parallel_counts(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
@@ -58,25 +67,32 @@ def _parallel_counts(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
 
 
 def voice_lead(probs: np.ndarray, melody: np.ndarray, threshold: float, near: float = 0.1,
-               penalty: float = 3.0, widest: int = 4) -> np.ndarray:
+               penalty: float = 3.0, widest: int = 4, before: np.ndarray | None = None,
+               spans: list | None = None, outside: float = 3.0) -> np.ndarray:
     """One pitch index (or -1, a rest) per track and step, (tracks, T).
 
     Each voice may take any of its `widest` most probable pitches that are at least `near`
     times its best; the path through the phrase with the highest log-probability, less
     `penalty` nats per parallel fifth or octave (with the melody or between voices), is
     chosen (Viterbi: a voice may leave its best pitch one step early to avoid a parallel on
-    the next). Where the model is sure there is no choice to make. (Tuned on the JSB valid
-    split: see the model card.)
+    the next). Where the model is sure there is no choice to make. `before`: the melody's
+    and the voices' pitch indices on the step before (the previous window's last), so that
+    no parallel is made across the seam. `spans`: each voice's (low, high) pitch index, or
+    None; a pitch outside costs `outside` nats. (Tuned on the JSB valid split: see the
+    model card.)
     """
     tracks, steps, _ = probs.shape
     states, scores, back = [], [], []
     for t in range(steps):
-        options = [_options(probs[k, t], threshold, near, widest) for k in range(tracks)]
+        options = [_options(probs[k, t], threshold, near, widest, spans[k] if spans else None, outside)
+                   for k in range(tracks)]
         combos = list(itertools.product(*options))
         pitches = np.array([[int(melody[t])] + [c[0] for c in combo] for combo in combos])
         emit = np.array([sum(c[1] for c in combo) for combo in combos])
         if t == 0:
             score, arg = emit, np.zeros(len(combos), np.int64)
+            if before is not None:
+                score = score - penalty * _parallel_counts(np.asarray(before)[None, :], pitches)[0]
         else:
             total = scores[-1][:, None] - penalty * _parallel_counts(states[-1], pitches)
             arg = total.argmax(axis=0)
@@ -93,14 +109,19 @@ def voice_lead(probs: np.ndarray, melody: np.ndarray, threshold: float, near: fl
 
 
 def decode(probs: np.ndarray, threshold: float, max_polyphony: int, pitch_low: int, start: int,
-           onset_probs: np.ndarray | None = None, melody: np.ndarray | None = None) -> list[R.Note]:
+           onset_probs: np.ndarray | None = None, melody: np.ndarray | None = None,
+           seam: list | None = None, spans: list | None = None) -> list[R.Note]:
     """(tracks, T, P) probabilities -> notes, track index kept in Note.track.
 
     With one note per track and the melody's pitch index per step (-1 for none), the voices
     are chosen with `voice_lead`; otherwise the most probable cells above the threshold.
+    `seam` (a list, for consecutive windows): holds the last step's pitch indices, read
+    and then replaced, so that windows join without parallels.
     """
     if max_polyphony == 1 and melody is not None:
-        chosen = voice_lead(probs, melody, threshold)
+        chosen = voice_lead(probs, melody, threshold, before=seam[0] if seam else None, spans=spans)
+        if seam is not None:
+            seam[:] = [np.concatenate([[melody[-1]], chosen[:, -1]])]
         active = np.zeros(probs.shape, bool)
         k, t = np.nonzero(chosen >= 0)
         active[k, t, chosen[k, t]] = True
@@ -129,10 +150,14 @@ def accompany(model: Model, notes: list[R.Note], start: int, steps: int, rng: np
         feeds["z"] = rng.standard_normal((len(melody), info.z_dim)).astype(np.float32)
     out = model.run(feeds)
     cut = info.threshold if threshold is None else threshold
-    result = []
+    result, seam = [], []
+    # in the model's register (the melody moved near MELODY_TARGET), so the voices keep
+    # their ranges relative to the melody wherever it is played
+    spans = [tuple(p - info.pitch_low for p in VOICE_RANGES[t.lower()]) if t.lower() in VOICE_RANGES else None
+             for t in info.tracks]
     for k in range(len(melody)):
         onsets = out["onset_probs"][k] if "onset_probs" in out else None
         tune = np.where(melody[k].any(axis=1), melody[k].argmax(axis=1), -1)
         result += decode(out["probs"][k], cut, info.max_polyphony, info.pitch_low, start + k * info.window_steps,
-                         onsets, tune)
+                         onsets, tune, seam, spans)
     return R.transpose(R.clip_to_window(result, start, start + steps), -shift)
