@@ -1,0 +1,36 @@
+"""The accompany decoder: parallels avoided over the phrase and across windows, ranges kept."""
+import numpy as np
+
+from livegen.generate.accompany import voice_lead
+
+
+def probs_for(steps: list[dict[int, float]], pitches: int = 30) -> np.ndarray:
+    """(1 voice, T, P) probabilities from {pitch index: p} per step."""
+    out = np.full((1, len(steps), pitches), 1e-4, np.float32)
+    for t, cells in enumerate(steps):
+        for i, p in cells.items():
+            out[0, t, i] = p
+    return out
+
+
+def test_a_less_likely_pitch_is_taken_to_avoid_parallel_fifths_with_the_melody():
+    melody = np.array([20, 22])                       # the tune rises a tone
+    probs = probs_for([{13: 0.9}, {15: 0.9, 17: 0.5}])  # best: a fifth under it both times
+    assert voice_lead(probs, melody, 0.3, penalty=0.0).tolist() == [[13, 15]]
+    assert voice_lead(probs, melody, 0.3).tolist() == [[13, 17]]
+
+
+def test_windows_join_without_parallels_at_the_seam():
+    probs = probs_for([{15: 0.9, 17: 0.5}])
+    melody = np.array([22])
+    assert voice_lead(probs, melody, 0.3).tolist() == [[15]]
+    assert voice_lead(probs, melody, 0.3, before=np.array([20, 13])).tolist() == [[17]]
+
+
+def test_a_voice_keeps_to_its_range_unless_the_model_insists():
+    melody = np.array([-1])
+    assert voice_lead(probs_for([{16: 0.9, 12: 0.5}]), melody, 0.3, spans=[(0, 14)]).tolist() == [[12]]
+    # the best pitch inside the range is weighed even when far less likely than the best
+    assert voice_lead(probs_for([{16: 0.9, 12: 0.05}]), melody, 0.3, spans=[(0, 14)]).tolist() == [[12]]
+    assert voice_lead(probs_for([{16: 0.9, 12: 0.01}]), melody, 0.3, spans=[(0, 14)]).tolist() == [[16]]
+    assert voice_lead(probs_for([{16: 0.2}]), melody, 0.3).tolist() == [[-1]]   # below the threshold: a rest
