@@ -153,3 +153,25 @@ def test_switching_into_follow_and_back_over_the_control_socket_takes_effect_at_
     assert by_phrase[3] == [], by_phrase[3]                   # follow ended at the boundary; loop waits a phrase
     assert "now playing" in out and "late_dropped 0" in out, out
     assert listener.sounding_after() == set()
+
+
+def test_switching_from_loop_to_respond_with_the_transformer_answers_from_the_next_phrase():
+    from livegen.control import request
+    from tests.test_control import free_port
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    d, player, listener = session("lgswitch2", "--model", "accompany", "--control", endpoint)
+    t0 = time.perf_counter() + 0.3
+    play(player, t0, MELODY)                                  # phrase 0, loop: answered in phrase 1
+    time.sleep(max(0.0, t0 + 1.2 * PHRASE * STEP - time.perf_counter()))
+    reply = request(endpoint, {"cmd": "set", "key": "mode", "value": "respond", "model": "continue"})
+    assert reply["ok"], reply
+    play(player, t0, MELODY, offset_steps=PHRASE)             # phrase 1: still loop, answered in phrase 2
+    play(player, t0, MELODY, offset_steps=2 * PHRASE)         # phrase 2: the Transformer answers in phrase 3
+    out = finish(d, player, listener, t0 + 4 * PHRASE * STEP + 0.2)
+    heard = grid(listener, t0)
+    channels = {k: {ch for ch, _, s, _ in heard if s // PHRASE == k} for k in range(4)}
+    assert channels[1] == channels[2] == {1, 2, 3}, (channels, out)   # accompany: alto, tenor, bass
+    assert channels[3] == {1, 2, 3, 4}, (channels, out)               # continue: four voices
+    assert max(abs(e) for *_, e in heard) < 8.0 and "late_dropped 0" in out, out
+    assert listener.sounding_after() == set()
