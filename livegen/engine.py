@@ -608,11 +608,12 @@ class Engine:
     def _maybe_cut(self, now: float) -> None:
         if self.follow:
             self._follow_due(now)
-            if self.pending_listen is not None:     # out of follow at the next phrase boundary
+            pending = self.pending_listen        # (read once: the control thread may replace it)
+            if pending is not None:              # out of follow at the next phrase boundary
                 if self.switch_step is None:
                     self.switch_step = -(-self.follow_next // self.steps) * self.steps
                 if self.follow_next >= self.switch_step:
-                    self._switch_listening(self.switch_step)
+                    self._switch_listening(pending, self.switch_step)
             return
         if self.context_steps:
             self._follow_due(now)
@@ -626,7 +627,8 @@ class Engine:
         self.capture.forget_before(start)
         if self.context_steps:
             self._follow_due(now, upto=start + self.steps)   # the phrase's last steps, as they stand
-        into_follow = self.pending_listen is not None and self.pending_listen[1] == "follow"
+        pending = self.pending_listen
+        into_follow = pending is not None and pending[1] == "follow"
         if not notes:
             if self.context_steps:
                 self._post_follow(-1, None)                     # an empty phrase: start afresh
@@ -635,14 +637,16 @@ class Engine:
                 self.jobs.put_nowait(Job(k, start, self.steps, notes))
             except queue.Full:
                 self.stats["phrases_dropped"] += 1
-        if self.pending_listen is not None:
-            self._switch_listening(start + self.steps)
+        if pending is not None:
+            self._switch_listening(pending, start + self.steps)
 
-    def _switch_listening(self, step: int) -> None:
+    def _switch_listening(self, pending: tuple, step: int) -> None:
         """Capture thread: listen the new mode's way from `step` (a phrase boundary) on; the
         worker swaps the model when it comes to the SwitchJob, after the old mode's jobs."""
-        model, mode, lead = self.pending_listen
-        self.pending_listen, self.switch_step = None, None
+        model, mode, lead = pending
+        if self.pending_listen is pending:
+            self.pending_listen = None
+        self.switch_step = None
         self.follow = mode == "follow"
         self.context_steps = mode == "respond" and model.info.kind == "continue"
         self.follow_next, self.next_phrase = step, step // self.steps

@@ -95,7 +95,12 @@ class Worker:
             for received, frames in batch:
                 if len(frames) < 2:
                     continue
-                reply = self.handle(frames[-1], received)
+                try:
+                    reply = self.handle(frames[-1], received)
+                except Exception as err:     # a request must never take the worker down
+                    log.exception("request failed")
+                    self.stats["errors"] += 1
+                    reply = {"v": VERSION, "ok": False, "error": f"internal error: {err}"}
                 if reply is not None:
                     self.sock.send_multipart([frames[0], json.dumps(reply).encode()])
 
@@ -129,7 +134,7 @@ class Worker:
             start, steps, seed = (int(req[k]) for k in ("start", "steps", "seed"))
             if not 0 < steps <= 4096:
                 raise ValueError(f"steps {steps}: use 1..4096")
-        except (KeyError, TypeError, ValueError, ConfigError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as err:
             self.stats["errors"] += 1
             return {"v": VERSION, "id": rid, "ok": False, "error": f"bad request: {err}"}
         t = time.perf_counter()

@@ -104,6 +104,8 @@ def test_bad_requests_get_an_error_and_change_nothing(model):
         assert "out of range" in ask(json.dumps(bad_note).encode())["error"]
         bad_setting = dict(bad_note, notes=[], settings={"threshold": 7})
         assert "threshold" in ask(json.dumps(bad_setting).encode())["error"]
+        assert "bad request" in ask(json.dumps(dict(bad_note, settings=[1])).encode())["error"]
+        assert "bad request" in ask(json.dumps(dict(bad_note, steps="many")).encode())["error"]
         assert ask(json.dumps({"v": 1, "type": "ping", "id": 3}).encode())["models"] == [model.sha256]
         assert served.worker.stats["served"] == 0
     finally:

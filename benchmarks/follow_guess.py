@@ -1,0 +1,58 @@
+"""What follow mode's guesses cost: time of one `speculate` (the next step decoded for the 24
+likeliest sopranos) and of a step answered from it, on a JSB test soprano line.
+
+    python benchmarks/follow_guess.py [--steps 200]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from livegen.generate.continue_ import Harmoniser, SamplingSettings  # noqa: E402
+from livegen.models import Model  # noqa: E402
+
+JSB = ROOT.parent / "shared" / "data" / "jsb" / "Jsb16thSeparated.json"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=200)
+    args = ap.parse_args()
+    line = [row[0] if row[0] >= 0 else None for ch in json.loads(JSB.read_text())["test"] for row in ch][: args.steps]
+    model = Model("continue", "cpu")
+    rows = {}
+    for guessing in (False, True):
+        h = Harmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(1), live=True)
+        guess, step = [], []
+        if guessing:
+            h.speculate()
+        for s in line:
+            t = time.perf_counter()
+            h.step(s, urgent=guessing)
+            step.append((time.perf_counter() - t) * 1000)
+            if guessing:
+                t = time.perf_counter()
+                h.speculate()
+                guess.append((time.perf_counter() - t) * 1000)
+        rows[guessing] = (np.array(step), np.array(guess), dict(h.guess_stats))
+    print(f"\nfollow mode, {len(line)} steps of JSB test sopranos, one thread")
+    print("| | p50 ms | p99 ms |\n|---|---|---|")
+    step, _, _ = rows[False]
+    print(f"| a step decoded when its note comes (3 passes) | {np.percentile(step, 50):.2f} | {np.percentile(step, 99):.2f} |")
+    step, guess, stats = rows[True]
+    print(f"| a step answered from the guesses | {np.percentile(step, 50):.2f} | {np.percentile(step, 99):.2f} |")
+    print(f"| the guesses for one step (between notes) | {np.percentile(guess, 50):.2f} | {np.percentile(guess, 99):.2f} |")
+    print(f"\nguess stats: {stats}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
