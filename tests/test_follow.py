@@ -93,3 +93,22 @@ def test_a_note_stops_the_guess_pass_that_is_running(model):
     voices = h.step(71, urgent=True)
     assert voices == full.step(71, urgent=True)      # the same music either way
     assert h.dec.tokens == full.dec.tokens
+
+
+def test_in_a_long_silence_the_voices_rest_and_the_guesses_are_made_once(model):
+    h = Harmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(4), live=True)
+    for p in (67, 69, 71, 72):
+        h.step(p, urgent=True)
+        h.speculate()
+    for _ in range(h.PAUSE_STEPS):
+        h.step(None)
+        h.speculate()
+    assert h.paused
+    kept, cached = h.guesses, h.dec.cached
+    for _ in range(40):                     # two and a half more bars of silence
+        assert h.step(None) == [-1, -1, -1]
+        h.speculate()
+        assert h.guesses is kept and h.dec.cached == cached
+    hits = h.guess_stats["hits"]
+    assert len(h.step(72, urgent=True)) == 3 and h.guess_stats["hits"] == hits + 1   # back at once
+    assert not h.paused

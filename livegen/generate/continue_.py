@@ -95,6 +95,7 @@ class Harmoniser:
     # follow mode must answer within a few ms: 16 steps of context at most, 8 kept on a slide
     FOLLOW_TOKENS, FOLLOW_KEEP = 64, 8
     TIER, TIERS = 12, 2   # sopranos decoded ahead per step: batches of 12, the likeliest first
+    PAUSE_STEPS = 16      # after a bar of the player's silence the model waits where it is
 
     def __init__(self, model: Model, settings: SamplingSettings, rng: np.random.Generator, live: bool = False):
         self.model, self.settings, self.rng = model, settings, rng
@@ -106,6 +107,7 @@ class Harmoniser:
         self.seed = int(rng.integers(2**63))
         self.count = 0                  # steps harmonised
         self.last_token: int | None = None
+        self.rest_run = 0               # steps in a row with no soprano
         self.guesses: list[dict] = []   # speculation for step `count`: see `speculate`
         # steps answered from a guess; guessed but not that note; no guess ready; passes stopped
         self.guess_stats = {"hits": 0, "misses": 0, "unguessed": 0, "stopped": 0}
@@ -121,6 +123,12 @@ class Harmoniser:
 
     def _step_rng(self, s_tok: int) -> np.random.Generator:
         return np.random.default_rng((self.seed, self.count, s_tok))
+
+    @property
+    def paused(self) -> bool:
+        """Live, after PAUSE_STEPS steps of silence: the context stops advancing, so the
+        guesses need not be made again every step (and the cores rest)."""
+        return self.live and self.rest_run >= self.PAUSE_STEPS
 
     def soprano_token(self, soprano: int | None) -> int:
         info = self.model.info
@@ -140,6 +148,8 @@ class Harmoniser:
         info = self.model.info
         rest = info.pitch_count
         s_tok = self.soprano_token(soprano)
+        if self.paused and s_tok == rest:
+            return [-1, -1, -1]          # still silent: nothing fed, the guesses stay good
         guesses, self.guesses = self.guesses, []
         guess = next((g for g in guesses if s_tok in g["sopranos"]), None)
         if guess is not None:
@@ -161,6 +171,7 @@ class Harmoniser:
         self.pending_bass = out[2]   # fed with the next step's soprano: one pass fewer per step
         self.count += 1
         self.last_token = s_tok
+        self.rest_run = self.rest_run + 1 if s_tok == rest else 0
         return [info.pitch_low + t - self.shift if t < rest else -1 for t in out]
 
     def candidates(self, logits: np.ndarray | None) -> list[int]:
@@ -186,7 +197,10 @@ class Harmoniser:
         batches of TIER, pass by pass.
 
         `interrupt()` is asked between passes, and `stop_guessing` stops a pass: when a note
-        is waiting the work stops there, and `step` finishes what is done for its row."""
+        is waiting the work stops there, and `step` finishes what is done for its row.
+        In a long silence (`paused`) the guesses made once are kept."""
+        if self.paused and self.guesses:
+            return
         self.guesses = []
         if not self.live:
             return
