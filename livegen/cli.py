@@ -284,8 +284,9 @@ def cmd_run(args) -> int:
 
 def cmd_worker(args) -> int:
     from livegen.models import BUNDLED, Model
-    from livegen.remote import Worker
+    from livegen.remote import Worker, check_bind
 
+    check_bind(args.bind, args.keys or "")          # before loading the models
     specs = args.model or list(BUNDLED)
     models = []
     for spec in specs:

@@ -58,15 +58,19 @@ def notes_from_json(rows) -> list[Note]:
 
 # --------------------------------------------------------------------------- worker
 
+def check_bind(endpoint: str, keys: str) -> None:
+    if not keys and not loopback(endpoint):
+        raise ConfigError(f"{endpoint}: binding beyond loopback needs CURVE keys: make them with "
+                          "`livegen keys DIR` and pass --keys DIR")
+
+
 class Worker:
     """A ROUTER socket answering generate requests with local models, one at a time."""
 
     def __init__(self, endpoint: str, models: list, keys: str = ""):
         import zmq
 
-        if not keys and not loopback(endpoint):
-            raise ConfigError(f"{endpoint}: binding beyond loopback needs CURVE keys: make them with "
-                              "`livegen keys DIR` and pass --keys DIR")
+        check_bind(endpoint, keys)
         self.models = {m.sha256: m for m in models}
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.ROUTER)

@@ -1,6 +1,8 @@
 """Every mode with the shipped models, over real JACK ports: what a musician would hear."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -131,15 +133,16 @@ def test_switching_into_follow_and_back_over_the_control_socket_takes_effect_at_
     assert reply["ok"] and reply["from_next_phrase"]["mode"] == "follow", reply
     at(1.9)
     back = []                                                 # asked during phrase 2 (loading takes a while)
-    asking = threading.Timer(t0 + 2.2 * PHRASE * STEP - time.perf_counter(), lambda: back.append(
-        request(endpoint, {"cmd": "set", "key": "mode", "value": "loop", "model": "accompany"})))
+    asking = threading.Timer(t0 + 2.2 * PHRASE * STEP - time.perf_counter(), lambda: back.append(subprocess.run(
+        [sys.executable, "-m", "livegen", "ctl", endpoint, "set", "mode", "loop", "model", "accompany"],
+        capture_output=True, text=True, timeout=30)))
     asking.start()
     sent = []
     for p, s, e in MELODY:                                    # phrase 2: harmonised as played
         sent.append(player.at(t0 + (2 * PHRASE + s) * STEP, [0x90, p, 100]))
         player.at(t0 + (2 * PHRASE + e) * STEP - 0.01, [0x80, p, 0])
     asking.join()
-    assert back and back[0]["ok"], back
+    assert back and back[0].returncode == 0 and '"ok": true' in back[0].stdout, back
     play(player, t0, MELODY, offset_steps=3 * PHRASE)         # phrase 3, loop again: answered in phrase 4
     out = finish(d, player, listener, t0 + 5 * PHRASE * STEP + 0.2)
     heard = grid(listener, t0)
