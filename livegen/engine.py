@@ -26,7 +26,7 @@ from livegen.clock import InternalClock, MidiClockFollower
 from livegen.config import MODE_KINDS, Settings
 from livegen.control import CONTROLS
 from livegen.errors import ConfigError
-from livegen.generate.accompany import accompany
+from livegen.generate.accompany import accompany, seam_after
 from livegen.generate.continue_ import Harmoniser, SamplingSettings
 from livegen.generate.edit import EditSettings, edit_phrase
 from livegen.models import Model
@@ -93,11 +93,12 @@ def edit_settings(settings: Settings) -> EditSettings:
 
 
 def generate(model: Model, settings: Settings, notes: list[Note], start: int, steps: int,
-             rng: np.random.Generator) -> list[Note]:
+             rng: np.random.Generator, seam: list[int] | None = None) -> list[Note]:
     """The generated notes for one phrase (loop and respond with accompany or edit models),
-    in the same step coordinates as the phrase."""
+    in the same step coordinates as the phrase. `seam`: accompany's voices on the step before
+    (accompany.seam_after), when the previous phrase's answer leads into this one's."""
     if model.info.kind == "accompany":
-        return accompany(model, notes, start, steps, rng, settings.threshold)
+        return accompany(model, notes, start, steps, rng, settings.threshold, seam)
     if model.info.kind == "edit":
         return edit_phrase(model, notes, start, steps, rng, edit_settings(settings))
     # continue (render; live does the same step by step): harmonise the phrase, then answer it
@@ -262,6 +263,7 @@ class Engine:
                       "phrases": 0, "phrases_dropped": 0, "worker_errors": 0, "generated_notes": 0}
         self.phrase_ms: list[float] = []     # how long each phrase's answer took, remote or local
         self.local_ms: list[float] = []      # generation here: the fallback must always fit
+        self.seam: tuple[int, list[int]] | None = None   # (phrase, accompany's last step): see seam_after
         self.remote = None
         if settings.inference:
             from livegen.remote import RemoteInference
@@ -742,16 +744,21 @@ class Engine:
         """The answer's notes: from a remote worker when one answers in time, else made here
         with the same seed."""
         seed = int(self.rng.integers(2 ** 63))
+        seam = self.seam[1] if self.seam and self.seam[0] == job.phrase - 1 else None   # answers back to back
         boundary = self.time_of(job.start + job.steps)
+        notes = None
         if self.remote is not None and boundary is not None:
             notes = self.remote.generate(self.model, self.settings, job.notes, job.start, job.steps, seed,
-                                         deadline=boundary - self.local_need())
-            if notes is not None:
-                return notes
-            self.remote.stats["local_fallbacks"] += 1
-        t = time.perf_counter()
-        notes = generate(self.model, self.settings, job.notes, job.start, job.steps, np.random.default_rng(seed))
-        self.local_ms.append((time.perf_counter() - t) * 1000)
+                                         deadline=boundary - self.local_need(), seam=seam)
+            if notes is None:
+                self.remote.stats["local_fallbacks"] += 1
+        if notes is None:
+            t = time.perf_counter()
+            notes = generate(self.model, self.settings, job.notes, job.start, job.steps, np.random.default_rng(seed),
+                             seam)
+            self.local_ms.append((time.perf_counter() - t) * 1000)
+        if self.model.info.kind == "accompany":
+            self.seam = (job.phrase, seam_after(job.notes, notes, job.start + job.steps, len(self.model.info.tracks)))
         return notes
 
     def _harmonise(self, job: FollowJob) -> None:

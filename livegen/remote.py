@@ -2,7 +2,8 @@
 
 One request per phrase over DEALER/ROUTER, JSON in one frame:
     {"v": 1, "type": "generate", "id": N, "model": SHA256, "name": "...", "budget_ms": B,
-     "start": S, "steps": K, "seed": SEED, "settings": {...}, "notes": [[pitch, start, end, velocity, track], ...]}
+     "start": S, "steps": K, "seed": SEED, "seam": [MIDI pitches] or null, "settings": {...},
+     "notes": [[pitch, start, end, velocity, track], ...]}
     -> {"v": 1, "id": N, "ok": true, "notes": [[...], ...], "ms": worker time}
      | {"v": 1, "id": N, "ok": false, "error": "..."}
     {"v": 1, "type": "ping", "id": N} -> {"v": 1, "id": N, "ok": true, "models": [SHA256, ...]}
@@ -138,11 +139,15 @@ class Worker:
             start, steps, seed = (int(req[k]) for k in ("start", "steps", "seed"))
             if not 0 < steps <= 4096:
                 raise ValueError(f"steps {steps}: use 1..4096")
+            seam = req.get("seam")
+            if seam is not None and not (isinstance(seam, list) and len(seam) <= 16 and all(
+                    isinstance(p, int) and not isinstance(p, bool) and -1 <= p < 128 for p in seam)):
+                raise ValueError("seam must be a list of MIDI pitches (or -1)")
         except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as err:
             self.stats["errors"] += 1
             return {"v": VERSION, "id": rid, "ok": False, "error": f"bad request: {err}"}
         t = time.perf_counter()
-        out = generate(model, settings, notes, start, steps, np.random.default_rng(seed))
+        out = generate(model, settings, notes, start, steps, np.random.default_rng(seed), seam)
         self.stats["served"] += 1
         return {"v": VERSION, "id": rid, "ok": True, "notes": notes_to_json(out),
                 "ms": round((time.perf_counter() - t) * 1000, 3)}
@@ -243,7 +248,7 @@ class RemoteInference:
                 self._send(ep, {"v": VERSION, "type": "ping", "id": self.next_id})
 
     def generate(self, model, settings, notes: list[Note], start: int, steps: int, seed: int,
-                 deadline: float) -> list[Note] | None:
+                 deadline: float, seam: list[int] | None = None) -> list[Note] | None:
         """The phrase's notes from a worker, or None (no worker up, or no answer by `deadline`,
         a perf_counter time): then the caller plays it locally."""
         import zmq
@@ -258,7 +263,7 @@ class RemoteInference:
         rid = self.next_id
         budget_ms = (deadline - time.perf_counter()) * 1000
         message = {"v": VERSION, "type": "generate", "id": rid, "model": model.sha256, "name": model.info.path,
-                   "budget_ms": round(budget_ms, 2), "start": start, "steps": steps, "seed": seed,
+                   "budget_ms": round(budget_ms, 2), "start": start, "steps": steps, "seed": seed, "seam": seam,
                    "settings": {k: getattr(settings, k) for k in GENERATION_KEYS},
                    "notes": notes_to_json(notes)}
         if budget_ms <= 0 or not self._send(ep, message):

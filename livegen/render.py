@@ -14,6 +14,7 @@ from livegen.capture import Capture
 from livegen.config import Settings
 from livegen.engine import (VoiceStream, check_mode, generate, muted_tracks, output_tracks, phrase_steps,
                             track_channels)
+from livegen.generate.accompany import seam_after
 from livegen.generate.continue_ import Harmoniser, SamplingSettings
 from livegen.errors import MidiFileError
 from livegen.models import Model
@@ -78,11 +79,16 @@ def render(in_path: str, out_path: str, settings: Settings, model: Model, progre
             stream.step(step, harmoniser.step(max(sounding) if sounding else None))
         stream.close(last_step)
         generated = stream.notes
+    seam = None      # accompany: each answer joins the one before without parallels
     for k in range(phrases):
         notes = capture.phrase(k * steps, (k + 1) * steps)
         if notes:
+            answer = generate(model, settings, notes, k * steps, steps, rng, seam)
+            seam = seam_after(notes, answer, (k + 1) * steps, len(info.tracks)) if info.kind == "accompany" else None
             generated += [Note(n.pitch, n.start + steps, n.end + steps, int(np.mean([m.velocity for m in notes])),
-                               n.track) for n in generate(model, settings, notes, k * steps, steps, rng)]
+                               n.track) for n in answer]
+        else:
+            seam = None
         if progress:
             print(f"\rrender: phrase {k + 1}/{phrases}", end="", flush=True)
     if progress:

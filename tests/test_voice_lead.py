@@ -34,3 +34,39 @@ def test_a_voice_keeps_to_its_range_unless_the_model_insists():
     assert voice_lead(probs_for([{16: 0.9, 12: 0.05}]), melody, 0.3, spans=[(0, 14)]).tolist() == [[12]]
     assert voice_lead(probs_for([{16: 0.9, 12: 0.01}]), melody, 0.3, spans=[(0, 14)]).tolist() == [[16]]
     assert voice_lead(probs_for([{16: 0.2}]), melody, 0.3).tolist() == [[-1]]   # below the threshold: a rest
+
+
+def test_phrases_generated_one_by_one_join_without_parallels():
+    """Live, each phrase is its own request: the answer to one phrase must lead into the
+    next one's without parallel fifths or octaves (shipped model, JSB valid sopranos)."""
+    import json
+    from pathlib import Path
+
+    from livegen.generate.accompany import accompany, seam_after
+    from livegen.models import Model
+    from livegen.roll import Note
+
+    def joins_with_parallels(chain: bool) -> int:
+        count = 0
+        for chorale in valid[:12]:
+            seam = None
+            for k in range(len(chorale) // 32 - 1):
+                melody = [Note(int(p), t, t + 1) for t, p in enumerate(chorale[:, 0]) if p >= 0 and k * 32 <= t < (k + 1) * 32]
+                answer = accompany(model, melody, k * 32, 32, np.random.default_rng(k), seam=seam if chain else None)
+                before = seam
+                seam = seam_after(melody, answer, (k + 1) * 32, 3)
+                if before is None:
+                    continue
+                first = seam_after(melody, answer, k * 32 + 1, 3)      # the phrase's first step
+                count += int(voice_lead_parallels(before, first))
+        return count
+
+    def voice_lead_parallels(a, b) -> int:
+        from livegen.generate.accompany import _parallel_counts
+        return int(_parallel_counts(np.array([a]), np.array([b]))[0, 0])
+
+    jsb = Path(__file__).resolve().parents[2] / "shared" / "data" / "jsb" / "Jsb16thSeparated.json"
+    valid = [np.array(c) for c in json.loads(jsb.read_text())["valid"]]
+    model = Model("accompany", "cpu")
+    assert joins_with_parallels(chain=True) == 0
+    assert joins_with_parallels(chain=False) > 0     # (7 here: the check can see them)

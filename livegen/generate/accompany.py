@@ -134,12 +134,21 @@ def decode(probs: np.ndarray, threshold: float, max_polyphony: int, pitch_low: i
     return notes
 
 
+def seam_after(melody: list[R.Note], answer: list[R.Note], end: int, tracks: int) -> list[int]:
+    """MIDI pitches (-1: none) of the melody and of each generated track on the step before
+    `end`: what the next phrase's voices must join without parallels."""
+    t = end - 1
+    top = max((n.pitch for n in melody if n.start <= t < n.end), default=-1)
+    return [top] + [next((n.pitch for n in answer if n.track == k and n.start <= t < n.end), -1) for k in range(tracks)]
+
+
 def accompany(model: Model, notes: list[R.Note], start: int, steps: int, rng: np.random.Generator,
-              threshold: float | None = None) -> list[R.Note]:
+              threshold: float | None = None, seam: list[int] | None = None) -> list[R.Note]:
     """Generated tracks for the player's notes in [start, start + steps), in the player's octave.
 
     The phrase is moved by whole octaves into the model's pitch window and the result moved
-    back, so a melody played low still gets voices under it.
+    back, so a melody played low still gets voices under it. `seam` (see `seam_after`): the
+    step before, when this phrase's voices follow on from the previous phrase's.
     """
     info = model.info
     phrase = R.clip_to_window(notes, start, start + steps)
@@ -150,7 +159,9 @@ def accompany(model: Model, notes: list[R.Note], start: int, steps: int, rng: np
         feeds["z"] = rng.standard_normal((len(melody), info.z_dim)).astype(np.float32)
     out = model.run(feeds)
     cut = info.threshold if threshold is None else threshold
-    result, seam = [], []
+    joined = [np.array([p + shift - info.pitch_low if p >= 0 else -1 for p in seam])] \
+        if seam and len(seam) == len(info.tracks) + 1 else []
+    result = []
     # in the model's register (the melody moved near MELODY_TARGET), so the voices keep
     # their ranges relative to the melody wherever it is played
     spans = [tuple(p - info.pitch_low for p in VOICE_RANGES[t.lower()]) if t.lower() in VOICE_RANGES else None
@@ -159,5 +170,5 @@ def accompany(model: Model, notes: list[R.Note], start: int, steps: int, rng: np
         onsets = out["onset_probs"][k] if "onset_probs" in out else None
         tune = np.where(melody[k].any(axis=1), melody[k].argmax(axis=1), -1)
         result += decode(out["probs"][k], cut, info.max_polyphony, info.pitch_low, start + k * info.window_steps,
-                         onsets, tune, seam, spans)
+                         onsets, tune, joined, spans)
     return R.transpose(R.clip_to_window(result, start, start + steps), -shift)
