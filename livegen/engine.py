@@ -264,6 +264,7 @@ class Engine:
         self.phrase_ms: list[float] = []     # how long each phrase's answer took, remote or local
         self.local_ms: list[float] = []      # generation here: the fallback must always fit
         self.seam: tuple[int, list[int]] | None = None   # (phrase, accompany's last step): see seam_after
+        self.source = "local"         # where the last phrase's answer was made: local or a worker's address
         self.remote = None
         if settings.inference:
             from livegen.remote import RemoteInference
@@ -693,7 +694,7 @@ class Engine:
             self.stats["phrases"] += 1
             self.telemetry({"event": "phrase", "phrase": job.phrase, "inference_ms": round(self.phrase_ms[-1], 2),
                             "late_dropped": self.scheduler.stats["late_dropped"], "tempo": round(self.clock.bpm, 2),
-                            "mode": self.settings.mode, "notes": count})
+                            "mode": self.settings.mode, "notes": count, "source": self.source})
             self.stats["generated_notes"] += count
             ahead = (self.time_of(job.start + job.steps) or 0) - time.perf_counter()
             log.debug("phrase %d: %d notes in, %d out, %.1f ms, ready %.1f ms before its first step", job.phrase,
@@ -720,6 +721,7 @@ class Engine:
             return 0
         if self.pending:
             self._adopt_pending()
+        self.source = "local"
         velocity = int(np.clip(np.mean([n.velocity for n in job.notes]), 30, 127))
         offset = job.steps
         if self.model.info.kind == "continue":   # streamed: each step is scheduled as it is decoded
@@ -752,6 +754,7 @@ class Engine:
                                          deadline=boundary - self.local_need(), seam=seam)
             if notes is None:
                 self.remote.stats["local_fallbacks"] += 1
+        self.source = self.remote.last_worker if notes is not None else "local"
         if notes is None:
             t = time.perf_counter()
             notes = generate(self.model, self.settings, job.notes, job.start, job.steps, np.random.default_rng(seed),

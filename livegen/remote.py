@@ -200,6 +200,7 @@ class RemoteInference:
         # round trips of answered requests; a request unanswered by its deadline counts as
         # twice the time it had, so the daemon leaves a slow worker more time next phrase
         self.recent_ms: list[float] = []
+        self.last_worker = ""      # the address that answered last
         self.stats = {"remote_phrases": 0, "local_fallbacks": 0, "late_replies": 0, "worker_errors": 0}
 
     def _send(self, ep: Endpoint, message: dict) -> bool:
@@ -293,6 +294,7 @@ class RemoteInference:
                 log.warning("inference worker %s sent bad notes: %s", ep.address, err)
                 return None
             self.stats["remote_phrases"] += 1
+            self.last_worker = ep.address
             self.recent_ms = (self.recent_ms + [(time.perf_counter() - sent) * 1000])[-8:]
             return out
 

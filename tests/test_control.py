@@ -95,6 +95,7 @@ def test_mute_tempo_telemetry_and_midi_controllers_while_playing(controlled):
     time.sleep(t0 + 2 * PHRASE * STEP + 0.2 - time.perf_counter())
     event = json.loads(sub.recv())
     assert event["event"] == "phrase" and event["mode"] == "loop" and event["inference_ms"] >= 0
+    assert event["source"] == "local"
     assert event["tempo"] == pytest.approx(BPM)
     ctx.destroy(linger=0)
     channels = {ch for _, ch, _, _ in listener.note_ons()}

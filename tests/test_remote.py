@@ -203,3 +203,25 @@ def test_the_music_goes_on_when_the_worker_hangs_or_dies_and_its_return_is_picke
     served_again = open(tmp_path / "w2.log").read()
     assert "served" in served_again and "served 0" not in served_again, served_again
     assert listener.sounding_after() == set()
+
+
+def test_requests_are_spread_across_workers_and_a_dead_one_is_left_out(model):
+    first, second = Served([model]), Served([model])
+    remote = RemoteInference([first.address, second.address])
+    try:
+        end = time.perf_counter() + 5
+        while not all(ep.up for ep in remote.endpoints) and time.perf_counter() < end:
+            remote.tick()
+            time.sleep(0.05)
+        for seed in range(4):
+            assert remote.generate(model, Settings(), TUNE, 0, 32, seed=seed, deadline=time.perf_counter() + 2)
+        assert first.worker.stats["served"] == second.worker.stats["served"] == 2
+        second.close()                       # gone: its socket closes
+        time.sleep(0.3)
+        got = [remote.generate(model, Settings(), TUNE, 0, 32, seed=s, deadline=time.perf_counter() + 0.5)
+               for s in range(4)]
+        assert sum(g is not None for g in got) >= 3          # at most one request lost on the way out
+        assert first.worker.stats["served"] >= 5
+    finally:
+        remote.close()
+        first.close()
