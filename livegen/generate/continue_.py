@@ -87,8 +87,8 @@ class Harmoniser:
     Live, three passes one after another are too slow to sound within a few ms of the
     player's note, so between steps `speculate` decodes the next step for the sopranos the
     player is most likely to play (the model's own best guesses, the held note, a rest and
-    its neighbours), all in one batch. A note among them is answered from that table at
-    once; any other is decoded then. Each step samples from its own generator, seeded by the
+    its neighbours), in batches (TIER at a time). A note among them is answered from that
+    table at once; any other is decoded then. Each step samples from its own generator, seeded by the
     step and the soprano, so a seed gives the same music whether or not a guess was ready.
     """
 
