@@ -133,6 +133,10 @@ def main() -> int:
         print("| delay of the harmony behind the player's note | p50 ms | p99 ms | max ms |\n|---|---|---|---|")
         print(f"| end to end (2 JACK hops) | {np.percentile(delays, 50):.2f} | {np.percentile(delays, 99):.2f} | "
               f"{delays.max():.2f} |")
+        print("\n| every harmony note-on vs the player's grid (also voices moving under a held note) | notes | "
+              "p50 ms | p99 ms | max ms |\n|---|---|---|---|---|")
+        print(f"| signed error, late > 0 | {len(err_ms)} | {np.percentile(err_ms, 50):.2f} | {np.percentile(err_ms, 99):.2f}"
+              f" | {err_ms.max():.2f} |")
         print(f"\n| measure | value |\n|---|---|\n| daemon's own measure | {inside} |")
         print(f"| daemon CPU while idle ({args.idle_seconds:g} s) | {idle_cpu:.2f} % of one core |")
         print(f"| daemon resident memory after the session | {rss:.0f} MiB |")

@@ -36,6 +36,8 @@ from livegen.scheduler import Scheduler
 log = logging.getLogger(__name__)
 
 INPUT_QUEUE = 4096
+FOLLOW_GRACE_S = 0.006   # follow: a step with no new note is sounded this long after its grid time, so
+                         # a note on time but a little behind the grid (MIDI hops) is not taken as late
 
 
 def phrase_steps(settings: Settings, model: Model) -> int:
@@ -176,6 +178,9 @@ class FollowJob:
     velocity: int
     heard_at: float | None = None   # arrival of the player's note that asked for it (None: a held step)
     silent: bool = False    # respond + continue: the step only builds the answer's context
+    provisional: bool = False   # follow: a step with no new note, sounded on its grid time; a
+                                # late note for it may still come and correct it
+    correction: bool = False    # follow: that late note: harmonise the step again with it
 
 
 @dataclass
@@ -237,6 +242,7 @@ class Engine:
         self.lead_ms = 0.0            # how long the answer to a phrase takes: the phrase is cut that early
         self.first_step_ms = 0.0
         self.follow_next = 0          # next step to harmonise in follow mode
+        self.provisional: int | None = None   # follow: the last step sounded before its late window closed
         self.follow_velocity = 90
         self.harmoniser = Harmoniser(model, self.sampling, np.random.default_rng(settings.seed), live=self.follow) \
             if self.follow or self.context_steps else None
@@ -344,8 +350,8 @@ class Engine:
                      np.percentile(d, 50), np.percentile(d, 99), d.max(), len(d))
         if self.follow and self.harmoniser is not None:
             log.info("follow: steps answered from a guess made ahead: %(hits)d; decoded when played: %(misses)d "
-                     "not guessed, %(unguessed)d not ready; guess passes stopped by a note: %(stopped)d",
-                     self.harmoniser.guess_stats)
+                     "not guessed, %(unguessed)d not ready; guess passes stopped by a note: %(stopped)d; "
+                     "steps sounded again for a late note: %(corrected)d", self.harmoniser.guess_stats)
         if self.remote is not None:
             log.info("remote inference: %s", ", ".join(f"{k} {v}" for k, v in self.remote.stats.items()))
             self.remote.close()
@@ -359,7 +365,7 @@ class Engine:
         try:
             while not self.stop_event.is_set():
                 if self.follow:
-                    cut_at = self.time_of(self.follow_next + self.settings.tolerance)
+                    cut_at = self._due(self.follow_next)
                 else:
                     cut_at = self.time_of((self.next_phrase + 1) * self.steps - self.lead_steps())
                     if self.context_steps:
@@ -550,15 +556,16 @@ class Engine:
         held = list(self.capture.held) + list(self.capture.pedalled)
         return max(held) if held else None
 
-    def _post_follow(self, step: int, soprano: int | None, t: float | None = None) -> None:
-        job = FollowJob(step, soprano, self.follow_velocity, t)
+    def _post_follow(self, step: int, soprano: int | None, t: float | None = None, provisional: bool = False,
+                     correction: bool = False) -> None:
+        job = FollowJob(step, soprano, self.follow_velocity, t, silent=not self.follow, provisional=provisional,
+                        correction=correction)
         try:
             self.jobs.put_nowait(job)
         except queue.Full:
             self.stats["phrases_dropped"] += 1
-        job.silent = not self.follow
         harmoniser = self.harmoniser
-        if t is not None and self.follow and harmoniser is not None:   # a player waits: stop guessing ahead now
+        if self.follow and harmoniser is not None:   # the step is due now: stop guessing ahead, use what is done
             harmoniser.stop_guessing()
 
     def _follow_note(self, pitch: int, velocity: int, pos: float, t: float) -> None:
@@ -566,26 +573,41 @@ class Engine:
         step = self.capture.note_on(pitch, velocity, pos)
         self.follow_velocity = velocity
         if step < self.follow_next:
-            return   # that step was already harmonised (the note came very late): the next holds it
+            if step == self.provisional:   # a late note for the step just sounded: sound it again with it
+                self.provisional = None
+                self._post_follow(step, self._soprano(), t, correction=True)
+            return   # (an older step: the next one holds it)
         for s in range(self.follow_next, step):   # steps before it, as they were
             self._post_follow(s, before)
         self.follow_next = step + 1
+        self.provisional = None
         self._post_follow(step, self._soprano(), t)
 
     def _follow_due(self, now: float, upto: int | None = None) -> None:
-        """Steps with no new note: harmonise what is held (or a rest) once the late window
-        closes (or, with `upto`, every step before it now)."""
+        """Steps with no new note. Follow: on the step's grid time, harmonise what is held (or
+        a rest), so the voices move in time; a note that comes late for that step corrects it
+        (`_follow_note`). Respond + continue: once the late window closes (or, with `upto`,
+        every step before it now)."""
         while upto is None or self.follow_next < upto:
-            due = self.time_of(self.follow_next + self.settings.tolerance)
+            due = self._due(self.follow_next)
             if upto is None and (due is None or now < due):
                 return
             if self.follow:
-                self._post_follow(self.follow_next, self._soprano())
+                self._post_follow(self.follow_next, self._soprano(), provisional=True)
+                self.provisional = self.follow_next
                 self.capture.forget_before(self.follow_next - 64)
             else:
                 sounding = self.capture.phrase(self.follow_next, self.follow_next + 1)
                 self._post_follow(self.follow_next, max((n.pitch for n in sounding), default=None))
             self.follow_next += 1
+
+    def _due(self, step: int) -> float | None:
+        """When a step with no new note is harmonised (see `_follow_due`)."""
+        late_window = self.time_of(step + self.settings.tolerance)
+        if not self.follow:
+            return late_window
+        grid = self.time_of(step)
+        return None if grid is None else min(grid + FOLLOW_GRACE_S, late_window)
 
     def lead_steps(self) -> float:
         """How far before a phrase boundary to cut: at least the early/late tolerance, and
@@ -771,10 +793,17 @@ class Engine:
             else:
                 self.harmoniser.step(job.soprano)
             return
-        pitches = self.harmoniser.step(job.soprano, urgent=job.heard_at is not None)
+        if job.correction:
+            pitches = self.harmoniser.redo(job.soprano)
+            if pitches is None:
+                return
+        else:
+            pitches = self.harmoniser.step(job.soprano, urgent=job.heard_at is not None, undo=job.provisional)
         if self.follow_stream is None:
             self.follow_stream = VoiceStream(self.scheduler, self.channels, job.velocity, self.muted, immediate=True)
         self.follow_stream.velocity = job.velocity
         self.follow_stream.since = job.heard_at
         self.follow_stream.step(job.step, pitches)
+        log.debug("follow step %d: soprano %s -> %s%s", job.step, job.soprano, pitches,
+                  " (late note)" if job.correction else " (no new note)" if job.provisional else "")
         self.stats["generated_notes"] = self.follow_stream.count

@@ -26,20 +26,28 @@ class NoteLedger:
     """Which notes are sounding on which channel, so that none is left on."""
 
     def __init__(self):
-        self.sounding: dict[tuple[int, int], int] = {}
+        self.sounding: dict[tuple[int, int], int | None] = {}   # (channel, pitch) -> id of the note sounding
         self.channels: set[int] = set()
 
-    def on(self, channel: int, pitch: int) -> bool:
+    def on(self, channel: int, pitch: int, note_id: int | None = None) -> bool:
         """Record a note-on; True when the same note was already sounding (send a note-off first)."""
         self.channels.add(channel)
         key = (channel, pitch)
         again = key in self.sounding
-        self.sounding[key] = 1
+        self.sounding[key] = note_id
         return again
 
-    def off(self, channel: int, pitch: int) -> bool:
-        """Record a note-off; False when that note was not sounding (then send nothing)."""
-        return self.sounding.pop((channel, pitch), None) is not None
+    def off(self, channel: int, pitch: int, note_id: int | None = None) -> bool:
+        """Record a note-off; False when that note is not sounding (then send nothing): also
+        when the same pitch was struck again since, by a newer note, which sounds on."""
+        key = (channel, pitch)
+        if key not in self.sounding:
+            return False
+        current = self.sounding[key]
+        if note_id is not None and current is not None and current != note_id:
+            return False
+        del self.sounding[key]
+        return True
 
     def release_all(self) -> list[tuple[int, int]]:
         notes = sorted(self.sounding)
@@ -158,7 +166,7 @@ class Scheduler(threading.Thread):
         if note_id is None:
             self._emit(msg)
             return
-        if self.ledger.on(msg[0] & 0x0F, msg[1]):
+        if self.ledger.on(msg[0] & 0x0F, msg[1], note_id):
             self._emit([NOTE_OFF | (msg[0] & 0x0F), msg[1], 0])
         self._emit(msg)
         if since is not None:
@@ -171,7 +179,7 @@ class Scheduler(threading.Thread):
                 self.stats["late_dropped"] += 1
                 self._dropped_ids.add(note_id)
                 return
-            if self.ledger.on(ch, pitch):
+            if self.ledger.on(ch, pitch, note_id):
                 self._emit([NOTE_OFF | ch, pitch, 0])
             self._emit(msg)
             self.timing.append((deadline, time.perf_counter()))
@@ -179,7 +187,7 @@ class Scheduler(threading.Thread):
             if note_id in self._dropped_ids:
                 self._dropped_ids.discard(note_id)
                 return
-            if self.ledger.off(ch, pitch):
+            if self.ledger.off(ch, pitch, note_id):
                 self._emit(msg)
         else:
             self._emit(msg)
@@ -222,6 +230,10 @@ class Scheduler(threading.Thread):
             while time.perf_counter() < due[1]:
                 time.sleep(0)
             with self._cond:
+                # a note-on asked for at once may have come in since: send it before any
+                # note-off that ends it (or that note-off would find nothing to end)
+                while self._now:
+                    self._send_immediate(*self._now.popleft())
                 if due[0] == "clock":
                     self._emit([0xF8])
                     self._next_clock_step += 1 / self.clock_ticks_per_step

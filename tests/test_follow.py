@@ -55,7 +55,7 @@ def test_an_unguessed_note_is_decoded_and_a_note_during_the_guess_uses_what_is_d
     assert len(guessed) == h.TIER * h.TIERS
     far = next(p for p in range(40, 80) if h.soprano_token(p) not in guessed)
     assert all(-1 <= v < 128 for v in h.step(far, urgent=True))
-    assert h.guess_stats == {"hits": 1, "misses": 1, "unguessed": 0, "stopped": 0}
+    assert h.guess_stats == {"hits": 1, "misses": 1, "unguessed": 0, "stopped": 0, "corrected": 0}
     h.speculate(interrupt=lambda: True)     # a note came in: stop after the bass is fed
     assert h.guesses == [] and h.pending_bass is None
     h.step(far, urgent=True)
@@ -112,3 +112,27 @@ def test_in_a_long_silence_the_voices_rest_and_the_guesses_are_made_once(model):
     hits = h.guess_stats["hits"]
     assert len(h.step(72, urgent=True)) == 3 and h.guess_stats["hits"] == hits + 1   # back at once
     assert not h.paused
+
+
+def test_a_late_note_corrects_the_step_sounded_on_the_grid(model):
+    """A held step is sounded on its grid time; a note that comes late for that step takes
+    it back and harmonises it again, as if the note had been on time."""
+    def run(late: bool):
+        h = Harmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(6), live=True)
+        h.speculate()
+        out = [h.step(p, urgent=True) for p in (67, 69)]
+        h.speculate()
+        if late:
+            out.append(h.step(69, undo=True))      # still holding 69 on the grid ...
+            h.speculate()                          # (the guessing goes on meanwhile)
+            out[-1] = h.redo(71)                   # ... then the 71 meant for this step comes
+        else:
+            out.append(h.step(71, urgent=True))
+        h.speculate()
+        out.append(h.step(72, urgent=True))
+        return out, h
+
+    on_time, _ = run(late=False)
+    corrected, h = run(late=True)
+    assert corrected == on_time
+    assert h.guess_stats["corrected"] == 1 and h.redo(60) is None    # once per step

@@ -89,8 +89,9 @@ def test_follow_harmonises_each_note_within_milliseconds():
     d, player, listener = session("lgfollow", "--mode", "follow", "--model", "continue")
     t0 = time.perf_counter() + 0.3
     sent = []
-    for p, s, e in MELODY:
-        sent.append(player.at(t0 + s * STEP, [0x90, p, 100]))
+    late = 0.012          # one note 12 ms late (within the late window: it belongs to its step)
+    for i, (p, s, e) in enumerate(MELODY):
+        sent.append(player.at(t0 + s * STEP + (late if i == 3 else 0), [0x90, p, 100]))
         player.at(t0 + e * STEP - 0.01, [0x80, p, 0])
     out = finish(d, player, listener, t0 + 34 * STEP)
     ons = listener.note_ons()
@@ -104,10 +105,18 @@ def test_follow_harmonises_each_note_within_milliseconds():
     assert len(delays) >= len(sent) - 1, (delays, out)
     # heard as "with the note" (the benchmark measures p50/p99 against the 10 ms target)
     assert max(delays) < 30.0, delays
+    # the voices that move under a held note move on the grid too, not when its late window
+    # closes (a third of a step, 21 ms here); only the late note's own harmony comes after its step
+    for t, *_ in ons:
+        if not sent[3] <= t < sent[3] + 0.03:
+            pos = (t - t0) / STEP
+            assert -1.0 < (pos - round(pos)) * STEP * 1000 < 16.0, ((t - t0) / STEP, out)
     for _, ch, p, _ in ons:
         assert p < 81
     assert "follow: harmony sent after the player's note" in out
-    assert listener.sounding_after() == set()
+    stuck = listener.sounding_after()
+    assert stuck == set(), [(round((t - t0) / STEP, 2), m) for t, m in listener.messages()
+                            if m[0] & 0x0F in {c for c, _ in stuck}]
 
 
 def test_a_mode_given_the_wrong_kind_of_model_is_refused(tmp_path):
@@ -128,12 +137,12 @@ def test_switching_into_follow_and_back_over_the_control_socket_takes_effect_at_
     t0 = time.perf_counter() + 0.3
     at = lambda phrases: time.sleep(max(0.0, t0 + phrases * PHRASE * STEP - time.perf_counter()))  # noqa: E731
     play(player, t0, MELODY)                                  # phrase 0, loop: answered in phrase 1
-    at(1.2)
+    at(1.2)               # (after phrase 0's answer is made: loading a model takes the CPU for a while)
     reply = request(endpoint, {"cmd": "set", "key": "mode", "value": "follow", "model": "continue"})
     assert reply["ok"] and reply["from_next_phrase"]["mode"] == "follow", reply
     at(1.9)
     back = []                                                 # asked during phrase 2 (loading takes a while)
-    asking = threading.Timer(t0 + 2.2 * PHRASE * STEP - time.perf_counter(), lambda: back.append(subprocess.run(
+    asking = threading.Timer(t0 + 2.05 * PHRASE * STEP - time.perf_counter(), lambda: back.append(subprocess.run(
         [sys.executable, "-m", "livegen", "ctl", endpoint, "set", "mode", "loop", "model", "accompany"],
         capture_output=True, text=True, timeout=30)))
     asking.start()
@@ -151,8 +160,12 @@ def test_switching_into_follow_and_back_over_the_control_socket_takes_effect_at_
     for k in (1, 4):                                          # loop answers on the grid
         assert {ch for ch, *_ in by_phrase[k]} == {1, 2, 3} and max(abs(e) for *_, e in by_phrase[k]) < 8.0
     ons = listener.note_ons()
-    for t_sent in sent:                                       # follow: every note answered at once
-        assert any(t_sent <= t < t_sent + 0.03 for t, *_ in ons), (t_sent - t0, heard, out)
+    # follow: the notes are answered at once (a voice may also hold through a note: at most
+    # two of the seven pass without a new note under them)
+    answered = [any(t_sent <= t < t_sent + 0.03 for t, *_ in ons) for t_sent in sent]
+    assert answered[0] and sum(answered) >= len(sent) - 2, \
+        (answered, [(round((t - t0) / STEP, 2), m) for t, m in listener.messages()
+                    if 2 * PHRASE - 2 <= (t - t0) / STEP < 2 * PHRASE + 2])
     assert by_phrase[3] == [], by_phrase[3]                   # follow ended at the boundary; loop waits a phrase
     assert "now playing" in out and "late_dropped 0" in out, out
     assert listener.sounding_after() == set()
@@ -166,10 +179,13 @@ def test_switching_from_loop_to_respond_with_the_transformer_answers_from_the_ne
     d, player, listener = session("lgswitch2", "--model", "accompany", "--control", endpoint)
     t0 = time.perf_counter() + 0.3
     play(player, t0, MELODY)                                  # phrase 0, loop: answered in phrase 1
-    time.sleep(max(0.0, t0 + 1.2 * PHRASE * STEP - time.perf_counter()))
-    reply = request(endpoint, {"cmd": "set", "key": "mode", "value": "respond", "model": "continue"})
-    assert reply["ok"], reply
+    replies = []          # asked as phrase 0 ends, which leaves phrase 1 for loading the Transformer
+    asking = threading.Thread(target=lambda: replies.append(
+        request(endpoint, {"cmd": "set", "key": "mode", "value": "respond", "model": "continue"})))
+    asking.start()
     play(player, t0, MELODY, offset_steps=PHRASE)             # phrase 1: still loop, answered in phrase 2
+    asking.join()
+    assert replies and replies[0]["ok"], replies
     play(player, t0, MELODY, offset_steps=2 * PHRASE)         # phrase 2: the Transformer answers in phrase 3
     out = finish(d, player, listener, t0 + 4 * PHRASE * STEP + 0.2)
     heard = grid(listener, t0)

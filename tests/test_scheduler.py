@@ -11,6 +11,10 @@ def test_ledger_tracks_sounding_notes_and_orphan_offs():
     assert led.on(1, 60) is True          # retrigger: the caller sends a note-off first
     assert led.off(1, 60) is True
     assert led.off(1, 60) is False        # never send an off for a note that is not on
+    # a pitch struck again by a newer note: the older note's end must not silence it
+    led.on(3, 64, note_id=1)
+    assert led.on(3, 64, note_id=2) is True
+    assert led.off(3, 64, note_id=1) is False and led.off(3, 64, note_id=2) is True
     led.on(2, 50)
     msgs = panic_messages(led, {5})
     assert msgs[0] == [0x82, 50, 0]
@@ -108,3 +112,37 @@ def test_clock_output_sends_24_ticks_per_beat():
     assert 47 <= len(ticks) <= 49
     gaps = [b - a for a, b in zip(ticks, ticks[1:])]
     assert abs(sum(gaps) / len(gaps) - 0.2 / 24) < 0.0005
+
+
+def test_an_immediate_note_is_sent_before_an_off_that_follows_it_and_a_restrike_survives_an_old_off():
+    """Follow mode asks for a note-on now and, a moment later, for note-offs at a grid time
+    already past: the on must go out first, and the end of an older note of the same pitch
+    must not cut the new one short."""
+    class Clock:
+        def time_of(self, step):
+            return 0.0            # every step is long past
+
+    sink = Sink()
+    s = run_scheduler(sink, Clock())
+    try:
+        for _ in range(200):                          # many tries at the race
+            first = s.note_now(2, 57, 90)
+            s.schedule_off(5, first, 2, 57)          # the voice moves on ...
+            again = s.note_now(2, 57, 90)             # ... and straight back (a late note's correction)
+            s.schedule_off(6, first, 2, 57)          # (a stale off of the first note)
+            s.schedule_off(7, again, 2, 57)
+        time.sleep(0.3)
+    finally:
+        s.stop()
+    on = False
+    for _, m in sink.got:
+        if m[0] == 0x92 and m[1] == 57:
+            on = True
+        elif m[0] == 0x82 and m[1] == 57:
+            on = False
+        elif m[0] == 0xB2 and m[1] == 123:
+            on = False
+    assert not on
+    ons = sum(1 for _, m in sink.got if m[0] == 0x92)
+    offs_before_stop = [m for _, m in sink.got if m[0] == 0x82]
+    assert ons == 400 and len(offs_before_stop) >= 400

@@ -5,6 +5,7 @@ or `pitch_count` for a rest. The same pitch on consecutive steps is one held not
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,7 +111,8 @@ class Harmoniser:
         self.rest_run = 0               # steps in a row with no soprano
         self.guesses: list[dict] = []   # speculation for step `count`: see `speculate`
         # steps answered from a guess; guessed but not that note; no guess ready; passes stopped
-        self.guess_stats = {"hits": 0, "misses": 0, "unguessed": 0, "stopped": 0}
+        self.guess_stats = {"hits": 0, "misses": 0, "unguessed": 0, "stopped": 0, "corrected": 0}
+        self.undo: tuple | None = None  # the state before the last step, while it may be corrected
         self.run_options = None
         if live:
             import onnxruntime as ort
@@ -140,13 +142,15 @@ class Harmoniser:
             return soprano + self.shift - info.pitch_low
         return rest
 
-    def step(self, soprano: int | None, urgent: bool = False) -> list[int]:
+    def step(self, soprano: int | None, urgent: bool = False, undo: bool = False) -> list[int]:
         """Soprano MIDI pitch (None = rest) -> [alto, tenor, bass] MIDI pitches or -1.
 
         When not `urgent` (no player note waits on it) and the context is nearly full, the
-        slide is done now, so that it never falls on a step a player is waiting for."""
+        slide is done now, so that it never falls on a step a player is waiting for. With
+        `undo`, the step may be taken back and done again with another soprano (`redo`)."""
         info = self.model.info
         rest = info.pitch_count
+        self.undo = self._state() if undo else None
         s_tok = self.soprano_token(soprano)
         if self.paused and s_tok == rest:
             return [-1, -1, -1]          # still silent: nothing fed, the guesses stay good
@@ -173,6 +177,25 @@ class Harmoniser:
         self.last_token = s_tok
         self.rest_run = self.rest_run + 1 if s_tok == rest else 0
         return [info.pitch_low + t - self.shift if t < rest else -1 for t in out]
+
+    def _state(self) -> tuple:
+        d = self.dec
+        return (d.past, list(d.tokens), d.logits, self.pending_bass, self.count, self.last_token, self.rest_run,
+                list(self.guesses), self.shift, self.shift_set)
+
+    def redo(self, soprano: int | None) -> list[int] | None:
+        """The last step again with this soprano (a late note for it): the state before it
+        comes back (its guesses too), whatever was guessed since is dropped. None when the
+        last step cannot be taken back."""
+        if self.undo is None:
+            return None
+        state, self.undo = self.undo, None
+        d = self.dec
+        (d.past, tokens, d.logits, self.pending_bass, self.count, self.last_token, self.rest_run, self.guesses,
+         self.shift, self.shift_set) = state
+        d.tokens = list(tokens)
+        self.guess_stats["corrected"] += 1
+        return self.step(soprano, urgent=True)
 
     def candidates(self, logits: np.ndarray | None) -> list[int]:
         """The next step's likeliest soprano tokens, best first: held, rest, then the model's
@@ -260,7 +283,7 @@ class Harmoniser:
         self.dec.past = np.ascontiguousarray(guess["past"][:, :, row:row + 1])
         self.dec.tokens += guess["fed"][row]
         self.dec.logits = guess["logits"][row]
-        rng = guess["rngs"][row]
+        rng = copy.deepcopy(guess["rngs"][row])     # (the guess may be taken up again by `redo`)
         while len(out) < 3:
             logits = self.dec.feed([out[-1]])
             out.append(sample(logits, self.settings, rng, rest + 1))
