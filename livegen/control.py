@@ -142,7 +142,7 @@ class ControlServer(threading.Thread):
         self.rep = self.ctx.socket(zmq.REP)
         self.pub = self.ctx.socket(zmq.PUB) if telemetry else None
         if keys:
-            self._curve(Path(keys))
+            self.auth = curve_server(self.ctx, [self.rep, self.pub], keys)
         self.rep.setsockopt(zmq.LINGER, 0)
         try:
             self.rep.bind(endpoint)
@@ -155,9 +155,6 @@ class ControlServer(threading.Thread):
         self.halt = threading.Event()
         self.learning: str | None = None
         engine.telemetry = self.publish
-
-    def _curve(self, folder: Path) -> None:
-        self.auth = curve_server(self.ctx, [self.rep, self.pub], folder)
 
     def run(self) -> None:
         import zmq

@@ -17,7 +17,7 @@ import queue
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -285,8 +285,6 @@ class Engine:
 
     def calibrate(self, model: Model | None = None, mode: str | None = None) -> float:
         """Time one answer on a made-up phrase, so the first real phrase is cut early enough."""
-        from dataclasses import replace
-
         model, mode = model or self.model, mode or self.settings.mode
         if mode == "follow":
             return 0.0
@@ -505,8 +503,6 @@ class Engine:
         change, what would need a different grid (restart for that). A switch into or out of
         follow, or respond with a continue model, changes how the capture thread listens: it
         is made at the next phrase boundary (see `_switch_listening`)."""
-        from dataclasses import replace
-
         model = Model(spec or self.model.info.path, self.settings.device) if spec or mode is None else self.model
         trial = replace(self.settings, mode=mode or self.settings.mode)
         check_mode(trial, model)
