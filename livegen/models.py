@@ -191,7 +191,9 @@ class Model:
         opts.log_severity_level = 3
         providers = choose_providers(device)
         try:
-            self.session = ort.InferenceSession(data, sess_options=opts, providers=providers)
+            # from the path, not the bytes: handing over bytes holds the GIL while they are copied
+            # (13 ms for the Transformer), which would hold up the scheduler during a live switch
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as err:   # onnxruntime raises its own untyped errors for bad files
             raise ModelError(f"{path}: not a loadable ONNX model ({str(err).splitlines()[0][:200]})") from err
         meta = self.session.get_modelmeta().custom_metadata_map

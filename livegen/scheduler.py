@@ -175,6 +175,8 @@ class Scheduler(threading.Thread):
     def _deliver(self, msg: list[int], note_id: int | None, deadline: float, now: float) -> None:
         kind, ch, pitch = msg[0] & 0xF0, msg[0] & 0x0F, msg[1]
         if kind == NOTE_ON:
+            if now - deadline > 0.003:    # (-v: which notes were late, to find what held them up)
+                log.debug("note-on ch %d pitch %d: %.1f ms after its deadline", ch + 1, pitch, (now - deadline) * 1000)
             if now - deadline > self.late_s:
                 self.stats["late_dropped"] += 1
                 self._dropped_ids.add(note_id)
