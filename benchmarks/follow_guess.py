@@ -1,7 +1,7 @@
 """What follow mode's guesses cost: time of one `speculate` (the next step decoded for the 24
 likeliest sopranos) and of a step answered from it, on a JSB test soprano line.
 
-    python benchmarks/follow_guess.py [--steps 200]
+    python benchmarks/follow_guess.py [--steps 200] [--device cpu|cuda] [--jsb PATH]
 """
 from __future__ import annotations
 
@@ -25,9 +25,12 @@ JSB = ROOT.parent / "shared" / "data" / "jsb" / "Jsb16thSeparated.json"
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--jsb", default=str(JSB))
     args = ap.parse_args()
-    line = [row[0] if row[0] >= 0 else None for ch in json.loads(JSB.read_text())["test"] for row in ch][: args.steps]
-    model = Model("continue", "cpu")
+    line = [row[0] if row[0] >= 0 else None for ch in json.loads(Path(args.jsb).read_text())["test"] for row in ch]
+    line = line[: args.steps]
+    model = Model("continue", args.device)
     rows = {}
     for guessing in (False, True):
         h = Harmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(1), live=True)
@@ -43,7 +46,7 @@ def main() -> int:
                 h.speculate()
                 guess.append((time.perf_counter() - t) * 1000)
         rows[guessing] = (np.array(step), np.array(guess), dict(h.guess_stats))
-    print(f"\nfollow mode, {len(line)} steps of JSB test sopranos, one thread")
+    print(f"\nfollow mode, {len(line)} steps of JSB test sopranos, one thread, {model.provider}")
     print("| | p50 ms | p99 ms |\n|---|---|---|")
     step, _, _ = rows[False]
     print(f"| a step decoded when its note comes (3 passes) | {np.percentile(step, 50):.2f} | {np.percentile(step, 99):.2f} |")

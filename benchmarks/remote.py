@@ -1,11 +1,12 @@
 """Remote inference round trip over loopback against local inference, per model.
 
-    python benchmarks/remote.py [--phrases 200] [--device cpu]
+    python benchmarks/remote.py [--phrases 200] [--device cpu|cuda] [--jsb PATH]
 
 Starts `livegen worker` as a subprocess on a free loopback port, then generates the same
 2-bar phrases (a JSB test soprano line, fresh seed each) locally and through the worker,
 interleaved, and prints p50/p99 of each and of the difference (what the network and the
-protocol add).
+protocol add). With `--device cuda` the worker runs on the GPU (the local column stays on
+the CPU), and phrases whose notes differ between the two are counted, not refused.
 """
 from __future__ import annotations
 
@@ -31,11 +32,11 @@ from livegen.roll import Note  # noqa: E402
 JSB = ROOT.parent / "shared" / "data" / "jsb" / "Jsb16thSeparated.json"
 
 
-def phrases(count: int) -> list[list[Note]]:
+def phrases(count: int, jsb: Path = JSB) -> list[list[Note]]:
     import json
 
     out = []
-    for chorale in json.loads(JSB.read_text())["test"]:
+    for chorale in json.loads(jsb.read_text())["test"]:
         sop = [row[0] for row in chorale]
         for start in range(0, len(sop) - 32, 32):
             notes, t = [], start
@@ -54,7 +55,8 @@ def phrases(count: int) -> list[list[Note]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--phrases", type=int, default=200)
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--jsb", default=str(JSB))
     args = ap.parse_args()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -71,12 +73,12 @@ def main() -> int:
                 raise SystemExit("the worker did not come up: see /tmp/livegen-bench-worker.log")
             remote.tick()
             time.sleep(0.05)
-        tunes = phrases(args.phrases)
+        tunes = phrases(args.phrases, Path(args.jsb))
         for name in ("accompany", "edit"):
             model = Model(name, "cpu")
             model.warm_up()
             settings = Settings(mode="loop")
-            local, far = [], []
+            local, far, differ = [], [], 0
             for i, tune in enumerate(tunes):
                 t = time.perf_counter()
                 mine = generate(model, settings, tune, 0, 32, np.random.default_rng(i))
@@ -84,21 +86,23 @@ def main() -> int:
                 t = time.perf_counter()
                 theirs = remote.generate(model, settings, tune, 0, 32, i, deadline=time.perf_counter() + 5)
                 far.append((time.perf_counter() - t) * 1000)
-                assert theirs == mine, "the worker played other notes than local inference"
+                if args.device == "cpu":
+                    assert theirs == mine, "the worker played other notes than local inference"
+                differ += theirs != mine
             local, far = np.array(local), np.array(far)
-            rows.append((name, local, far))
+            rows.append((name, local, far, differ))
         remote.close()
     finally:
         worker.terminate()
         worker.wait(10)
     print(f"\nremote inference over loopback: {args.phrases} two-bar phrases per model, worker on {args.device}, "
-          f"{os.cpu_count()} cores; the same notes from both checked")
-    print("| model | local p50 ms | local p99 ms | remote p50 ms | remote p99 ms | added p50 ms |")
-    print("|---|---|---|---|---|---|")
-    for name, local, far in rows:
+          f"{os.cpu_count()} cores; local on cpu")
+    print("| model | local p50 ms | local p99 ms | remote p50 ms | remote p99 ms | added p50 ms | phrases with other notes |")
+    print("|---|---|---|---|---|---|---|")
+    for name, local, far, differ in rows:
         print(f"| {name} | {np.percentile(local, 50):.2f} | {np.percentile(local, 99):.2f} | "
               f"{np.percentile(far, 50):.2f} | {np.percentile(far, 99):.2f} | "
-              f"{np.percentile(far, 50) - np.percentile(local, 50):.2f} |")
+              f"{np.percentile(far, 50) - np.percentile(local, 50):.2f} | {differ} |")
     return 0
 
 
