@@ -108,7 +108,8 @@ def cmd_render(args) -> int:
     t = time.perf_counter()
     result = render(args.infile, args.outfile, settings, model, progress=sys.stderr.isatty())
     result["seconds"] = round(time.perf_counter() - t, 3)
-    print(f"wrote {args.outfile}: {result['generated_notes']} generated notes in {result['phrases']} phrases "
+    span = f"{result['steps']} steps" if settings.mode == "follow" else f"{result['phrases']} phrases"
+    print(f"wrote {args.outfile}: {result['generated_notes']} generated notes in {span} "
           f"({result['seconds']} s); tracks on channels {result['tracks']}")
     return 0
 
@@ -160,7 +161,7 @@ class LiveSession:
             self._name_virtual_ports()
         channels = ",".join(str(c + 1) for c in self.engine.channels)
         log.info("listening on %s, playing to %s; tracks %s on channels %s; %d-step phrases at %s",
-                 " and ".join(i[1] for i in self.inputs), self.out_name, ",".join(self.model.info.tracks), channels,
+                 " and ".join(i[1] for i in self.inputs), self.out_name, ",".join(self.engine.tracks), channels,
                  phrase_steps(s, self.model), "MIDI clock" if s.clock == "midi" else f"{s.bpm:g} BPM")
 
     def _poll(self, port):

@@ -39,13 +39,16 @@ class Control:
         if self.kind is list:
             if isinstance(value, str):
                 value = [x for x in value.split(",") if x]
+            elif isinstance(value, int) and not isinstance(value, bool):   # one track by number
+                value = [value]
             if not isinstance(value, list):
                 raise ConfigError(f"{key} must be a list of track names or numbers")
             return [str(x) for x in value]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number")
         if not self.low <= value <= self.high:
-            raise ConfigError(f"{key} must be within {self.low:g}..{self.high:g}")
+            low, high = (int(self.low), int(self.high)) if self.kind is int else (f"{self.low:g}", f"{self.high:g}")
+            raise ConfigError(f"{key} must be within {low}..{high}")
         return self.kind(value)
 
     def from_cc(self, cc_value: int):

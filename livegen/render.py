@@ -61,6 +61,9 @@ def render(in_path: str, out_path: str, settings: Settings, model: Model, progre
 
     info = model.info
     check_mode(settings, model)
+    folder = Path(out_path).resolve().parent
+    if not folder.is_dir():     # (before the work, not after it)
+        raise MidiFileError(f"{out_path}: cannot write there: no folder {folder}")
     capture, tpb, tempo, copied = read_player(in_path, info.steps_per_beat, settings.tolerance)
     steps = phrase_steps(settings, model)
     tracks = output_tracks(settings, model)
@@ -77,6 +80,8 @@ def render(in_path: str, out_path: str, settings: Settings, model: Model, progre
         for step in range(last_step):
             sounding = [n.pitch for n in capture.notes if n.start <= step < n.end]
             stream.step(step, harmoniser.step(max(sounding) if sounding else None))
+            if progress and (step % 16 == 15 or step == last_step - 1):
+                print(f"\rrender: step {step + 1}/{last_step}", end="", flush=True)
         stream.close(last_step)
         generated = stream.notes
     seam = None      # accompany: each answer joins the one before without parallels
@@ -111,8 +116,11 @@ def render(in_path: str, out_path: str, settings: Settings, model: Model, progre
                 events.append((int(n.end * ticks_per_step) - 1, mido.Message("note_off", channel=ch, note=n.pitch)))
         events.sort(key=lambda e: (e[0], e[1].type == "note_on"))
         out.tracks.append(mido.MidiTrack([mido.MetaMessage("track_name", name=name)] + _delta(events)))
-    out.save(out_path)
-    return {"phrases": phrases, "player_notes": len(capture.notes), "generated_notes": len(generated),
+    try:
+        out.save(out_path)
+    except OSError as err:
+        raise MidiFileError(f"{out_path}: cannot write the MIDI file ({err.strerror})") from err
+    return {"phrases": phrases, "steps": last_step, "player_notes": len(capture.notes), "generated_notes": len(generated),
             "tracks": {name: channels[k] + 1 for k, name in enumerate(tracks) if k not in muted}}
 
 

@@ -31,6 +31,9 @@ def test_loopback_detection_and_value_checks():
     with pytest.raises(ConfigError, match="number"):
         CONTROLS["edit_passes"].parse("edit_passes", "many")
     assert CONTROLS["temperature"].from_cc(127) == 2.0 and CONTROLS["max_add"].from_cc(0) == 0
+    with pytest.raises(ConfigError, match=r"seed must be within 0\.\.2147483647$"):   # a readable range
+        CONTROLS["seed"].parse("seed", -5)
+    assert CONTROLS["mute"].parse("mute", 2) == ["2"] and CONTROLS["mute"].parse("mute", "tenor,bass") == ["tenor", "bass"]
 
 
 LIVE = pytest.mark.flaky(reruns=2)   # see tests/test_engine_live.py

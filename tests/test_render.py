@@ -104,3 +104,25 @@ def test_render_rejects_bad_files_clearly(tmp_path, shift_model, content, messag
         bad.write_bytes(content)
     r = livegen("render", str(bad), str(tmp_path / "o.mid"), "--model", str(shift_model))
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("where, message", [("missing/o.mid", "cannot write there: no folder"),
+                                            (".", "cannot write the MIDI file")])
+def test_render_says_when_it_cannot_write_the_output(tmp_path, shift_model, where, message):
+    song = tmp_path / "in.mid"
+    write_song(song, [(72, 0, 4)])
+    r = livegen("render", str(song), str(tmp_path / where), "--model", str(shift_model))
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_render_in_follow_mode_harmonises_every_step_under_the_tune(tmp_path):
+    song = tmp_path / "in.mid"
+    write_song(song, [(67 + i % 5, 2 * i, 2 * i + 2) for i in range(16)])
+    out = tmp_path / "out.mid"
+    r = livegen("render", str(song), str(out), "--model", "continue", "--mode", "follow", "--seed", "1")
+    assert r.returncode == 0 and "in 32 steps" in r.stdout, (r.stdout, r.stderr)
+    notes = rendered_notes(out)
+    for ch in (1, 2, 3):                                  # alto, tenor and bass, under the tune, in time
+        voice = [n for n in notes if n[0] == ch]
+        assert voice and all(0 <= s < 32 for _, _, s, _ in voice), voice
+    assert max(p for ch, p, *_ in notes if ch == 3) < min(p for ch, p, *_ in notes if ch == 0)
