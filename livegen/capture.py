@@ -22,6 +22,36 @@ class Event:
     b: int = 0           # velocity or controller value
 
 
+def split(data) -> list:
+    """One message as rtmidi delivered it -> the MIDI messages in it.
+
+    rtmidi joins a system-exclusive message that never ended (no F7) with everything that
+    comes after it until an F7 does (on JACK it delivers nothing in between). By MIDI's
+    rules any status byte but F7 ends a sysex, so the message is split there and the notes
+    after a cut-off sysex are played, not lost; the cut-off part is malformed. A lone F7
+    (what the JACK input guard sends, `livegen.ports.InputPoller`) ends nothing: it is dropped.
+    """
+    if not data or data[0] != 0xF0 or len(data) < 2:
+        return [] if list(data) == [0xF7] else [data]
+    out, cur = [], [data[0]]
+    for b in data[1:]:
+        if b == 0xF7:
+            if cur and cur[0] == 0xF0:
+                out.append(cur + [b])
+            elif cur:
+                out.append(cur)
+            cur = []
+        elif isinstance(b, int) and b >= 0x80:
+            if cur:
+                out.append(cur)
+            cur = [b]
+        else:
+            cur.append(b)
+    if cur:
+        out.append(cur)
+    return out
+
+
 def parse(data) -> Event:
     """One raw MIDI message -> Event; anything malformed is Event('bad') (never an exception)."""
     if not data:

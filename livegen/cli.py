@@ -155,10 +155,12 @@ class LiveSession:
         specs = [("in", s.input)] + ([("clock", s.clock_port)] if s.clock_port else [])
         for port_name, spec in specs:
             port, name = open_port("in", self.backend, spec, s.client_name, port_name)
-            self.inputs.append([port, name, spec, self._poll(port)])
+            self.inputs.append([port, name, spec, self._poll(port), port_name])
         self.out, self.out_name = open_port("out", self.backend, s.output, s.client_name)
         if self.backend == "jack":
             self._name_virtual_ports()
+            for entry in self.inputs:
+                self._guard(entry)
         channels = ",".join(str(c + 1) for c in self.engine.channels)
         log.info("listening on %s, playing to %s; tracks %s on channels %s; %d-step phrases at %s",
                  " and ".join(i[1] for i in self.inputs), self.out_name, ",".join(self.engine.tracks), channels,
@@ -171,6 +173,24 @@ class LiveSession:
         poller = InputPoller(port, self.engine.feed)
         poller.start()
         return poller
+
+    def _own_port(self, port_name: str) -> str | None:
+        """The full JACK name of an input port of ours (JACK may have renamed the client)."""
+        import re
+
+        from livegen.ports import list_ports
+
+        pattern = re.escape(self.settings.client_name) + r"(-\d+)?:" + re.escape(port_name)
+        hits = [n for n in list_ports(self.backend)[1] if re.fullmatch(pattern, n)]
+        return hits[-1] if hits else None
+
+    def _guard(self, entry) -> None:
+        """JACK: let the input's poller end a cut-off sysex (see InputPoller)."""
+        from livegen.ports import open_guard
+
+        own = self._own_port(entry[4])
+        if own is not None:
+            entry[3].guard = open_guard(self.backend, self.settings.client_name, own)
 
     def _name_virtual_ports(self) -> None:
         """JACK renames a second client of the same name (livegen-01): report the real names."""
@@ -200,7 +220,7 @@ class LiveSession:
             self.watcher = PortWatcher(self.backend, self.settings.client_name)
         ins, outs = self.watcher.inputs(), self.watcher.outputs()
         for entry in self.inputs:
-            port, name, spec, poller = entry
+            port, name, spec, poller, _ = entry
             if spec == "virtual":
                 continue
             if port is not None and name not in ins:
@@ -209,8 +229,10 @@ class LiveSession:
                 port.close_port()
                 entry[0] = None
             elif port is None and name in ins:
-                new, _ = open_port("in", self.backend, name, self.settings.client_name, "in")
+                new, _ = open_port("in", self.backend, name, self.settings.client_name, entry[4])
                 entry[0], entry[3] = new, self._poll(new)
+                if self.backend == "jack":
+                    self._guard(entry)
                 log.info("input %s is back", name)
         if self.settings.output != "virtual":
             if self.out is not None and self.out_name not in outs:
@@ -259,7 +281,7 @@ class LiveSession:
             if engine.follower:
                 st["clock_ticks_lost"] = engine.follower.lost_ticks
             log.info("stopped: %s", ", ".join(f"{k} {v}" for k, v in st.items()))
-        for port, _, _, poller in self.inputs:
+        for port, _, _, poller, _ in self.inputs:
             poller.stop()
             if port is not None:
                 port.close_port()

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from livegen.capture import Capture, Event, parse
+from livegen.capture import Capture, Event, parse, split
 from livegen.clock import InternalClock, MidiClockFollower
 from livegen.config import MODE_KINDS, Settings
 from livegen.control import CONTROLS
@@ -375,7 +375,8 @@ class Engine:
                 timeout = 0.1 if cut_at is None else min(0.1, max(cut_at - time.perf_counter(), 0.0))
                 try:
                     t, data = self.inq.get(timeout=timeout)
-                    self.handle(parse(data), t, data)
+                    for part in split(data):
+                        self.handle(parse(part), t, part)
                 except queue.Empty:
                     pass
                 self._maybe_cut(time.perf_counter())

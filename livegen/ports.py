@@ -147,22 +147,34 @@ class InputPoller(threading.Thread):
     all off): rtmidi drops a filtered message's delta too, which would shift every later time.
     """
 
-    def __init__(self, port, deliver: Callable[[float, list[int]], None], interval: float = 0.001):
+    def __init__(self, port, deliver: Callable[[float, list[int]], None], interval: float = 0.001,
+                 guard=None):
+        """`guard`: an output connected to this input (JACK, see `open_guard`); after each
+        quiet GUARD_S it sends a lone F7, which ends a sysex that was cut off. rtmidi's JACK
+        input otherwise holds back everything after such a sysex until an F7 comes, which
+        may be never: livegen would go deaf (`livegen.capture.split` recovers the notes)."""
         super().__init__(name="livegen-input", daemon=True)
-        self.port, self.deliver, self.interval = port, deliver, interval
+        self.port, self.deliver, self.interval, self.guard = port, deliver, interval, guard
         self.halt = threading.Event()
         self.overflows = 0
+
+    GUARD_S = 0.05
 
     MAX_LAG = 0.05   # a message older than this by its deltas means deltas were lost: re-anchor
 
     def run(self) -> None:
         anchor, elapsed = None, 0.0
         get = self.port.get_message
+        quiet_since = time.perf_counter()
         while not self.halt.is_set():
             msg = get()
             if msg is None:
+                if self.guard is not None and time.perf_counter() - quiet_since > self.GUARD_S:
+                    self._send_guard()
+                    quiet_since = time.perf_counter()
                 self.halt.wait(self.interval)
                 continue
+            quiet_since = time.perf_counter()
             data, delta = msg
             elapsed += delta
             now = time.perf_counter()
@@ -172,10 +184,38 @@ class InputPoller(threading.Thread):
                 anchor = now - elapsed
             self.deliver(anchor + elapsed, data)
 
+    def _send_guard(self) -> None:
+        try:
+            self.guard.send_message([0xF7])
+        except Exception as err:   # (the guard is a safety net: never let it stop the input)
+            log.warning("input guard failed, left off: %s", err)
+            self.guard = None
+
     def stop(self) -> None:
         self.halt.set()
         if self.is_alive():
             self.join(1.0)
+        if self.guard is not None:
+            self.guard.close_port()
+            self.guard.delete()
+            self.guard = None
+
+
+def open_guard(backend: str, client_name: str, own_input: str):
+    """JACK: an output connected to our own input port `own_input` (its full JACK name),
+    for InputPoller's guard; None elsewhere (ALSA delivers a cut-off sysex with the next
+    message) or when it cannot be made (then it says so)."""
+    if backend != "jack":
+        return None
+    guard = _client("out", backend, f"{client_name}-guard")
+    try:
+        guard.open_port(guard.get_ports().index(own_input), "sysex-guard")
+    except Exception as err:
+        guard.delete()
+        log.warning("no input guard for %s (%s): a cut-off sysex would hold back that input until an F7 "
+                    "comes", own_input, err)
+        return None
+    return guard
 
 
 # ---------------------------------------------------------------- JACK helper

@@ -1,4 +1,4 @@
-from livegen.capture import Capture, parse
+from livegen.capture import Capture, parse, split
 
 
 def test_parse_accepts_the_messages_a_keyboard_sends():
@@ -55,3 +55,14 @@ def test_same_key_again_ends_the_earlier_note():
     cap.note_on(60, 90, 4)
     cap.note_off(60, 6)
     assert [(n.start, n.end) for n in cap.phrase(0, 16)] == [(0, 4), (4, 6)]
+
+
+def test_a_cut_off_sysex_does_not_swallow_the_notes_after_it():
+    # rtmidi hands over a sysex that never ended joined with what followed, up to an F7
+    joined = [0xF0, 0x43, 0x10, 0x90, 62, 90, 0x80, 62, 0, 0xF8, 0xF7]
+    parts = split(joined)
+    assert parts == [[0xF0, 0x43, 0x10], [0x90, 62, 90], [0x80, 62, 0], [0xF8]]
+    assert [parse(p).kind for p in parts] == ["bad", "note_on", "note_off", "clock"]
+    assert split([0xF0, 1, 2, 0xF7]) == [[0xF0, 1, 2, 0xF7]] and parse([0xF0, 1, 2, 0xF7]).kind == "sysex"
+    assert split([0xF7]) == []                            # the input guard's lone F7 is no message
+    assert split([0x90, 60, 90]) == [[0x90, 60, 90]]

@@ -164,6 +164,22 @@ def test_survives_garbage_and_a_flood_then_plays_in_time_again(session):
     assert listener.sounding_after() == set()
 
 
+def test_a_cut_off_sysex_does_not_make_livegen_deaf(session):
+    # rtmidi's JACK input holds back everything after a sysex with no F7 until an F7 comes:
+    # without the daemon's guard this phrase would never be heard (nor anything after it)
+    d, player, listener = session("lgsysex")
+    player.send([0xF0, 0x43, 0x10, 0x4C])            # a dump cut off: no F7, ever
+    time.sleep(0.2)
+    t0 = time.perf_counter() + 0.3
+    play(player, t0, MELODY)
+    time.sleep(t0 + 2 * PHRASE * STEP + 0.2 - time.perf_counter())
+    assert d.stop() == 0
+    out = d.output()
+    assert "sysex 1," in out and "malformed 0," in out, out   # the guard ended it: a whole sysex
+    assert [(c, p, s) for c, p, s, e in heard(listener, t0)] == expected(MELODY, PHRASE), out
+    assert listener.sounding_after() == set()
+
+
 def test_unplugged_keyboard_is_picked_up_again(shift_model):
     kbd = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, "testkbd")
     kbd.open_virtual_port("keys")
