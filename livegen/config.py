@@ -76,9 +76,12 @@ class Settings:
             raise ConfigError(f"tolerance {self.tolerance}: use 0 up to 0.5 of a step")
         if self.threshold is not None and not 0 < self.threshold < 1:
             raise ConfigError(f"threshold {self.threshold}: use a number between 0 and 1")
-        if not 0 <= self.temperature <= 5 or not 0 < self.top_p <= 1:
-            raise ConfigError("temperature must be 0..5 and top-p in (0, 1]")
-        from livegen.control import CONTROLS
+        from livegen.control import CONTROLS, check_endpoint
+
+        for key, control in CONTROLS.items():   # the live controls' ranges hold at start-up too
+            value = getattr(self, key)
+            if key != "mute" and value is not None:
+                control.parse(key.replace("_", "-"), value)
 
         for key, cc in self.cc_map.items():
             if key not in CONTROLS or key == "mute":
@@ -86,11 +89,12 @@ class Settings:
                                   f"{', '.join(k for k in CONTROLS if k != 'mute')}")
             if not isinstance(cc, int) or not 0 <= cc <= 127 or cc == 64:
                 raise ConfigError(f"cc_map: {key} = {cc!r}: a controller number 0..127 (64 is the sustain pedal)")
-        if not isinstance(self.inference, list) or not all(
-                isinstance(e, str) and e.startswith(("tcp://", "ipc://")) for e in self.inference):
+        if not isinstance(self.inference, list) or not all(isinstance(e, str) for e in self.inference):
             raise ConfigError(f"inference {self.inference!r}: worker addresses like tcp://10.0.0.5:5560")
-        if not 0 <= self.max_remove <= 1 or self.max_add < 0 or self.edit_passes < 1 or self.edits_per_pass < 1:
-            raise ConfigError("edit settings: max-remove 0..1, max-add >= 0, passes and edits per pass >= 1")
+        for what, endpoint in [("control", self.control), ("telemetry", self.telemetry)] + \
+                [("inference", e) for e in self.inference]:
+            if endpoint:
+                check_endpoint(endpoint, what)
         return self
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from livegen.config import Settings
-from livegen.control import curve_client, curve_server, loopback
+from livegen.control import check_endpoint, curve_client, curve_server, loopback
 from livegen.engine import generate
 from livegen.errors import ConfigError
 from livegen.roll import Note
@@ -60,6 +60,7 @@ def notes_from_json(rows) -> list[Note]:
 # --------------------------------------------------------------------------- worker
 
 def check_bind(endpoint: str, keys: str) -> None:
+    check_endpoint(endpoint, "--bind")
     if not keys and not loopback(endpoint):
         raise ConfigError(f"{endpoint}: binding beyond loopback needs CURVE keys: make them with "
                           "`livegen keys DIR` and pass --keys DIR")

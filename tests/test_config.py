@@ -19,6 +19,10 @@ def test_toml_sets_any_flag_and_the_command_line_wins(tmp_path):
     ("channels = [0]", "channel 0"),
     ("meter = '7/8'", "meter"),
     ("clock = 'atomic'", "clock"),
+    ("temperature = 3", "temperature must be within 0..2"),      # the same ranges as live control
+    ("edit-passes = 0", "edit-passes must be within 1..40"),
+    ("control = 'localhost'", "control 'localhost': not a ZeroMQ address"),
+    ("inference = ['tcp://10.0.0.5']", "not a ZeroMQ address"),
 ])
 def test_bad_config_values_are_named(tmp_path, text, msg):
     f = tmp_path / "bad.toml"
