@@ -370,6 +370,17 @@ def cmd_ctl(args) -> int:
     return 0 if reply.get("ok") else 1
 
 
+def cmd_watch(args) -> int:
+    import json
+
+    from livegen.control import describe, watch
+
+    print(f"watching {args.endpoint} (Ctrl-C stops)", file=sys.stderr, flush=True)
+    for event in watch(args.endpoint, args.keys or "", args.count):
+        print(json.dumps(event) if args.json else describe(event), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="livegen", description="Real-time MIDI accompaniment with ONNX models.")
     p.add_argument("--version", action="version", version=f"livegen {__version__}")
@@ -395,12 +406,17 @@ def main(argv: list[str] | None = None) -> int:
     ctl.add_argument("action", choices=["status", "set", "reload", "panic", "learn"])
     ctl.add_argument("args", nargs="*", help="set: KEY VALUE; learn: KEY")
     ctl.add_argument("--keys", help="CURVE key folder (client.key_secret, server.key)")
+    watch = sub.add_parser("watch", help="print a running daemon's telemetry, a line per phrase")
+    watch.add_argument("endpoint", help="its --telemetry address, e.g. tcp://127.0.0.1:5556")
+    watch.add_argument("--json", action="store_true", help="the messages as they come, JSON per line")
+    watch.add_argument("--count", type=int, default=0, help="stop after N messages (default: never)")
+    watch.add_argument("--keys", help="CURVE key folder (client.key_secret, server.key)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s livegen: %(message)s", datefmt="%H:%M:%S")
     try:
         return {"ports": cmd_ports, "run": cmd_run, "render": cmd_render, "keys": cmd_keys,
-                "ctl": cmd_ctl, "worker": cmd_worker}[args.command](args)
+                "ctl": cmd_ctl, "worker": cmd_worker, "watch": cmd_watch}[args.command](args)
     except LivegenError as err:
         print(f"livegen: error: {err}", file=sys.stderr)
         return 2

@@ -265,3 +265,38 @@ def request(endpoint: str, message: dict, keys: str = "", timeout_ms: int = 3000
                           "(not running, or this client's key is not allowed)") from None
     finally:
         ctx.destroy(linger=0)
+
+
+def watch(endpoint: str, keys: str = "", count: int = 0):
+    """The telemetry publisher's messages as dicts, as they come (the client side of
+    `livegen watch`); `count` > 0 stops after that many."""
+    import zmq
+
+    check_endpoint(endpoint, "telemetry")
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    if keys:
+        curve_client(sock, keys)
+    try:
+        sock.connect(endpoint)
+        seen = 0
+        while not count or seen < count:
+            try:
+                event = json.loads(sock.recv())
+            except ValueError:      # not ours: skip it
+                continue
+            seen += 1
+            yield event
+    finally:
+        ctx.destroy(linger=0)
+
+
+def describe(event: dict) -> str:
+    """One telemetry message as a line for people."""
+    if event.get("event") == "phrase":
+        return (f"phrase {event.get('phrase')}: {event.get('notes')} notes, {event.get('inference_ms')} ms "
+                f"({event.get('source')}), late dropped so far {event.get('late_dropped')}, "
+                f"{event.get('tempo')} BPM, {event.get('mode')}")
+    return json.dumps(event)

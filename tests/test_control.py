@@ -93,9 +93,14 @@ def test_mute_tempo_telemetry_and_midi_controllers_while_playing(controlled):
     st = request(ep, {"cmd": "status"})["status"]
     assert st["settings"]["temperature"] == 2.0 and st["cc_map"] == {"temperature": 20, "threshold": 21}
     assert st["muted"] == ["tenor"]
+    watcher = subprocess.Popen([sys.executable, "-m", "livegen", "watch", tep, "--count", "1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)   # what a person runs
+    time.sleep(1.0)        # (a subscriber hears only what is published after it has connected)
     t0 = time.perf_counter() + 0.3
     play(player, t0, [(72, 0, 4), (74, 4, 8)])
     time.sleep(t0 + 2 * PHRASE * STEP + 0.2 - time.perf_counter())
+    line, _ = watcher.communicate(timeout=10)
+    assert line.startswith("phrase 0: 4 notes, ") and "(local)" in line and line.rstrip().endswith("loop"), line
     event = json.loads(sub.recv())
     assert event["event"] == "phrase" and event["mode"] == "loop" and event["inference_ms"] >= 0
     assert event["source"] == "local"
