@@ -9,6 +9,7 @@ from livegen.errors import ConfigError
 
 MODES = ("loop", "respond", "follow")
 # which model kinds each mode plays
+DEFAULT_PROGRAMS = ("loop accompany", "loop edit", "respond continue", "respond edit", "follow continue")
 MODE_KINDS = {"loop": ("accompany", "edit"), "respond": ("continue", "edit"), "follow": ("continue",)}
 CLOCKS = ("internal", "midi")
 DEVICES = ("auto", "cpu", "cuda")
@@ -52,6 +53,8 @@ class Settings:
     keys: str = ""                  # CURVE key folder (livegen keys DIR): required off loopback
     inference: list[str] = field(default_factory=list)   # remote workers, e.g. ["tcp://10.0.0.5:5560"]
     cc_map: dict = field(default_factory=dict)      # setting -> MIDI CC number, e.g. {temperature = 20}
+    # what the `program` controller (cc_map) picks from: "MODE MODEL", its 0..127 split evenly
+    programs: list[str] = field(default_factory=lambda: list(DEFAULT_PROGRAMS))
 
     @property
     def beats_per_bar(self) -> int:
@@ -76,7 +79,7 @@ class Settings:
             raise ConfigError(f"tolerance {self.tolerance}: use 0 up to 0.5 of a step")
         if self.threshold is not None and not 0 < self.threshold < 1:
             raise ConfigError(f"threshold {self.threshold}: use a number between 0 and 1")
-        from livegen.control import CONTROLS, check_endpoint
+        from livegen.control import CC_TARGETS, CONTROLS, cc_target, check_endpoint
 
         for key, control in CONTROLS.items():   # the live controls' ranges hold at start-up too
             value = getattr(self, key)
@@ -84,11 +87,14 @@ class Settings:
                 control.parse(key.replace("_", "-"), value)
 
         for key, cc in self.cc_map.items():
-            if key not in CONTROLS or key == "mute":
-                raise ConfigError(f"cc_map: {key!r} cannot follow a controller; use one of "
-                                  f"{', '.join(k for k in CONTROLS if k != 'mute')}")
+            if not cc_target(key):
+                raise ConfigError(f"cc_map: {key!r} cannot follow a controller; use one of {CC_TARGETS}")
             if not isinstance(cc, int) or not 0 <= cc <= 127 or cc == 64:
                 raise ConfigError(f"cc_map: {key} = {cc!r}: a controller number 0..127 (64 is the sustain pedal)")
+        if not isinstance(self.programs, list) or not self.programs or not all(
+                isinstance(p, str) and len(p.split()) == 2 and p.split()[0] in MODES for p in self.programs):
+            raise ConfigError(f"programs {self.programs!r}: a list of \"MODE MODEL\", e.g. [\"loop accompany\", "
+                              f"\"follow continue\"] (modes: {', '.join(MODES)})")
         if not isinstance(self.inference, list) or not all(isinstance(e, str) for e in self.inference):
             raise ConfigError(f"inference {self.inference!r}: worker addresses like tcp://10.0.0.5:5560")
         for what, endpoint in [("control", self.control), ("telemetry", self.telemetry)] + \

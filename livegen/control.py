@@ -74,6 +74,16 @@ CONTROLS = {
 }
 
 
+CC_TARGETS = (", ".join(k for k in CONTROLS if k != "mute") +
+              ", program (mode and model from `programs`), mute_TRACK (e.g. mute_tenor: on at 64 and up)")
+
+
+def cc_target(key) -> bool:
+    """Whether a MIDI controller can drive `key` (cc_map, MIDI learn)."""
+    return isinstance(key, str) and (key in CONTROLS and key != "mute" or key == "program"
+                                     or key.startswith("mute_") and len(key) > len("mute_"))
+
+
 def check_endpoint(endpoint: str, what: str) -> None:
     """A ZeroMQ address livegen can bind or connect: tcp://HOST:PORT or ipc://PATH."""
     url = urlparse(endpoint)
@@ -223,8 +233,8 @@ class ControlServer(threading.Thread):
             return {"ok": True, "key": key, "value": getattr(self.engine.settings, key)}
         if cmd == "learn":
             key = req.get("key")
-            if key not in CONTROLS:
-                return {"ok": False, "error": f"unknown setting {key!r}; known: {', '.join(CONTROLS)}"}
+            if not cc_target(key):
+                return {"ok": False, "error": f"a controller cannot drive {key!r}; it can drive {CC_TARGETS}"}
             self.engine.learning = key
             return {"ok": True, "learning": key}
         return {"ok": False, "error": f"unknown cmd {cmd!r}: status, set, reload, panic, learn"}

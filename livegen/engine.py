@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -29,7 +30,7 @@ from livegen.errors import ConfigError
 from livegen.generate.accompany import accompany, seam_after
 from livegen.generate.continue_ import Harmoniser, SamplingSettings
 from livegen.generate.edit import EditSettings, edit_phrase
-from livegen.models import Model
+from livegen.models import Model, resolve
 from livegen.roll import Note
 from livegen.scheduler import Scheduler
 
@@ -57,6 +58,13 @@ def output_tracks(settings: Settings, model: Model) -> list[str]:
     if settings.mode == "follow":
         return model.info.tracks[1:]
     return list(model.info.tracks)
+
+
+def same_model(spec: str, model: Model) -> bool:
+    try:
+        return resolve(spec).resolve() == Path(model.info.path).resolve()
+    except ValueError:       # ModelError: not a model file here
+        return False
 
 
 def check_mode(settings: Settings, model: Model) -> None:
@@ -260,6 +268,10 @@ class Engine:
                                    on_sent=self.recorder.add if self.recorder else None)
         self.stop_event = threading.Event()
         self.learning: str | None = None       # MIDI learn: the setting the next CC will control
+        # the `program` controller's zone in settings.programs (where the session starts, if listed)
+        self.program = next((i for i, p in enumerate(settings.programs)
+                             if p.split()[0] == settings.mode and same_model(p.split()[1], model)), None)
+        self._program_lock, self._switch_lock = threading.Lock(), threading.Lock()
         self.pending: tuple[Model, str, float] | None = None   # a model/mode switch for the next phrase
         self.pending_listen: tuple[Model, str, float] | None = None   # the same, changing how livegen listens
         self.switch_step: int | None = None
@@ -468,9 +480,44 @@ class Engine:
             log.info("MIDI learn: CC %d now controls %s", number, self.learning)
             self.learning = None
             return
-        for key, cc in self.settings.cc_map.items():
-            if cc == number:
-                self.apply(key, CONTROLS[key].from_cc(value))
+        for key, cc in list(self.settings.cc_map.items()):
+            if cc != number:
+                continue
+            try:
+                if key == "program":
+                    self._program(value * len(self.settings.programs) // 128)
+                elif key.startswith("mute_"):
+                    self._mute_one(key[len("mute_"):], value >= 64)
+                else:
+                    self.apply(key, CONTROLS[key].from_cc(value))
+            except ConfigError as err:     # (a controller gets no reply: say it here)
+                log.warning("CC %d (%s): %s", number, key, err)
+
+    def _mute_one(self, track: str, on: bool) -> None:
+        index = next(iter(muted_tracks(Settings(mute=[track]), self.tracks)))
+        muted = (self.muted | {index}) if on else (self.muted - {index})
+        if muted != self.muted:
+            self.apply("mute", [self.tracks[i] for i in sorted(muted)])
+
+    def _program(self, index: int) -> None:
+        """Capture thread: the `program` controller moved into another zone: that mode and
+        model from the next phrase. Loading takes a while: it is done on a thread of its own."""
+        if index == self.program:
+            return
+        self.program = index
+        mode, spec = self.settings.programs[index].split()
+
+        def load():
+            with self._program_lock:
+                if self.program != index:      # moved on again meanwhile: the latest wins
+                    return
+                try:
+                    self.switch(spec=spec, mode=mode)
+                    log.info("program %d: %s %s from the next phrase", index + 1, mode, spec)
+                except (ConfigError, ValueError) as err:   # ModelError is a ValueError
+                    log.warning("program %d (%s %s): %s", index + 1, mode, spec, err)
+
+        threading.Thread(target=load, name="livegen-program", daemon=True).start()
 
     def apply(self, key, value) -> None:
         """Change one live setting (any thread); ConfigError and no change when it is bad."""
@@ -504,6 +551,10 @@ class Engine:
         change, what would need a different grid (restart for that). A switch into or out of
         follow, or respond with a continue model, changes how the capture thread listens: it
         is made at the next phrase boundary (see `_switch_listening`)."""
+        with self._switch_lock:      # (the control socket and the program controller may both ask)
+            return self._switch_now(spec, mode)
+
+    def _switch_now(self, spec: str | None, mode: str | None) -> str:
         model = Model(spec or self.model.info.path, self.settings.device) if spec or mode is None else self.model
         trial = replace(self.settings, mode=mode or self.settings.mode)
         check_mode(trial, model)
@@ -545,7 +596,8 @@ class Engine:
                 "muted": sorted(self.tracks[i] for i in self.muted), "bpm": round(self.clock.bpm, 2),
                 "running": self.clock.running, "phrase_steps": self.steps,
                 "settings": {k: getattr(self.settings, k) for k in CONTROLS},
-                "cc_map": dict(self.settings.cc_map), "last_inference_ms": round(self.phrase_ms[-1], 2)
+                "cc_map": dict(self.settings.cc_map), "programs": list(self.settings.programs),
+                "last_inference_ms": round(self.phrase_ms[-1], 2)
                 if self.phrase_ms else None,
                 "stats": self.stats | self.scheduler.stats | (self.remote.stats if self.remote else {})}
 

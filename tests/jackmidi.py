@@ -33,8 +33,14 @@ def wait_for_ports(names: list[str], timeout: float = 20.0) -> None:
 class Player:
     """Sends MIDI into a port at exact times (sleep, then spin the last millisecond)."""
 
-    def __init__(self, target: str, client: str = "player"):
+    def __init__(self, target: str | None, client: str = "player"):
+        """`target`: the port to play into; None: a keyboard's own port, `client:keys`, that
+        the daemon opens (`--input client:keys`)."""
         self.out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, client)
+        if target is None:
+            self.out.open_virtual_port("keys")
+            wait_for_ports([f"{client}:keys"])
+            return
         self.out.open_port(self.out.get_ports().index(target), "out")
         time.sleep(0.3)
         self.out.send_message([0xFE])   # the first message after a connect can be lost

@@ -23,6 +23,10 @@ def test_toml_sets_any_flag_and_the_command_line_wins(tmp_path):
     ("edit-passes = 0", "edit-passes must be within 1..40"),
     ("control = 'localhost'", "control 'localhost': not a ZeroMQ address"),
     ("inference = ['tcp://10.0.0.5']", "not a ZeroMQ address"),
+    ("programs = ['dance accompany']", "a list of \"MODE MODEL\""),
+    ("programs = []", "programs"),
+    ("[cc_map]\nmute = 20", "'mute' cannot follow a controller"),
+    ("[cc_map]\nvolume = 7", "program \\(mode and model"),
 ])
 def test_bad_config_values_are_named(tmp_path, text, msg):
     f = tmp_path / "bad.toml"
@@ -42,3 +46,10 @@ def test_cli_reports_a_bad_config_file_with_exit_code_2(tmp_path, capsys):
     f.write_text("bars = -1\n")
     assert main(["run", "--config", str(f)]) == 2
     assert "bars -1" in capsys.readouterr().err
+
+
+def test_a_controller_can_drive_a_track_mute_and_the_program(tmp_path):
+    f = tmp_path / "stage.toml"
+    f.write_text('programs = ["loop accompany", "follow continue"]\n[cc_map]\nprogram = 30\nmute_tenor = 31\n')
+    s = build_settings(load_toml(f), {})
+    assert s.cc_map == {"program": 30, "mute_tenor": 31} and s.programs == ["loop accompany", "follow continue"]

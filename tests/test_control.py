@@ -157,3 +157,41 @@ def test_model_switch_takes_effect_at_the_next_phrase_and_bad_switches_change_no
     assert {(ch, p) for _, ch, p, _ in listener.note_ons()} == {(1, 67), (2, 65), (3, 62)}
     assert request(ep, {"cmd": "status"})["status"]["model"] == str(other)
     assert request(ep, {"cmd": "reload"})["ok"]
+
+
+@LIVE
+def test_a_controller_mutes_one_track_and_picks_mode_and_model(jack_server, shift_model, tmp_path):
+    port = free_port()
+    ep = f"tcp://127.0.0.1:{port}"
+    cfg = tmp_path / "stage.toml"
+    cfg.write_text(f'programs = ["loop {shift_model}", "loop edit", "follow accompany"]\n'
+                   "[cc_map]\nprogram = 30\nmute_tenor = 31\n")
+    d = Daemon("lgprog", "--model", str(shift_model), "--bpm", str(BPM), "--config", str(cfg), "--control", ep)
+    player, listener = Player(d.in_port, "lgprog-p"), Listener(d.out_port, "lgprog-l")
+    try:
+        player.send([0xB0, 31, 127])                                  # a button: tenor off
+        time.sleep(0.3)
+        assert request(ep, {"cmd": "status"})["status"]["muted"] == ["tenor"]
+        player.send([0xB0, 31, 0])                                    # and on again
+        time.sleep(0.3)
+        assert request(ep, {"cmd": "status"})["status"]["muted"] == []
+        player.send([0xB0, 30, 127])                                  # program 3: follow needs a continue model
+        time.sleep(1.0)
+        assert "program 3 (follow accompany): mode follow plays continue models" in d.output()
+        player.send([0xB0, 30, 64])                                   # program 2: the AR-CNN, loop
+        time.sleep(1.5)                                               # (loaded on a thread of its own)
+        assert "program 2: loop edit from the next phrase" in d.output(), d.output()
+        t0 = time.perf_counter() + 0.3
+        play(player, t0, [(72, 0, 4), (74, 4, 8), (76, 8, 12)])
+        time.sleep(t0 + 2 * PHRASE * STEP + 0.2 - time.perf_counter())
+        st = request(ep, {"cmd": "status"})["status"]
+        assert st["kind"] == "edit" and st["mode"] == "loop" and st["tracks"] == {"edited": 2}
+        heard = listener.note_ons()
+        assert heard and {ch for _, ch, _, _ in heard} == {1}, heard   # the edit model's one track
+        assert listener.sounding_after() == set()
+        assert request(ep, {"cmd": "learn", "key": "mute_bass"})["ok"]
+        assert request(ep, {"cmd": "learn", "key": "volume"})["ok"] is False
+    finally:
+        d.stop()
+        player.close()
+        listener.close()
