@@ -516,6 +516,8 @@ class Engine:
                     log.info("program %d: %s %s from the next phrase", index + 1, mode, spec)
                 except (ConfigError, ValueError) as err:   # ModelError is a ValueError
                     log.warning("program %d (%s %s): %s", index + 1, mode, spec, err)
+                    if self.program == index:  # (so that the same zone may be tried again)
+                        self.program = None
 
         threading.Thread(target=load, name="livegen-program", daemon=True).start()
 
@@ -597,6 +599,7 @@ class Engine:
                 "running": self.clock.running, "phrase_steps": self.steps,
                 "settings": {k: getattr(self.settings, k) for k in CONTROLS},
                 "cc_map": dict(self.settings.cc_map), "programs": list(self.settings.programs),
+                "program": None if self.program is None else self.program + 1,
                 "last_inference_ms": round(self.phrase_ms[-1], 2)
                 if self.phrase_ms else None,
                 "stats": self.stats | self.scheduler.stats | (self.remote.stats if self.remote else {})}
