@@ -175,14 +175,12 @@ class LiveSession:
         poller.start()
         return poller
 
-    def _own_port(self, port_name: str) -> str | None:
-        """The full JACK name of an input port of ours (JACK may have renamed the client)."""
+    def _own_port(self, port_name: str, ports: list[str]) -> str | None:
+        """The full JACK name of a port of ours among `ports` (JACK may have renamed the client)."""
         import re
 
-        from livegen.ports import list_ports
-
         pattern = re.escape(self.settings.client_name) + r"(-\d+)?:" + re.escape(port_name)
-        hits = [n for n in list_ports(self.backend)[1] if re.fullmatch(pattern, n)]
+        hits = [n for n in ports if re.fullmatch(pattern, n)]
         return hits[-1] if hits else None
 
     def _guard(self, entry) -> None:
@@ -192,27 +190,22 @@ class LiveSession:
         sources each cycle, and with the dummy driver that lost a few more messages: 3.2 vs
         1.4 of 3,000 played into `livegen run`, mean of 9 runs each way, session 3. Virtual
         ports, which a DAW or a test plays into, are left alone.)"""
-        from livegen.ports import open_guard
+        from livegen.ports import list_ports, open_guard
 
-        own = self._own_port(entry[4])
+        own = self._own_port(entry[4], list_ports(self.backend)[1])   # (inputs are among destinations)
         if own is not None:
             entry[3].guard = open_guard(self.backend, self.settings.client_name, own)
 
     def _name_virtual_ports(self) -> None:
         """JACK renames a second client of the same name (livegen-01): report the real names."""
-        import re
-
         from livegen.ports import list_ports
 
         ins, outs = list_ports(self.backend)
-        pattern = re.escape(self.settings.client_name) + r"(-\d+)?:"
         for entry in self.inputs:
             if entry[2] == "virtual":
-                hits = [n for n in outs if re.fullmatch(pattern + re.escape(entry[1].split(":")[-1]), n)]
-                entry[1] = hits[-1] if hits else entry[1]
+                entry[1] = self._own_port(entry[4], outs) or entry[1]
         if self.settings.output == "virtual":
-            hits = [n for n in ins if re.fullmatch(pattern + "out", n)]
-            self.out_name = hits[-1] if hits else self.out_name
+            self.out_name = self._own_port("out", ins) or self.out_name
 
     def watch_ports(self) -> None:
         """Reconnect an unplugged keyboard; silence and reconnect a lost output."""
