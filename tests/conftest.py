@@ -26,18 +26,24 @@ def jack_server():
     old = os.environ.get("JACK_DEFAULT_SERVER")
     os.environ["JACK_DEFAULT_SERVER"] = name
     os.environ["JACK_NO_START_SERVER"] = "1"
+    log = open(f"/tmp/{name}.log", "w+")
     proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "64"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 15
     while subprocess.run(["jack_lsp"], capture_output=True).returncode != 0:
         if time.monotonic() > deadline or proc.poll() is not None:
             proc.kill()
-            pytest.fail("could not start jackd -d dummy")
+            log.seek(0)
+            said = log.read()[-600:]
+            hint = ("\n(JACK's registry in /dev/shm holds servers that were killed: with no jackd running, "
+                    "`rm -rf /dev/shm/jack*` clears it)" if "Too many servers" in said else "")
+            pytest.fail(f"could not start jackd -d dummy:\n{said}{hint}")
         time.sleep(0.1)
     time.sleep(1.0)   # let the new server settle before the first clients connect
     yield name
     proc.terminate()
     proc.wait(10)
+    log.close()
     if old is None:
         os.environ.pop("JACK_DEFAULT_SERVER", None)
     else:
