@@ -74,7 +74,8 @@ _reruns: list[tuple[str, str]] = []
 
 def pytest_runtest_logreport(report):
     if report.outcome == "rerun":
-        _reruns.append((report.nodeid, str(report.longrepr)[-4000:]))
+        printed = "".join(f"\n--- {name}\n{text[-6000:]}" for name, text in report.sections if "stdout" in name)
+        _reruns.append((report.nodeid, str(report.longrepr)[-4000:] + printed))
 
 
 def pytest_terminal_summary(terminalreporter):
