@@ -31,8 +31,8 @@ def split(data) -> list:
     after a cut-off sysex are played, not lost; the cut-off part is malformed. A lone F7
     (what the JACK input guard sends, `livegen.ports.InputPoller`) ends nothing: it is dropped.
     """
-    if not data or data[0] != 0xF0 or len(data) < 2:
-        return [] if list(data) == [0xF7] else [data]
+    if not data or data[0] != 0xF0 or len(data) < 2:   # (every other message: no copy made)
+        return [] if len(data) == 1 and data[0] == 0xF7 else [data]
     out, cur = [], [data[0]]
     for b in data[1:]:
         if b == 0xF7:
