@@ -1,6 +1,7 @@
 """Timing of generated notes over real JACK ports, idle CPU and memory of the daemon.
 
     python benchmarks/live_timing.py [--seconds 120] [--bpm 120] [--mode loop] [--model accompany]
+                                     [--device cpu|cuda|auto] [--jsb PATH]
 
 Starts a JACK dummy server of its own, runs `livegen run` as a subprocess, plays the soprano
 lines of JSB test chorales into it in time, listens to its output, and prints a table:
@@ -33,13 +34,16 @@ def start_jack() -> subprocess.Popen:
     name = f"lgbench-{uuid.uuid4().hex[:6]}"
     os.environ["JACK_DEFAULT_SERVER"] = name
     os.environ["JACK_NO_START_SERVER"] = "1"
+    log = open(f"/tmp/{name}.log", "w+")
     proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "64"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=log, stderr=subprocess.STDOUT)
     for _ in range(150):
         if subprocess.run(["jack_lsp"], capture_output=True).returncode == 0:
             return proc
         time.sleep(0.1)
-    raise SystemExit("jackd did not start")
+    proc.kill()
+    log.seek(0)
+    raise SystemExit("jackd did not start:\n" + log.read()[-3000:])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -54,9 +58,9 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def melody(seconds: float, step: float) -> list[tuple[int, int, int]]:
+def melody(seconds: float, step: float, jsb: Path = JSB) -> list[tuple[int, int, int]]:
     """Soprano lines of JSB test chorales, one after another, as (pitch, start, end) steps."""
-    test = json.loads(JSB.read_text())["test"]
+    test = json.loads(jsb.read_text())["test"]
     notes, offset, total = [], 0, int(seconds / step)
     for chorale in test:
         sop = [s[0] for s in chorale]
@@ -80,17 +84,20 @@ def main() -> int:
     ap.add_argument("--model", default="accompany")
     ap.add_argument("--mode", default="loop", choices=["loop", "respond", "follow"])
     ap.add_argument("--idle-seconds", type=float, default=10)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="the daemon's inference device")
+    ap.add_argument("--jsb", default=str(JSB), help="the JSB chorales JSON (its test sopranos are played)")
     args = ap.parse_args()
     jack = start_jack()
     step = 60 / (args.bpm * 4)
     try:
-        d = Daemon("lgbench", "--model", args.model, "--mode", args.mode, "--bpm", str(args.bpm), "--seed", "1")
+        d = Daemon("lgbench", "--model", args.model, "--mode", args.mode, "--bpm", str(args.bpm), "--seed", "1",
+                   "--device", args.device, "--backend", "jack")
         player, listener = Player(d.in_port, "bench-player"), Listener(d.out_port, "bench-listener")
         pid = d.proc.pid
         c0 = cpu_seconds(pid)
         time.sleep(args.idle_seconds)
         idle_cpu = (cpu_seconds(pid) - c0) / args.idle_seconds * 100
-        notes = melody(args.seconds, step)
+        notes = melody(args.seconds, step, Path(args.jsb))
         events = []
         for p, s, e in notes:
             events += [(s * step, [0x90, p, 90]), (e * step - 0.005, [0x80, p, 0])]
@@ -113,6 +120,8 @@ def main() -> int:
     pos = np.array([(t - t0) / step for t, *_ in ons])
     err_ms = (pos - np.round(pos)) * step * 1000
     jitter = err_ms - np.median(err_ms)
+    provider = next((line.split(" on ")[-1].split(",")[0] for line in out.splitlines() if "warm-up pass" in line), "?")
+    inference = f"inference on {provider} ({os.cpu_count()} cores)"
     late = next((int(x.split()[1]) for x in out.split(", ") if x.startswith("late_dropped")), -1)
 
     def row(name, e):
@@ -129,7 +138,7 @@ def main() -> int:
         delays = np.array(delays)
         inside = "; ".join(line.split("livegen: ")[1] for line in out.splitlines() if "livegen: follow:" in line) or "?"
         print(f"\nlivegen follow mode: {args.seconds:.0f} s at {args.bpm:g} BPM, model {args.model}, "
-              f"{len(sent_ons)} player notes, {len(delays)} answered, CPU inference ({os.cpu_count()} cores)")
+              f"{len(sent_ons)} player notes, {len(delays)} answered, {inference}")
         print("| delay of the harmony behind the player's note | p50 ms | p99 ms | max ms |\n|---|---|---|---|")
         print(f"| end to end (2 JACK hops) | {np.percentile(delays, 50):.2f} | {np.percentile(delays, 99):.2f} | "
               f"{delays.max():.2f} |")
@@ -142,7 +151,7 @@ def main() -> int:
         print(f"| daemon resident memory after the session | {rss:.0f} MiB |")
         return 0
     print(f"\nlivegen live timing ({args.mode}): {args.seconds:.0f} s at {args.bpm:g} BPM, model {args.model}, "
-          f"{len(notes)} player notes, CPU inference ({os.cpu_count()} cores)")
+          f"{len(notes)} player notes, {inference}")
     print("| generated note-ons vs grid | notes | p50 ms | p99 ms | max ms |")
     print("|---|---|---|---|---|")
     print(row("player's grid (end to end, 2 JACK hops)", err_ms))
