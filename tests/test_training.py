@@ -123,3 +123,28 @@ def test_torchrun_two_processes_on_gloo(tmp_path, jsb_path):
     run = json.loads((out / "run.json").read_text())
     assert run["world_size"] == 2
     assert load_checkpoint(out / "last.pt")["step"] == 6
+
+
+def test_best_of_k_scores_the_draw_closest_to_the_real_voices():
+    from training.gan import best_of_k_cross_entropy
+
+    targets = torch.tensor([[[0, 1]], [[1, 0]]])                 # 2 melodies, 1 track, 2 steps, 3 classes
+    right = torch.nn.functional.one_hot(targets, 3).float() * 20
+    wrong = torch.nn.functional.one_hot(1 - targets, 3).float() * 20
+    # draw 0 sings melody 0 right and melody 1 wrong, draw 1 the other way round
+    logits = torch.cat([torch.stack([right[0], wrong[1]]), torch.stack([wrong[0], right[1]])])
+    assert best_of_k_cross_entropy(logits, targets, 2).item() < 1e-6
+    assert best_of_k_cross_entropy(logits[:2], targets, 1).item() > 9
+
+
+def test_a_gan_fine_tunes_from_a_checkpoint_with_its_architecture(tmp_path, jsb_path):
+    run_steps("gan", tmp_path, jsb_path, 3)
+    start = tmp_path / "gan" / "best.pt"
+    run = RunConfig(model="gan", data=f"jsb:{jsb_path}", out=str(tmp_path / "tuned"), steps=3, batch_size=8,
+                    lr=3e-3, warmup=2, valid_every=3, max_chorales=6, init=str(start))
+    fit(run, {"variety_k": 3}, show_progress=False)
+    tuned = load_checkpoint(tmp_path / "tuned" / "last.pt")
+    assert tuned["config"] == {**load_checkpoint(start)["config"], "variety_k": 3}
+    wrong = RunConfig(model="arcnn", data=f"jsb:{jsb_path}", out=str(tmp_path / "x"), steps=1, init=str(start))
+    with pytest.raises(ValueError, match="is a gan checkpoint, not arcnn"):
+        fit(wrong, show_progress=False)

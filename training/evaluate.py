@@ -168,9 +168,16 @@ def baseline_voices(chorale: np.ndarray) -> np.ndarray:
     return out
 
 
-def evaluate_accompany(model: Model, chorales: list[np.ndarray], seed: int = 0) -> dict[str, dict[str, float]]:
-    rng = np.random.default_rng(seed)
+VARIETY = "voice-steps changed by the noise"
+
+
+def evaluate_accompany(model: Model, chorales: list[np.ndarray], seed: int = 0) -> dict[str, dict]:
+    """The metrics of the real, generated and baseline voices, and how much of the generated
+    voices (voice-steps, rests included) a second draw of the noise changes: what a performer
+    hears change with the seed."""
+    rng, other = np.random.default_rng(seed), np.random.default_rng(seed + 1)
     sums = {"real voices": None, "model": None, "baseline (3rd, 8ve, 2 8ves below)": None}
+    changed = cells = 0
     for chorale in chorales:
         scale = estimate_key(chorale)
         w = model.info.window_steps
@@ -179,10 +186,16 @@ def evaluate_accompany(model: Model, chorales: list[np.ndarray], seed: int = 0) 
             continue
         versions = {"real voices": chorale[:steps], "model": generate_voices(model, chorale, rng),
                     "baseline (3rd, 8ve, 2 8ves below)": baseline_voices(chorale[:steps])}
+        again = generate_voices(model, chorale, other)
+        changed += int((again[:, 1:] != versions["model"][:, 1:]).sum())
+        cells += again[:, 1:].size
         for name, voices in versions.items():
             m = voice_metrics(voices, scale)
             sums[name] = m if sums[name] is None else {k: sums[name][k] + m[k] for k in m}
-    return {name: summarise(s) for name, s in sums.items()}
+    rows = {name: summarise(s) for name, s in sums.items()}
+    for name in rows:
+        rows[name][VARIETY] = changed / max(cells, 1) if name == "model" else "-"
+    return rows
 
 
 # --------------------------------------------------------------------------- edit

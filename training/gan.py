@@ -5,7 +5,8 @@ track is a softmax over the pitches plus one rest class per step, so each voice 
 most one note. Critic: a plain CNN over melody + 3 voices, trained with WGAN-GP (several
 critic steps per generator step, as in MuseGAN and DeepComposer). A reconstruction term
 (the real voices' log-likelihood) keeps the generator near the chorales so it trains in
-minutes; the adversarial term sharpens it.
+minutes; the adversarial term sharpens it. With `variety_k` > 1 that term takes the best of
+k noise draws, so that the noise picks one of several harmonisations.
 """
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ class GANConfig:
     gp_weight: float = 10.0
     recon_weight: float = 1.0
     adv_weight: float = 0.1
+    # > 1: the reconstruction term scores the best of this many noise draws per melody, so
+    # only one of them has to sing the chorale's own voices and the others are free to
+    # harmonise it otherwise (the adversarial term keeps them chorale-like); with 1 the
+    # generator learns to ignore the noise
+    variety_k: int = 1
 
 
 class Generator(nn.Module):
@@ -84,3 +90,11 @@ def voice_targets(voices: torch.Tensor, pitch_low: int, pitch_count: int) -> tor
     ids = voices.long() - pitch_low
     ids = torch.where(voices < 0, torch.full_like(ids, pitch_count), ids)
     return ids.permute(0, 2, 1)
+
+
+def best_of_k_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:
+    """logits (k * B, tracks, T, classes) for k noise draws of the same B melodies (draw-major),
+    targets (B, tracks, T) -> the mean over melodies of the lowest per-melody cross-entropy."""
+    per_cell = F.cross_entropy(logits.permute(0, 3, 1, 2), targets.repeat(k, 1, 1), reduction="none")
+    per_melody = per_cell.flatten(1).mean(dim=1).view(k, -1)            # (k, B)
+    return per_melody.min(dim=0).values.mean()

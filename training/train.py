@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from training import data as D
 from training.arcnn import ARCNN, ARCNNConfig, corrupt, edit_loss
-from training.gan import Critic, GANConfig, Generator, gradient_penalty, voice_targets
+from training.gan import Critic, GANConfig, Generator, best_of_k_cross_entropy, gradient_penalty, voice_targets
 from training.transformer import MusicTransformer, TransformerConfig, tokens_from_voices
 
 log = logging.getLogger("training")
@@ -47,6 +47,7 @@ class RunConfig:
     augment: bool = True
     max_chorales: int = 0      # 0 = all; a small number makes a quick test run
     minutes: float = 0.0       # > 0: stop after this much training time; the LR schedule follows it
+    init: str = ""             # a checkpoint whose weights start this run (modules of the same names)
 
 
 # --------------------------------------------------------------------------- tasks
@@ -108,8 +109,10 @@ class GANTask(Task):
             average_gradients(C, self.world)
             self.optimizers["critic"].step()
         melody, real, targets = self.batch()
+        k = max(self.cfg.variety_k, 1)
+        melody = melody.repeat(k, 1, 1)                       # k noise draws per melody, draw-major
         logits = G.logits(melody, self.noise(len(melody)))
-        recon = F.cross_entropy(logits.permute(0, 3, 1, 2), targets)
+        recon = best_of_k_cross_entropy(logits, targets, k)
         adv = -C(melody, F.softmax(logits, dim=-1)[..., :-1]).mean()
         g_loss = self.cfg.recon_weight * recon + self.cfg.adv_weight * adv
         self.optimizers["generator"].zero_grad(set_to_none=True)
@@ -122,8 +125,10 @@ class GANTask(Task):
     def valid_loss(self) -> float:
         G = self.modules["generator"]
         melody, _, targets = self.valid_batch
+        k = max(self.cfg.variety_k, 1)
+        melody = melody.repeat(k, 1, 1)
         z = torch.randn(len(melody), self.cfg.z_dim, generator=torch.Generator().manual_seed(0)).to(self.device)
-        return F.cross_entropy(G.logits(melody, z).permute(0, 3, 1, 2), targets).item()
+        return best_of_k_cross_entropy(G.logits(melody, z), targets, k).item()
 
     @torch.no_grad()
     def sample_rolls(self) -> dict[str, np.ndarray]:
@@ -408,7 +413,11 @@ def fit(run: RunConfig, model_config: dict | None = None, resume: bool = True, s
     splits = D.load_source(run.data, cache_dir=out / "cache")
     last = out / "last.pt"
     ckpt = load_checkpoint(last) if resume and last.exists() else None
-    cfg = ckpt["config"] if ckpt else model_config
+    start = load_checkpoint(run.init) if run.init and not ckpt else None
+    if start and start["model"] != run.model:
+        raise ValueError(f"--init {run.init} is a {start['model']} checkpoint, not {run.model}")
+    # resuming keeps the run's own config; --init takes the architecture of the weights it loads
+    cfg = ckpt["config"] if ckpt else {**start["config"], **(model_config or {})} if start else model_config
     task = TASKS[run.model](run, splits, device, rank, world, model_config=cfg)
     step, history, best = 0, [], float("inf")
     if ckpt:
@@ -421,6 +430,13 @@ def fit(run: RunConfig, model_config: dict | None = None, resume: bool = True, s
         torch.manual_seed(run.seed + step)
         if rank == 0:
             log.info("resumed from %s at step %d", last, step)
+    elif start:
+        for k, weights in start["modules"].items():
+            if k in task.modules:
+                task.modules[k].load_state_dict({n: t.float() if t.is_floating_point() else t
+                                                 for n, t in weights.items()})
+        if rank == 0:
+            log.info("started from the weights of %s (%s)", run.init, ", ".join(start["modules"]))
     if world > 1:   # identical start on every rank
         for m in task.modules.values():
             for p in m.parameters():
@@ -501,12 +517,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=None, help="JSON of model config fields, e.g. '{\"layers\": 4}'")
     p.add_argument("--minutes", type=float, default=0.0, help="stop after this much training time")
     p.add_argument("--fresh", action="store_true", help="ignore OUT/last.pt instead of resuming from it")
+    p.add_argument("--init", default="", help="start from this checkpoint's weights (e.g. a shipped one, "
+                   "to fine-tune with another --config); the optimisers start fresh")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     run = RunConfig(model=args.model, data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
                     lr=args.lr, valid_every=args.valid_every, warmup=args.warmup, seed=args.seed,
                     device=args.device, augment=not args.no_augment, max_chorales=args.max_chorales,
-                    minutes=args.minutes)
+                    minutes=args.minutes, init=args.init)
     try:
         model_config = json.loads(args.config) if args.config else None
         result = fit(run, model_config, resume=not args.fresh)
