@@ -136,3 +136,20 @@ def test_a_late_note_corrects_the_step_sounded_on_the_grid(model):
     corrected, h = run(late=True)
     assert corrected == on_time
     assert h.guess_stats["corrected"] == 1 and h.redo(60) is None    # once per step
+
+
+def test_an_answer_after_a_cadence_still_sings_in_four_voices(model):
+    """respond + continue: the answer never ends the piece. Seed 44 on this melody (the live
+    tests' phrase, ending on a cadence) answered with 2 notes in 2 voices before rests were
+    left out of answers; CI heard such an empty phrase once."""
+    from livegen.config import Settings
+    from livegen.engine import generate
+    from livegen.roll import Note
+
+    melody = [Note(p, s, e) for p, s, e in [(72, 0, 4), (74, 4, 6), (76, 8, 12), (77, 12, 14), (79, 16, 24),
+                                            (77, 24, 28), (76, 28, 31)]]
+    for seed in (44, 1):
+        answer = generate(model, Settings(mode="respond"), melody, 0, 32, np.random.default_rng(seed))
+        for voice in range(4):
+            steps = sorted(s for n in answer if n.track == voice for s in range(n.start, n.end))
+            assert steps == list(range(32)), (seed, voice, steps)    # sounding on every step of the phrase
