@@ -24,13 +24,17 @@ LIVE = [pytest.mark.usefixtures("jack_server"), pytest.mark.flaky(reruns=2)]
 pytestmark = LIVE
 
 
-def play(player: Player, t0: float, notes, channel: int = 0, offset_steps: int = 0) -> None:
+def play(player: Player, t0: float, notes, channel: int = 0, offset_steps: int = 0) -> float:
+    """Plays the notes in time; returns how late (s) the latest message left the player (a busy
+    machine can hold the test itself up: a note-off late by a step makes a note of the next phrase)."""
     events = []
     for pitch, start, end in notes:
         events.append(((start + offset_steps) * STEP, [0x90 | channel, pitch, 100]))
         events.append(((end + offset_steps) * STEP - 0.01, [0x80 | channel, pitch, 0]))
+    late = 0.0
     for dt, msg in sorted(events, key=lambda e: e[0]):
-        player.at(t0 + dt, msg)
+        late = max(late, player.at(t0 + dt, msg) - (t0 + dt))
+    return late
 
 
 def expected(notes, phrase_offset: int) -> list[tuple[int, int, int]]:
