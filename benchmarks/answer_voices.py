@@ -20,8 +20,7 @@ from livegen.config import Settings  # noqa: E402
 from livegen.engine import generate  # noqa: E402
 from livegen.models import Model  # noqa: E402
 from livegen.roll import Note  # noqa: E402
-
-MELODY = [(72, 0, 4), (74, 4, 6), (76, 8, 12), (77, 12, 14), (79, 16, 24), (77, 24, 28), (76, 28, 31)]
+from tests.test_engine_live import MELODY  # noqa: E402   (the live tests' phrase)
 
 
 def main() -> int:

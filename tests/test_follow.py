@@ -145,9 +145,9 @@ def test_an_answer_after_a_cadence_still_sings_in_four_voices(model):
     from livegen.config import Settings
     from livegen.engine import generate
     from livegen.roll import Note
+    from tests.test_engine_live import MELODY
 
-    melody = [Note(p, s, e) for p, s, e in [(72, 0, 4), (74, 4, 6), (76, 8, 12), (77, 12, 14), (79, 16, 24),
-                                            (77, 24, 28), (76, 28, 31)]]
+    melody = [Note(p, s, e) for p, s, e in MELODY]
     for seed in (44, 1):
         answer = generate(model, Settings(mode="respond"), melody, 0, 32, np.random.default_rng(seed))
         for voice in range(4):
