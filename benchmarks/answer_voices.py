@@ -17,10 +17,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from livegen.config import Settings  # noqa: E402
-from livegen.engine import generate  # noqa: E402
+from livegen.phrase import generate  # noqa: E402
 from livegen.models import Model  # noqa: E402
 from livegen.roll import Note  # noqa: E402
-from tests.test_engine_live import MELODY  # noqa: E402   (the live tests' phrase)
+from tests.virtual import MELODY  # noqa: E402   (the tests' phrase)
 
 
 def main() -> int:

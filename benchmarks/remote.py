@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from livegen.config import Settings  # noqa: E402
-from livegen.engine import generate  # noqa: E402
+from livegen.phrase import generate  # noqa: E402
 from livegen.models import Model  # noqa: E402
 from livegen.remote import RemoteInference  # noqa: E402
 from livegen.roll import Note  # noqa: E402

@@ -1,9 +1,9 @@
-"""`livegen run | render | ports`: the command line."""
+"""`livegen run | render | ports | worker | ctl | watch | keys`: the command line (arguments only;
+what `run` does is livegen/session.py)."""
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
@@ -11,7 +11,7 @@ import time
 
 from livegen import __version__
 from livegen.config import Settings, build_settings, load_toml, parse_channels
-from livegen.errors import ConfigError, LivegenError, PortError
+from livegen.errors import ConfigError, LivegenError
 
 log = logging.getLogger("livegen")
 
@@ -90,18 +90,9 @@ def cmd_ports(args) -> int:
     return 0
 
 
-def load_model(settings: Settings):
-    from livegen.models import Model
-
-    model = Model(settings.model, settings.device)
-    ms = model.warm_up()
-    log.info("model %s (%s, tracks %s) on %s, warm-up pass %.1f ms", model.info.path, model.info.kind,
-             ",".join(model.info.tracks), model.provider, ms)
-    return model
-
-
 def cmd_render(args) -> int:
     from livegen.render import render
+    from livegen.session import load_model
 
     settings = settings_from(args)
     model = load_model(settings)
@@ -114,187 +105,9 @@ def cmd_render(args) -> int:
     return 0
 
 
-class LiveSession:
-    """Ports + engine for `livegen run`; owns the JACK server it started, if any."""
-
-    def __init__(self, settings: Settings):
-        from livegen.ports import jack_server_running, pick_backend, start_jack_dummy
-
-        self.settings = settings
-        self.backend = pick_backend(settings.backend)
-        self.jack = None
-        if settings.backend == "auto" and self.backend == "jack":
-            log.info("no ALSA sequencer here (/dev/snd/seq): using JACK")
-        if self.backend == "jack":
-            server = settings.jack_server or os.environ.get("JACK_DEFAULT_SERVER") or None
-            if server:
-                os.environ["JACK_DEFAULT_SERVER"] = server
-            if not jack_server_running(server):
-                if not settings.start_jack:
-                    raise PortError("no JACK server is running; start one (jackd -d dummy) or drop --no-start-jack")
-                log.info("no JACK server running: starting `jackd -d dummy`%s", f" named {server}" if server else "")
-                self.jack = start_jack_dummy(server)
-        self.model = load_model(settings)
-        self.out = None
-        self.inputs = []
-        self.stopped = threading.Event()
-        self.watcher = None
-
-    def send(self, msg: list[int]) -> None:
-        self.out.send_message(msg)
-
-    def open(self) -> None:
-        from livegen.engine import Engine, phrase_steps
-        from livegen.ports import open_port
-
-        s = self.settings
-        self.engine = Engine(s, self.model, self.send, on_stopped=self.stopped.set)
-        # inputs first: on JACK the first client keeps the plain name (livegen:in), the output
-        # client gets a suffix (livegen-01:out)
-        self.inputs = []
-        specs = [("in", s.input)] + ([("clock", s.clock_port)] if s.clock_port else [])
-        for port_name, spec in specs:
-            port, name = open_port("in", self.backend, spec, s.client_name, port_name)
-            self.inputs.append([port, name, spec, self._poll(port), port_name])
-        self.out, self.out_name = open_port("out", self.backend, s.output, s.client_name)
-        if self.backend == "jack":
-            self._name_virtual_ports()
-            for entry in self.inputs:
-                if entry[2] != "virtual":   # a keyboard's port (see `_guard`)
-                    self._guard(entry)
-        channels = ",".join(str(c + 1) for c in self.engine.channels)
-        log.info("listening on %s, playing to %s; tracks %s on channels %s; %d-step phrases at %s",
-                 " and ".join(i[1] for i in self.inputs), self.out_name, ",".join(self.engine.tracks), channels,
-                 phrase_steps(s, self.model), "MIDI clock" if s.clock == "midi" else f"{s.bpm:g} BPM")
-
-    def _poll(self, port):
-        from livegen.ports import InputPoller
-
-        port.ignore_types(sysex=False, timing=False, active_sense=False)   # see InputPoller
-        poller = InputPoller(port, self.engine.feed)
-        poller.start()
-        return poller
-
-    def _own_port(self, port_name: str, ports: list[str]) -> str | None:
-        """The full JACK name of a port of ours among `ports` (JACK may have renamed the client)."""
-        import re
-
-        pattern = re.escape(self.settings.client_name) + r"(-\d+)?:" + re.escape(port_name)
-        hits = [n for n in ports if re.fullmatch(pattern, n)]
-        return hits[-1] if hits else None
-
-    def _guard(self, entry) -> None:
-        """JACK: let the input's poller end a cut-off sysex (see InputPoller). Only on inputs
-        opened by name, i.e. devices: a sysex cut off by an unplugged cable or a firmware
-        fault comes from them. (A second connection into an input makes JACK mix its
-        sources each cycle, and with the dummy driver that lost a few more messages: 3.2 vs
-        1.4 of 3,000 played into `livegen run`, mean of 9 runs each way, session 3. Virtual
-        ports, which a DAW or a test plays into, are left alone.)"""
-        from livegen.ports import list_ports, open_guard
-
-        own = self._own_port(entry[4], list_ports(self.backend)[1])   # (inputs are among destinations)
-        if own is not None:
-            entry[3].guard = open_guard(self.backend, self.settings.client_name, own)
-
-    def _name_virtual_ports(self) -> None:
-        """JACK renames a second client of the same name (livegen-01): report the real names."""
-        from livegen.ports import list_ports
-
-        ins, outs = list_ports(self.backend)
-        for entry in self.inputs:
-            if entry[2] == "virtual":
-                entry[1] = self._own_port(entry[4], outs) or entry[1]
-        if self.settings.output == "virtual":
-            self.out_name = self._own_port("out", ins) or self.out_name
-
-    def watch_ports(self) -> None:
-        """Reconnect an unplugged keyboard; silence and reconnect a lost output."""
-        from livegen.ports import PortWatcher, open_port
-
-        named = [e for e in self.inputs if e[2] != "virtual"] or self.settings.output != "virtual"
-        if not named:
-            return
-        if self.watcher is None:
-            # one long-lived probe: making JACK clients every second upsets the JACK graph
-            self.watcher = PortWatcher(self.backend, self.settings.client_name)
-        ins, outs = self.watcher.inputs(), self.watcher.outputs()
-        for entry in self.inputs:
-            port, name, spec, poller, _ = entry
-            if spec == "virtual":
-                continue
-            if port is not None and name not in ins:
-                log.warning("input %s is gone; waiting for it to come back", name)
-                poller.stop()
-                port.close_port()
-                entry[0] = None
-            elif port is None and name in ins:
-                new, _ = open_port("in", self.backend, name, self.settings.client_name, entry[4])
-                entry[0], entry[3] = new, self._poll(new)
-                if self.backend == "jack":
-                    self._guard(entry)
-                log.info("input %s is back", name)
-        if self.settings.output != "virtual":
-            if self.out is not None and self.out_name not in outs:
-                log.warning("output %s is gone: silencing, waiting for it to come back", self.out_name)
-                self.engine.scheduler.panic(channels=set(self.engine.channels))
-                self.out_lost = True
-            elif getattr(self, "out_lost", False) and self.out_name in outs:
-                new, _ = open_port("out", self.backend, self.out_name, self.settings.client_name)
-                old, self.out = self.out, new
-                old.close_port()
-                self.out_lost = False
-                log.info("output %s is back", self.out_name)
-
-    def run(self) -> int:
-        import faulthandler
-
-        faulthandler.register(signal.SIGUSR1)   # `kill -USR1 PID` prints every thread's stack
-        self.open()
-        if self.settings.control:
-            from livegen.control import ControlServer
-
-            self.control = ControlServer(self.engine, self.settings.control, self.settings.telemetry,
-                                         self.settings.keys)
-            self.control.start()
-            log.info("control socket on %s%s%s", self.settings.control,
-                     f", telemetry on {self.settings.telemetry}" if self.settings.telemetry else "",
-                     " (CURVE)" if self.settings.keys else "")
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: self.stopped.set())
-        self.engine.start()
-        log.info("running; Ctrl-C stops")
-        try:
-            while not self.stopped.wait(1.0):
-                self.watch_ports()
-        finally:
-            self.close()
-        return 0
-
-    def close(self) -> None:
-        if getattr(self, "control", None):
-            self.control.close()
-        engine = getattr(self, "engine", None)
-        if engine:
-            engine.stop()
-            st = engine.stats | engine.scheduler.stats
-            if engine.follower:
-                st["clock_ticks_lost"] = engine.follower.lost_ticks
-            log.info("stopped: %s", ", ".join(f"{k} {v}" for k, v in st.items()))
-        for port, _, _, poller, _ in self.inputs:
-            poller.stop()
-            if port is not None:
-                port.close_port()
-        if self.out is not None:
-            # the last note-offs and CC 123/120 sit in rtmidi's buffer until the MIDI API's
-            # next cycles take them: closing at once would lose them
-            time.sleep(0.1)
-            self.out.close_port()
-        if self.jack is not None:
-            self.jack.terminate()
-            self.jack.wait(5)
-
-
 def cmd_run(args) -> int:
+    from livegen.session import LiveSession
+
     settings = settings_from(args)
     session = LiveSession(settings)
     try:

@@ -5,6 +5,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from livegen.endpoints import check_endpoint
 from livegen.errors import ConfigError
 
 MODES = ("loop", "respond", "follow")
@@ -79,8 +80,6 @@ class Settings:
             raise ConfigError(f"tolerance {self.tolerance}: use 0 up to 0.5 of a step")
         if self.threshold is not None and not 0 < self.threshold < 1:
             raise ConfigError(f"threshold {self.threshold}: use a number between 0 and 1")
-        from livegen.control import CC_TARGETS, CONTROLS, cc_target, check_endpoint
-
         for key, control in CONTROLS.items():   # the live controls' ranges hold at start-up too
             value = getattr(self, key)
             if key != "mute" and value is not None:
@@ -162,3 +161,65 @@ def build_settings(file_values: dict, cli_values: dict) -> Settings:
         if f.name in ("bars",) and not isinstance(v, int):
             raise ConfigError(f"{f.name} must be a whole number, not {v!r}")
     return s.check()
+
+
+# ---------------------------------------------------------------- settings that change while playing
+
+@dataclass(frozen=True)
+class Control:
+    """One live setting: its type, range, and how a CC value 0..127 maps onto it."""
+    kind: type
+    low: float = 0.0
+    high: float = 1.0
+
+    def parse(self, key: str, value):
+        if self.kind is bool:
+            if isinstance(value, bool):
+                return value
+            raise ConfigError(f"{key} must be true or false")
+        if self.kind is list:
+            if isinstance(value, str):
+                value = [x for x in value.split(",") if x]
+            elif isinstance(value, int) and not isinstance(value, bool):   # one track by number
+                value = [value]
+            if not isinstance(value, list):
+                raise ConfigError(f"{key} must be a list of track names or numbers")
+            return [str(x) for x in value]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number")
+        if not self.low <= value <= self.high:
+            low, high = (int(self.low), int(self.high)) if self.kind is int else (f"{self.low:g}", f"{self.high:g}")
+            raise ConfigError(f"{key} must be within {low}..{high}")
+        return self.kind(value)
+
+    def from_cc(self, cc_value: int):
+        if self.kind is bool:
+            return cc_value >= 64
+        value = self.low + (self.high - self.low) * cc_value / 127
+        return self.kind(round(value)) if self.kind is int else value
+
+
+CONTROLS = {
+    "temperature": Control(float, 0.0, 2.0),
+    "top_p": Control(float, 0.05, 1.0),
+    "threshold": Control(float, 0.05, 0.95),
+    "edit_passes": Control(int, 1, 40),
+    "edits_per_pass": Control(int, 1, 40),
+    "edit_temperature": Control(float, 0.0, 2.0),
+    "max_remove": Control(float, 0.0, 1.0),
+    "max_add": Control(int, 0, 256),
+    "keep_player": Control(bool),
+    "bpm": Control(float, 20, 400),
+    "seed": Control(int, 0, 2 ** 31 - 1),
+    "mute": Control(list),
+}
+
+
+CC_TARGETS = (", ".join(k for k in CONTROLS if k != "mute") +
+              ", program (mode and model from `programs`), mute_TRACK (e.g. mute_tenor: on at 64 and up)")
+
+
+def cc_target(key) -> bool:
+    """Whether a MIDI controller can drive `key` (cc_map, MIDI learn)."""
+    return isinstance(key, str) and (key in CONTROLS and key != "mute" or key == "program"
+                                     or key.startswith("mute_") and len(key) > len("mute_"))

@@ -11,100 +11,16 @@ keys are in DIR/authorized may talk.
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
+from livegen.config import CC_TARGETS, cc_target
+from livegen.endpoints import check_endpoint, loopback
 from livegen.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Control:
-    """One live setting: its type, range, and how a CC value 0..127 maps onto it."""
-    kind: type
-    low: float = 0.0
-    high: float = 1.0
-
-    def parse(self, key: str, value):
-        if self.kind is bool:
-            if isinstance(value, bool):
-                return value
-            raise ConfigError(f"{key} must be true or false")
-        if self.kind is list:
-            if isinstance(value, str):
-                value = [x for x in value.split(",") if x]
-            elif isinstance(value, int) and not isinstance(value, bool):   # one track by number
-                value = [value]
-            if not isinstance(value, list):
-                raise ConfigError(f"{key} must be a list of track names or numbers")
-            return [str(x) for x in value]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number")
-        if not self.low <= value <= self.high:
-            low, high = (int(self.low), int(self.high)) if self.kind is int else (f"{self.low:g}", f"{self.high:g}")
-            raise ConfigError(f"{key} must be within {low}..{high}")
-        return self.kind(value)
-
-    def from_cc(self, cc_value: int):
-        if self.kind is bool:
-            return cc_value >= 64
-        value = self.low + (self.high - self.low) * cc_value / 127
-        return self.kind(round(value)) if self.kind is int else value
-
-
-CONTROLS = {
-    "temperature": Control(float, 0.0, 2.0),
-    "top_p": Control(float, 0.05, 1.0),
-    "threshold": Control(float, 0.05, 0.95),
-    "edit_passes": Control(int, 1, 40),
-    "edits_per_pass": Control(int, 1, 40),
-    "edit_temperature": Control(float, 0.0, 2.0),
-    "max_remove": Control(float, 0.0, 1.0),
-    "max_add": Control(int, 0, 256),
-    "keep_player": Control(bool),
-    "bpm": Control(float, 20, 400),
-    "seed": Control(int, 0, 2 ** 31 - 1),
-    "mute": Control(list),
-}
-
-
-CC_TARGETS = (", ".join(k for k in CONTROLS if k != "mute") +
-              ", program (mode and model from `programs`), mute_TRACK (e.g. mute_tenor: on at 64 and up)")
-
-
-def cc_target(key) -> bool:
-    """Whether a MIDI controller can drive `key` (cc_map, MIDI learn)."""
-    return isinstance(key, str) and (key in CONTROLS and key != "mute" or key == "program"
-                                     or key.startswith("mute_") and len(key) > len("mute_"))
-
-
-def check_endpoint(endpoint: str, what: str) -> None:
-    """A ZeroMQ address livegen can bind or connect: tcp://HOST:PORT or ipc://PATH."""
-    url = urlparse(endpoint)
-    try:
-        ok = (url.scheme == "tcp" and bool(url.hostname) and url.port is not None) or \
-            (url.scheme == "ipc" and len(endpoint) > len("ipc://"))
-    except ValueError:        # a port that is not a number, or out of range
-        ok = False
-    if not ok:
-        raise ConfigError(f"{what} {endpoint!r}: not a ZeroMQ address; use tcp://HOST:PORT "
-                          "(e.g. tcp://127.0.0.1:5555) or ipc:///a/path")
-
-
-def loopback(endpoint: str) -> bool:
-    host = urlparse(endpoint).hostname or ""
-    if endpoint.startswith(("ipc://", "inproc://")) or host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def make_keys(folder: str | Path) -> dict[str, Path]:
@@ -179,8 +95,7 @@ class ControlServer(threading.Thread):
             self.close()
             raise ConfigError(f"cannot bind the control socket: {err}") from err
         self.halt = threading.Event()
-        self.learning: str | None = None
-        engine.telemetry = self.publish
+        engine.publish_to(self.publish)
 
     def run(self) -> None:
         import zmq
@@ -209,7 +124,7 @@ class ControlServer(threading.Thread):
         if cmd == "status":
             return {"ok": True, "status": self.engine.status()}
         if cmd == "panic":
-            self.engine.scheduler.panic(channels=set(self.engine.channels))
+            self.engine.panic()
             return {"ok": True}
         if cmd in ("set", "reload") and (req.get("key") in ("model", "mode") or cmd == "reload"):
             # {"cmd": "set", "key": "mode", "value": "follow", "model": "continue"} changes both at once
@@ -235,7 +150,7 @@ class ControlServer(threading.Thread):
             key = req.get("key")
             if not cc_target(key):
                 return {"ok": False, "error": f"a controller cannot drive {key!r}; it can drive {CC_TARGETS}"}
-            self.engine.learning = key
+            self.engine.learn(key)
             return {"ok": True, "learning": key}
         return {"ok": False, "error": f"unknown cmd {cmd!r}: status, set, reload, panic, learn"}
 

@@ -24,15 +24,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from livegen.config import Settings
-from livegen.control import check_endpoint, curve_client, curve_server, loopback
-from livegen.engine import generate
+from livegen.control import curve_client, curve_server
+from livegen.endpoints import check_endpoint, loopback
 from livegen.errors import ConfigError
+from livegen.phrase import generate
 from livegen.roll import Note
 
 log = logging.getLogger(__name__)
 
 VERSION = 1
-# the settings that shape a phrase's notes (see engine.generate)
+# the settings that shape a phrase's notes (see phrase.generate)
 GENERATION_KEYS = ("mode", "threshold", "temperature", "top_p", "edit_passes", "edits_per_pass",
                    "edit_temperature", "max_remove", "max_add", "keep_player")
 PING_EVERY = 0.5

@@ -12,12 +12,12 @@ import numpy as np
 
 from livegen.capture import Capture
 from livegen.config import Settings
-from livegen.engine import (VoiceStream, check_mode, generate, muted_tracks, output_tracks, phrase_steps,
-                            track_channels)
 from livegen.generate.accompany import seam_after
 from livegen.generate.continue_ import Harmoniser, SamplingSettings
 from livegen.errors import MidiFileError
 from livegen.models import Model
+from livegen.phrase import (VoiceStream, answer_velocity, check_mode, generate, muted_tracks, output_tracks,
+                            phrase_steps, track_channels)
 from livegen.roll import Note
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,8 @@ def render(in_path: str, out_path: str, settings: Settings, model: Model, progre
         if notes:
             answer = generate(model, settings, notes, k * steps, steps, rng, seam)
             seam = seam_after(notes, answer, (k + 1) * steps, len(info.tracks)) if info.kind == "accompany" else None
-            generated += [Note(n.pitch, n.start + steps, n.end + steps, int(np.mean([m.velocity for m in notes])),
-                               n.track) for n in answer]
+            velocity = answer_velocity(notes)
+            generated += [Note(n.pitch, n.start + steps, n.end + steps, velocity, n.track) for n in answer]
         else:
             seam = None
         if progress:

@@ -67,9 +67,11 @@ class Scheduler(threading.Thread):
     """Sends scheduled and immediate MIDI messages through `send(bytes_list)` from one thread."""
 
     def __init__(self, send: Callable[[list[int]], None], time_of: Callable[[float], float | None],
-                 late_ms: float = 10.0, on_sent: Callable[[float, list[int]], None] | None = None):
+                 late_ms: float = 10.0, on_sent: Callable[[float, list[int]], None] | None = None,
+                 now: Callable[[], float] = time.perf_counter):
         super().__init__(name="livegen-scheduler", daemon=True)
         self._send = send
+        self.now = now
         self.time_of = time_of
         self.late_s = late_ms / 1000
         self.on_sent = on_sent
@@ -156,7 +158,7 @@ class Scheduler(threading.Thread):
             if self.stats["send_errors"] < 5:
                 log.warning("send failed: %s", err)
         if self.on_sent:
-            self.on_sent(time.perf_counter(), msg)
+            self.on_sent(self.now(), msg)
 
     def _do_panic(self) -> None:
         for msg in panic_messages(self.ledger, self._panic_channels):
@@ -170,7 +172,7 @@ class Scheduler(threading.Thread):
             self._emit([NOTE_OFF | (msg[0] & 0x0F), msg[1], 0])
         self._emit(msg)
         if since is not None:
-            self.follow_delays.append((time.perf_counter() - since) * 1000)
+            self.follow_delays.append((self.now() - since) * 1000)
 
     def _deliver(self, msg: list[int], note_id: int | None, deadline: float, now: float) -> None:
         kind, ch, pitch = msg[0] & 0xF0, msg[0] & 0x0F, msg[1]
@@ -184,7 +186,7 @@ class Scheduler(threading.Thread):
             if self.ledger.on(ch, pitch, note_id):
                 self._emit([NOTE_OFF | ch, pitch, 0])
             self._emit(msg)
-            self.timing.append((deadline, time.perf_counter()))
+            self.timing.append((deadline, self.now()))
         elif kind == NOTE_OFF:
             if note_id in self._dropped_ids:
                 self._dropped_ids.discard(note_id)
@@ -203,48 +205,73 @@ class Scheduler(threading.Thread):
                     self._send_immediate(*self._now.popleft())
                 self._do_panic()
 
+    def _next_due(self) -> tuple[str, float] | None:
+        """("note" or "clock", deadline) of what is sent next; under the lock."""
+        due = None
+        if self._heap:
+            deadline = self.time_of(self._heap[0][0])
+            if deadline is not None:
+                due = ("note", deadline)
+        if self._next_clock_step is not None:
+            tick_time = self.time_of(self._next_clock_step)
+            if tick_time is not None and (due is None or tick_time < due[1]):
+                due = ("clock", tick_time)
+        return due
+
+    def _send_due(self, kind: str) -> None:
+        """Its deadline has come: send it; under the lock."""
+        # a note-on asked for at once may have come in since: send it before any note-off
+        # that ends it (or that note-off would find nothing to end)
+        while self._now:
+            self._send_immediate(*self._now.popleft())
+        if kind == "clock":
+            self._emit([0xF8])
+            self._next_clock_step += 1 / self.clock_ticks_per_step
+            return
+        if not self._heap:
+            return
+        step, _, note_id, msg = self._heap[0]
+        deadline = self.time_of(step)
+        if deadline is None or deadline > self.now() + SPIN_S:
+            return
+        heapq.heappop(self._heap)
+        self._deliver(msg, note_id, deadline, self.now())
+
+    def _send_urgent(self) -> None:
+        """A panic and the messages asked for at once; under the lock."""
+        if self._panic.is_set():
+            self._panic.clear()
+            self._do_panic()
+        while self._now:
+            self._send_immediate(*self._now.popleft())
+
+    def next_due(self) -> float | None:
+        """When the next scheduled message is due (for a virtual clock)."""
+        with self._cond:
+            due = self._next_due()
+            return None if due is None else due[1]
+
+    def pump(self, now: float) -> None:
+        """Without the thread (a virtual clock): send everything due by `now`."""
+        with self._cond:
+            self._send_urgent()
+            while (due := self._next_due()) is not None and due[1] <= now:
+                self._send_due(due[0])
+
     def _loop(self) -> None:
         while not self._halt.is_set():
             with self._cond:
-                if self._panic.is_set():
-                    self._panic.clear()
-                    self._do_panic()
-                while self._now:
-                    self._send_immediate(*self._now.popleft())
+                self._send_urgent()
+                due = self._next_due()
                 wait = 0.25   # idle: wake rarely; new work notifies at once
-                due = None
-                if self._heap:
-                    step = self._heap[0][0]
-                    deadline = self.time_of(step)
-                    if deadline is not None:
-                        due = ("note", deadline)
-                if self._next_clock_step is not None:
-                    tick_time = self.time_of(self._next_clock_step)
-                    if tick_time is not None and (due is None or tick_time < due[1]):
-                        due = ("clock", tick_time)
                 if due is not None:
-                    wait = min(wait, due[1] - time.perf_counter() - SPIN_S)
+                    wait = min(wait, due[1] - self.now() - SPIN_S)
                 if wait > 0:
                     self._cond.wait(wait)
                     continue
             # spin the last fraction of a millisecond, outside the lock; sleep(0) hands the GIL
             # over each turn, so the MIDI callback (which needs it) is never held up
-            while time.perf_counter() < due[1]:
+            while self.now() < due[1]:
                 time.sleep(0)
             with self._cond:
-                # a note-on asked for at once may have come in since: send it before any
-                # note-off that ends it (or that note-off would find nothing to end)
-                while self._now:
-                    self._send_immediate(*self._now.popleft())
-                if due[0] == "clock":
-                    self._emit([0xF8])
-                    self._next_clock_step += 1 / self.clock_ticks_per_step
-                    continue
-                if not self._heap:
-                    continue
-                step, _, note_id, msg = self._heap[0]
-                deadline = self.time_of(step)
-                if deadline is None or deadline > time.perf_counter() + SPIN_S:
-                    continue
-                heapq.heappop(self._heap)
-                self._deliver(msg, note_id, deadline, time.perf_counter())
+                self._send_due(due[0])

@@ -10,7 +10,9 @@ import time
 import pytest
 import zmq
 
-from livegen.control import CONTROLS, loopback, request
+from livegen.config import CONTROLS
+from livegen.control import request
+from livegen.endpoints import loopback
 from livegen.errors import ConfigError
 from tests.jackmidi import Daemon, Listener, Player
 from tests.test_engine_live import BPM, PHRASE, STEP, play

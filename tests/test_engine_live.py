@@ -10,12 +10,11 @@ import pytest
 import rtmidi
 
 from tests.jackmidi import Daemon, Listener, Player, wait_for_ports
+from tests.virtual import MELODY, SHIFTS
 
 BPM = 240
 STEP = 60 / (BPM * 4)          # 62.5 ms
 PHRASE = 32                     # the shift model's window: 2 bars of 4/4
-SHIFTS = (3, 12, 24)            # alto, tenor, bass under the melody
-MELODY = [(72, 0, 4), (74, 4, 6), (76, 8, 12), (77, 12, 14), (79, 16, 24), (77, 24, 28), (76, 28, 31)]
 
 # A JACK server with the dummy driver and no real-time scheduling, on a shared 2-core
 # machine, now and then drops an event between two clients (NOTES-platform.md); a live

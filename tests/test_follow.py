@@ -143,9 +143,9 @@ def test_an_answer_after_a_cadence_still_sings_in_four_voices(model):
     tests' phrase, ending on a cadence) answered with 2 notes in 2 voices before rests were
     left out of answers; CI heard such an empty phrase once."""
     from livegen.config import Settings
-    from livegen.engine import generate
+    from livegen.phrase import generate
     from livegen.roll import Note
-    from tests.test_engine_live import MELODY
+    from tests.virtual import MELODY
 
     melody = [Note(p, s, e) for p, s, e in MELODY]
     for seed in (44, 1):

@@ -11,7 +11,7 @@ import zmq
 
 from livegen.config import Settings
 from livegen.control import make_keys
-from livegen.engine import generate
+from livegen.phrase import generate
 from livegen.errors import ConfigError
 from livegen.models import Model
 from livegen.remote import RemoteInference, Worker

@@ -1,0 +1,154 @@
+"""What to generate for a phrase, on which channels, and how voices become notes.
+
+Pure helpers, no threads or ports: the live modes (`livegen.modes`), `livegen render` and the
+remote worker (`livegen.remote`) all import them, so they all make the same notes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from livegen.config import MODE_KINDS, Settings
+from livegen.errors import ConfigError
+from livegen.generate.accompany import accompany
+from livegen.generate.continue_ import Harmoniser, SamplingSettings
+from livegen.generate.edit import EditSettings, edit_phrase
+from livegen.models import Model, resolve
+from livegen.roll import Note
+
+
+def phrase_steps(settings: Settings, model: Model) -> int:
+    """Steps in one phrase: --bars, or as many whole bars as fit the model's window."""
+    steps_per_bar = settings.beats_per_bar * model.info.steps_per_beat
+    if settings.bars:
+        bars = settings.bars
+    elif model.info.window_steps:
+        bars = max(1, model.info.window_steps // steps_per_bar)
+    else:
+        bars = 2
+    return bars * steps_per_bar
+
+
+def output_tracks(settings: Settings, model: Model) -> list[str]:
+    """Names of the tracks a mode plays: follow sounds alto, tenor and bass under the player."""
+    if settings.mode == "follow":
+        return model.info.tracks[1:]
+    return list(model.info.tracks)
+
+
+def same_model(spec: str, model: Model) -> bool:
+    try:
+        return resolve(spec).resolve() == Path(model.info.path).resolve()
+    except ValueError:       # ModelError: not a model file here
+        return False
+
+
+def check_mode(settings: Settings, model: Model) -> None:
+    kinds = MODE_KINDS[settings.mode]
+    if model.info.kind not in kinds:
+        raise ConfigError(f"mode {settings.mode} plays {' or '.join(kinds)} models; "
+                          f"{model.info.path} is a{'n' if model.info.kind[0] in 'ae' else ''} {model.info.kind} model")
+
+
+def track_channels(settings: Settings, tracks: int) -> list[int]:
+    """0-based output channel of each generated track (default 2, 3, 4 ... counted from 1)."""
+    chosen = [c - 1 for c in settings.channels]
+    while len(chosen) < tracks:
+        chosen.append((chosen[-1] + 1 if chosen else 1) % 16)
+    return chosen[:tracks]
+
+
+def muted_tracks(settings: Settings, names: list[str]) -> set[int]:
+    out = set()
+    lower = [n.lower() for n in names]
+    for m in settings.mute:
+        m = str(m).strip().lower()
+        if m.isdigit() and 1 <= int(m) <= len(names):
+            out.add(int(m) - 1)
+        elif m in lower:
+            out.add(lower.index(m))
+        else:
+            raise ConfigError(f"mute {m!r}: no such track; tracks are {', '.join(names)}")
+    return out
+
+
+def answer_velocity(notes: list[Note]) -> int:
+    """The answer to a phrase plays at the phrase's mean velocity (never below 30: still heard)."""
+    return int(np.clip(np.mean([n.velocity for n in notes]), 30, 127))
+
+
+def edit_settings(settings: Settings) -> EditSettings:
+    keep = settings.keep_player if settings.keep_player is not None else settings.mode == "loop"
+    return EditSettings(temperature=settings.edit_temperature, passes=settings.edit_passes,
+                        edits_per_pass=settings.edits_per_pass, max_remove_share=settings.max_remove,
+                        max_add=settings.max_add, keep_player=keep)
+
+
+def generate(model: Model, settings: Settings, notes: list[Note], start: int, steps: int,
+             rng: np.random.Generator, seam: list[int] | None = None) -> list[Note]:
+    """The generated notes for one phrase, in the same step coordinates as the phrase.
+    `seam`: accompany's voices on the step before (accompany.seam_after), when the previous
+    phrase's answer leads into this one's."""
+    if model.info.kind == "accompany":
+        return accompany(model, notes, start, steps, rng, settings.threshold, seam)
+    if model.info.kind == "edit":
+        return edit_phrase(model, notes, start, steps, rng, edit_settings(settings))
+    # continue: harmonise the phrase, then answer it (live does the same step by step as it is played)
+    harmoniser = Harmoniser(model, SamplingSettings(settings.temperature, settings.top_p), rng)
+    for step in range(start, start + steps):
+        harmoniser.step(max((n.pitch for n in notes if n.start <= step < n.end), default=None))
+    stream = VoiceStream(None, [0, 1, 2, 3], 100)
+    for s_off, pitches in harmoniser.answer(steps):
+        stream.step(start + s_off, pitches)
+    stream.close(start + steps)
+    return stream.notes
+
+
+class VoiceStream:
+    """Turns one pitch per voice per step into notes: the same pitch again is held.
+
+    With a scheduler, notes are scheduled as the steps come (note-on now, note-off when the
+    voice moves); without one, they are collected in `notes`.
+    """
+
+    def __init__(self, scheduler, channels: list[int], velocity: int, muted: set[int] = frozenset(),
+                 immediate: bool = False):
+        self.scheduler, self.channels, self.velocity = scheduler, channels, velocity
+        self.muted, self.immediate = muted, immediate
+        self.current: list[tuple[int, int, int] | None] = [None] * len(channels)   # (pitch, id, start)
+        self.notes: list[Note] = []
+        self.count = 0
+        self.since: float | None = None    # follow mode: arrival of the player's note being answered
+
+    def step(self, step: int, pitches: list[int]) -> None:
+        for v, pitch in enumerate(pitches):
+            if v in self.muted or v >= len(self.channels):
+                continue
+            cur = self.current[v]
+            if cur is not None and cur[0] == pitch:
+                continue
+            if cur is not None:
+                self._off(v, cur, step)
+            self.current[v] = None
+            if pitch >= 0:
+                note_id = None
+                if self.scheduler is not None:
+                    ch = self.channels[v]
+                    note_id = (self.scheduler.note_now(ch, pitch, self.velocity, self.since) if self.immediate
+                               else self.scheduler.schedule_on(step, ch, pitch, self.velocity))
+                self.current[v] = (pitch, note_id, step)
+                self.count += 1
+
+    def _off(self, v: int, cur, step: int) -> None:
+        pitch, note_id, start = cur
+        if self.scheduler is not None:
+            self.scheduler.schedule_off(step, note_id, self.channels[v], pitch)
+        else:
+            self.notes.append(Note(pitch, start, step, self.velocity, v))
+
+    def close(self, step: int) -> None:
+        for v, cur in enumerate(self.current):
+            if cur is not None:
+                self._off(v, cur, step)
+        self.current = [None] * len(self.channels)

@@ -1,0 +1,113 @@
+"""What `livegen run` does: a JACK server if one is needed, the model, the ports, the engine,
+the control socket, signals, and a clean shutdown (every note ended)."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+
+from livegen.config import Settings
+from livegen.control import ControlServer
+from livegen.engine import Engine
+from livegen.errors import PortError
+from livegen.hub import Hub
+from livegen.models import Model
+from livegen.ports import jack_server_running, pick_backend, start_jack_dummy
+
+log = logging.getLogger("livegen")
+
+
+def load_model(settings: Settings) -> Model:
+    model = Model(settings.model, settings.device)
+    ms = model.warm_up()
+    log.info("model %s (%s, tracks %s) on %s, warm-up pass %.1f ms", model.info.path, model.info.kind,
+             ",".join(model.info.tracks), model.provider, ms)
+    return model
+
+
+class LiveSession:
+    """Ports + engine for `livegen run`; owns the JACK server it started, if any."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.backend = pick_backend(settings.backend)
+        self.jack = None
+        self.engine = None
+        self.hub = None
+        self.control = None
+        if settings.backend == "auto" and self.backend == "jack":
+            log.info("no ALSA sequencer here (/dev/snd/seq): using JACK")
+        if self.backend == "jack":
+            self._need_jack()
+        self.model = load_model(settings)
+        self.stopped = threading.Event()
+
+    def _need_jack(self) -> None:
+        server = self.settings.jack_server or os.environ.get("JACK_DEFAULT_SERVER") or None
+        if server:
+            os.environ["JACK_DEFAULT_SERVER"] = server
+        if not jack_server_running(server):
+            if not self.settings.start_jack:
+                raise PortError("no JACK server is running; start one (jackd -d dummy) or drop --no-start-jack")
+            log.info("no JACK server running: starting `jackd -d dummy`%s", f" named {server}" if server else "")
+            self.jack = start_jack_dummy(server)
+
+    def open(self) -> None:
+        s = self.settings
+        self.engine = Engine(s, self.model, self.send, on_stopped=self.stopped.set)
+        self.hub = Hub(self.backend, s.client_name, self.engine.feed)
+        self.hub.open([("in", s.input)] + ([("clock", s.clock_port)] if s.clock_port else []), s.output)
+        engine = self.engine
+        log.info("listening on %s, playing to %s; tracks %s on channels %s; %d-step phrases at %s",
+                 " and ".join(i.name for i in self.hub.inputs), self.hub.out_name, ",".join(engine.tracks),
+                 ",".join(str(c + 1) for c in engine.channels), engine.steps,
+                 "MIDI clock" if s.clock == "midi" else f"{s.bpm:g} BPM")
+
+    def send(self, msg: list[int]) -> None:
+        self.hub.send(msg)
+
+    def _open_control(self) -> None:
+        s = self.settings
+        self.control = ControlServer(self.engine, s.control, s.telemetry, s.keys)
+        self.control.start()
+        log.info("control socket on %s%s%s", s.control, f", telemetry on {s.telemetry}" if s.telemetry else "",
+                 " (CURVE)" if s.keys else "")
+
+    def run(self) -> int:
+        import faulthandler
+
+        faulthandler.register(signal.SIGUSR1)   # `kill -USR1 PID` prints every thread's stack
+        self.open()
+        if self.settings.control:
+            self._open_control()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.stopped.set())
+        self.engine.start()
+        log.info("running; Ctrl-C stops")
+        try:
+            while not self.stopped.wait(1.0):
+                self.hub.watch(on_output_lost=self.engine.panic)
+        finally:
+            self.close()
+        return 0
+
+    def close(self) -> None:
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        engine = self.engine
+        if engine is not None:
+            engine.stop()
+            st = engine.stats | engine.scheduler.stats
+            if engine.transport.follower:
+                st["clock_ticks_lost"] = engine.transport.follower.lost_ticks
+            log.info("stopped: %s", ", ".join(f"{k} {v}" for k, v in st.items()))
+            self.engine = None
+        if self.hub is not None:
+            self.hub.close()
+            self.hub = None
+        if self.jack is not None:
+            self.jack.terminate()
+            self.jack.wait(5)
+            self.jack = None
