@@ -33,10 +33,10 @@ from livegen.capture import Capture, Event, parse, split
 from livegen.config import CONTROLS, Settings
 from livegen.errors import ConfigError
 from livegen.generate.continue_ import SamplingSettings
-from livegen.midi_control import MidiControls
+from livegen.live_controls import LiveControls
 from livegen.models import Model
 from livegen.modes import Mode, Stage, SwitchJob, mode_class
-from livegen.phrase import check_mode, muted_tracks, phrase_steps
+from livegen.phrase import check_mode, phrase_steps
 from livegen.recorder import Recorder
 from livegen.remote import RemoteInference
 from livegen.scheduler import Scheduler
@@ -69,7 +69,7 @@ class Engine:
         self.listening = self.playing = self._mode(model, settings.mode, strict_mute=True, calibrate=False)
         self.pending: Mode | None = None       # a switch waiting for the next phrase boundary
         self._switch_lock = threading.Lock()
-        self.controls = MidiControls(self)
+        self.controls = LiveControls(self)
         self.thru_channels: set[int] = set()
         self.stop_event = threading.Event()
         self._threads = [threading.Thread(target=self._capture_loop, name="livegen-capture", daemon=True),
@@ -134,7 +134,7 @@ class Engine:
         self.transport.stop()
         self.silence()
         self.scheduler.stop()
-        self._log_timing()
+        self.scheduler.log_timing()
         self.playing.log_stats()
         if self.stage.remote is not None:
             log.info("remote inference: %s", ", ".join(f"{k} {v}" for k, v in self.stage.remote.stats.items()))
@@ -142,16 +142,6 @@ class Engine:
         if self.recorder:
             count = self.recorder.write(self.settings.record, self.transport.bpm)
             log.info("recorded %d messages to %s", count, self.settings.record)
-
-    def _log_timing(self) -> None:
-        if self.scheduler.timing:
-            late = np.array([sent - deadline for deadline, sent in self.scheduler.timing]) * 1000
-            log.info("note-ons sent after their deadline: p50 %.2f ms, p99 %.2f ms, max %.2f ms (%d notes)",
-                     np.percentile(late, 50), np.percentile(late, 99), late.max(), len(late))
-        if self.scheduler.follow_delays:
-            d = np.array(self.scheduler.follow_delays)
-            log.info("follow: harmony sent after the player's note: p50 %.2f ms, p99 %.2f ms, max %.2f ms (%d notes)",
-                     np.percentile(d, 50), np.percentile(d, 99), d.max(), len(d))
 
     # ---------------------------------------------------------------- input (the port's poller thread)
 
@@ -290,6 +280,7 @@ class Engine:
         self.stage.telemetry = telemetry
 
     def learn(self, key: str) -> None:
+        """The next MIDI CC moved controls `key`."""
         self.controls.learning = key
 
     def panic(self) -> None:
@@ -297,21 +288,7 @@ class Engine:
 
     def apply(self, key, value) -> None:
         """Change one live setting; ConfigError and no change when it is bad."""
-        if key not in CONTROLS:
-            raise ConfigError(f"unknown setting {key!r}; known: {', '.join(CONTROLS)}")
-        value = CONTROLS[key].parse(key, value)
-        if key == "mute":
-            muted = muted_tracks(Settings(mute=value), self.tracks)
-        if key == "bpm":
-            self.transport.set_bpm(value, self.now())
-        setattr(self.settings, key, value)
-        if key in ("temperature", "top_p"):
-            self.stage.sampling.temperature, self.stage.sampling.top_p = self.settings.temperature, self.settings.top_p
-        elif key == "mute":
-            self.playing.set_muted(muted)
-        elif key == "seed":
-            self.stage.rng = np.random.default_rng(value)
-        log.info("set %s = %s", key, value)
+        self.controls.apply(key, value)
 
     def switch(self, spec: str | None = None, mode: str | None = None) -> str:
         """Another model and/or mode from the next phrase on (any thread but the worker).

@@ -16,6 +16,8 @@ import time
 from collections import deque
 from typing import Callable
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 NOTE_ON, NOTE_OFF, CONTROL = 0x90, 0x80, 0xB0
@@ -146,6 +148,17 @@ class Scheduler(threading.Thread):
             self._cond.notify()
         if self.is_alive():
             self.join(timeout)
+
+    def log_timing(self) -> None:
+        """At the end of a session: how late the note-ons went out, and follow mode's delays."""
+        if self.timing:
+            late = np.array([sent - deadline for deadline, sent in self.timing]) * 1000
+            log.info("note-ons sent after their deadline: p50 %.2f ms, p99 %.2f ms, max %.2f ms (%d notes)",
+                     np.percentile(late, 50), np.percentile(late, 99), late.max(), len(late))
+        if self.follow_delays:
+            d = np.array(self.follow_delays)
+            log.info("follow: harmony sent after the player's note: p50 %.2f ms, p99 %.2f ms, max %.2f ms (%d notes)",
+                     np.percentile(d, 50), np.percentile(d, 99), d.max(), len(d))
 
     # ---------------------------------------------------------------- the thread
 

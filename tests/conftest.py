@@ -66,19 +66,3 @@ def jsb_path() -> Path:
     if not JSB.exists():
         pytest.fail(f"{JSB} is missing: the JSB benchmark data lives in ../shared/data/jsb beside the project")
     return JSB
-
-
-# pytest-rerunfailures lists a rerun test by name only: keep why it failed, for CI's log
-_reruns: list[tuple[str, str]] = []
-
-
-def pytest_runtest_logreport(report):
-    if report.outcome == "rerun":
-        printed = "".join(f"\n--- {name}\n{text[-6000:]}" for name, text in report.sections if "stdout" in name)
-        _reruns.append((report.nodeid, str(report.longrepr)[-4000:] + printed))
-
-
-def pytest_terminal_summary(terminalreporter):
-    for nodeid, text in _reruns:
-        terminalreporter.write_sep("-", f"why {nodeid} ran again")
-        terminalreporter.write_line(text)

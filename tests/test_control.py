@@ -1,21 +1,29 @@
-"""The control plane: JSON over ZeroMQ, telemetry, MIDI CC maps and MIDI learn, CURVE."""
+"""The control plane: JSON over ZeroMQ, telemetry, MIDI CC maps and MIDI learn, CURVE.
+
+Real ZeroMQ sockets on loopback in front of the engine on a virtual clock (tests/virtual.py):
+the requests, the replies and the music they change, without JACK."""
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 import zmq
 
 from livegen.config import CONTROLS
-from livegen.control import request
+from livegen.control import ControlServer, request
 from livegen.endpoints import loopback
 from livegen.errors import ConfigError
-from tests.jackmidi import Daemon, Listener, Player
-from tests.test_engine_live import BPM, PHRASE, STEP, play
+from tests.virtual import Rig
+
+BPM = 120
+STEP = 60 / (BPM * 4)
+PHRASE = 32
 
 
 def free_port() -> int:
@@ -38,26 +46,33 @@ def test_loopback_detection_and_value_checks():
     assert CONTROLS["mute"].parse("mute", 2) == ["2"] and CONTROLS["mute"].parse("mute", "tenor,bass") == ["tenor", "bass"]
 
 
-LIVE = pytest.mark.flaky(reruns=2)   # see tests/test_engine_live.py
-
-
 @pytest.fixture
-def controlled(jack_server, shift_model, tmp_path):
-    port, tport = free_port(), free_port()
-    cfg = tmp_path / "live.toml"
-    cfg.write_text("[cc_map]\ntemperature = 20\n")
-    d = Daemon("lgctl", "--model", str(shift_model), "--bpm", str(BPM), "--config", str(cfg),
-               "--control", f"tcp://127.0.0.1:{port}", "--telemetry", f"tcp://127.0.0.1:{tport}")
-    player, listener = Player(d.in_port, "lgctl-p"), Listener(d.out_port, "lgctl-l")
-    yield d, player, listener, f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{tport}"
-    d.stop()
-    player.close()
-    listener.close()
+def controlled(shift_model):
+    """A rig (the engine, shift model) with its control socket and telemetry publisher."""
+    made = []
+
+    def start(*, keys: str = "", **settings):
+        rig = Rig(str(shift_model), bpm=BPM, seed=1, **settings)
+        ep, tep = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+        server = ControlServer(rig.engine, ep, tep, keys)
+        server.start()
+        made.append(server)
+        return rig, ep, tep
+
+    yield start
+    for server in made:
+        server.close()
 
 
-@LIVE
+def wait_for_loads() -> None:
+    """The program controller loads a model on a thread of its own: let it finish."""
+    for t in threading.enumerate():
+        if t.name == "livegen-program":
+            t.join(30)
+
+
 def test_status_set_and_bad_requests_change_nothing(controlled):
-    d, player, listener, ep, _ = controlled
+    rig, ep, _ = controlled()
     st = request(ep, {"cmd": "status"})
     assert st["ok"] and st["status"]["mode"] == "loop" and st["status"]["tracks"] == {"alto": 2, "tenor": 3, "bass": 4}
     assert request(ep, {"cmd": "set", "key": "temperature", "value": 0.4}) == \
@@ -68,70 +83,68 @@ def test_status_set_and_bad_requests_change_nothing(controlled):
         assert reply["ok"] is False and reply["error"]
     ctx = zmq.Context()
     raw = ctx.socket(zmq.REQ)
+    raw.setsockopt(zmq.LINGER, 0)
     raw.setsockopt(zmq.RCVTIMEO, 3000)
     raw.connect(ep)
     raw.send(b"{not json")
     assert json.loads(raw.recv())["ok"] is False
     ctx.destroy(linger=0)
     assert request(ep, {"cmd": "status"})["status"]["settings"]["temperature"] == 0.4
-    assert d.proc.poll() is None
 
 
-@LIVE
 def test_mute_tempo_telemetry_and_midi_controllers_while_playing(controlled):
-    d, player, listener, ep, tep = controlled
+    rig, ep, tep = controlled(cc_map={"temperature": 20})
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.setsockopt(zmq.RCVTIMEO, 8000)
     sub.connect(tep)
-    assert request(ep, {"cmd": "set", "key": "mute", "value": ["tenor"]})["ok"]
-    player.send([0xB0, 20, 127])                                  # the CC map: temperature to its top
-    time.sleep(0.2)
-    assert request(ep, {"cmd": "learn", "key": "threshold"})["ok"]
-    time.sleep(0.1)
-    player.send([0xB0, 21, 0])                                    # MIDI learn: CC 21 now moves the threshold
-    time.sleep(0.2)
-    st = request(ep, {"cmd": "status"})["status"]
-    assert st["settings"]["temperature"] == 2.0 and st["cc_map"] == {"temperature": 20, "threshold": 21}
-    assert st["muted"] == ["tenor"]
-    watcher = subprocess.Popen([sys.executable, "-m", "livegen", "watch", tep, "--count", "1"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)   # what a person runs
-    time.sleep(1.0)        # (a subscriber hears only what is published after it has connected)
-    t0 = time.perf_counter() + 0.3
-    play(player, t0, [(72, 0, 4), (74, 4, 8)])
-    time.sleep(t0 + 2 * PHRASE * STEP + 0.2 - time.perf_counter())
-    line, _ = watcher.communicate(timeout=10)
-    assert line.startswith("phrase 0: 4 notes, ") and "(local)" in line and line.rstrip().endswith("loop"), line
-    event = json.loads(sub.recv())
-    assert event["event"] == "phrase" and event["mode"] == "loop" and event["inference_ms"] >= 0
-    assert event["source"] == "local"
-    assert event["tempo"] == pytest.approx(BPM)
-    ctx.destroy(linger=0)
-    channels = {ch for _, ch, _, _ in listener.note_ons()}
-    assert channels == {1, 3}                                     # alto and bass; the tenor is muted
+    try:
+        assert request(ep, {"cmd": "set", "key": "mute", "value": ["tenor"]})["ok"]
+        t = rig.t0 + 0.1
+        rig.at(t, [0xB0, 20, 127])                                    # the CC map: temperature to its top
+        rig.run_until(t)
+        assert request(ep, {"cmd": "learn", "key": "threshold"})["ok"]
+        rig.at(t + 0.1, [0xB0, 21, 0])                                # MIDI learn: CC 21 now moves the threshold
+        rig.run_until(t + 0.1)
+        st = request(ep, {"cmd": "status"})["status"]
+        assert st["settings"]["temperature"] == 2.0 and st["cc_map"] == {"temperature": 20, "threshold": 21}
+        assert st["muted"] == ["tenor"]
+        watcher = subprocess.Popen([sys.executable, "-m", "livegen", "watch", tep, "--count", "1"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)   # what a person runs
+        time.sleep(1.0)        # (a subscriber hears only what is published after it has connected)
+        t0 = t + 1.0
+        rig.play([(72, 0, 4), (74, 4, 8)], t0, STEP)
+        rig.run_until(t0 + 2 * PHRASE * STEP)
+        line, _ = watcher.communicate(timeout=10)
+        assert line.startswith("phrase 0: 4 notes, ") and "(local)" in line and line.rstrip().endswith("loop"), line
+        event = json.loads(sub.recv())
+        assert event["event"] == "phrase" and event["mode"] == "loop" and event["inference_ms"] >= 0
+        assert event["source"] == "local" and event["tempo"] == pytest.approx(BPM)
+    finally:
+        ctx.destroy(linger=0)
+    assert {ch for _, ch, _, _ in rig.note_ons()} == {1, 3}      # alto and bass; the tenor is muted
     assert request(ep, {"cmd": "set", "key": "bpm", "value": 100})["ok"]
     assert request(ep, {"cmd": "status"})["status"]["bpm"] == pytest.approx(100)
+    assert request(ep, {"cmd": "panic"})["ok"]
+    rig.stop()
+    assert rig.sounding() == set()
 
 
-def test_curve_lets_only_allowed_clients_in(jack_server, shift_model, tmp_path):
+def test_curve_lets_only_allowed_clients_in(controlled, tmp_path):
     keys, other = tmp_path / "keys", tmp_path / "other"
     for folder in (keys, other):
         assert subprocess.run([sys.executable, "-m", "livegen", "keys", str(folder)],
                               capture_output=True).returncode == 0
     other_server = other / "server.key"
     other_server.write_bytes((keys / "server.key").read_bytes())   # knows the server, but is not allowed
-    port = free_port()
-    ep = f"tcp://127.0.0.1:{port}"
-    d = Daemon("lgcurve", "--model", str(shift_model), "--control", ep, "--keys", str(keys))
-    try:
-        assert request(ep, {"cmd": "status"}, keys=str(keys))["ok"]
-        with pytest.raises(ConfigError, match="no answer"):
-            request(ep, {"cmd": "status"}, keys=str(other), timeout_ms=1500)
-        with pytest.raises(ConfigError, match="no answer"):
-            request(ep, {"cmd": "status"}, timeout_ms=1500)          # no CURVE at all
-    finally:
-        d.stop()
+    rig, ep, _ = controlled(keys=str(keys))
+    assert request(ep, {"cmd": "status"}, keys=str(keys))["ok"]
+    with pytest.raises(ConfigError, match="no answer"):
+        request(ep, {"cmd": "status"}, keys=str(other), timeout_ms=1500)
+    with pytest.raises(ConfigError, match="no answer"):
+        request(ep, {"cmd": "status"}, timeout_ms=1500)          # no CURVE at all
 
 
 def test_binding_beyond_loopback_without_keys_is_refused(jack_server, shift_model):
@@ -140,60 +153,60 @@ def test_binding_beyond_loopback_without_keys_is_refused(jack_server, shift_mode
     assert r.returncode == 2 and "needs CURVE keys" in r.stderr
 
 
-@LIVE
 def test_model_switch_takes_effect_at_the_next_phrase_and_bad_switches_change_nothing(controlled, models_dir):
     from tests import tinymodels
 
-    d, player, listener, ep, _ = controlled
+    rig, ep, _ = controlled()
     other = tinymodels.shift_accompany(models_dir / "shift_b.onnx", shifts=(5, 7, 10))
     for bad in ({"cmd": "set", "key": "model", "value": "continue"},        # not an accompany/edit model
                 {"cmd": "set", "key": "mode", "value": "follow"},           # follow needs a continue model
                 {"cmd": "set", "key": "model", "value": "/no/such.onnx"}):
         reply = request(ep, bad)
         assert reply["ok"] is False and reply["error"], reply
+    t0 = rig.t0 + 1.0
+    rig.play([(72, 0, 4)], t0, STEP)
+    rig.play([(74, 0, 4)], t0 + PHRASE * STEP, STEP)
+    rig.run_until(t0 + 10 * STEP)                                   # in phrase 0
     reply = request(ep, {"cmd": "set", "key": "model", "value": str(other)})
     assert reply["ok"] and reply["from_next_phrase"]["model"] == str(other)
-    t0 = time.perf_counter() + 0.3
-    play(player, t0, [(72, 0, 4)])
-    time.sleep(t0 + 2 * PHRASE * STEP + 0.2 - time.perf_counter())
-    assert {(ch, p) for _, ch, p, _ in listener.note_ons()} == {(1, 67), (2, 65), (3, 62)}
+    rig.run_until(t0 + 3 * PHRASE * STEP)
+    rig.stop()
+    # phrase 0 (played before the boundary) is answered by the new model, and so is phrase 1
+    assert rig.notes(STEP, t0) == sorted([(1, 67, 32.0), (2, 65, 32.0), (3, 62, 32.0),
+                                          (1, 69, 64.0), (2, 67, 64.0), (3, 64, 64.0)])
     assert request(ep, {"cmd": "status"})["status"]["model"] == str(other)
     assert request(ep, {"cmd": "reload"})["ok"]
 
 
-@LIVE
-def test_a_controller_mutes_one_track_and_picks_mode_and_model(jack_server, shift_model, tmp_path):
-    port = free_port()
-    ep = f"tcp://127.0.0.1:{port}"
-    cfg = tmp_path / "stage.toml"
-    cfg.write_text(f'programs = ["loop {shift_model}", "loop edit", "follow accompany"]\n'
-                   "[cc_map]\nprogram = 30\nmute_tenor = 31\n")
-    d = Daemon("lgprog", "--model", str(shift_model), "--bpm", str(BPM), "--config", str(cfg), "--control", ep)
-    player, listener = Player(d.in_port, "lgprog-p"), Listener(d.out_port, "lgprog-l")
-    try:
-        player.send([0xB0, 31, 127])                                  # a button: tenor off
-        time.sleep(0.3)
-        assert request(ep, {"cmd": "status"})["status"]["muted"] == ["tenor"]
-        player.send([0xB0, 31, 0])                                    # and on again
-        time.sleep(0.3)
-        assert request(ep, {"cmd": "status"})["status"]["muted"] == []
-        player.send([0xB0, 30, 127])                                  # program 3: follow needs a continue model
-        time.sleep(1.0)
-        assert "program 3 (follow accompany): mode follow plays continue models" in d.output()
-        player.send([0xB0, 30, 64])                                   # program 2: the AR-CNN, loop
-        time.sleep(1.5)                                               # (loaded on a thread of its own)
-        assert "program 2: loop edit from the next phrase" in d.output(), d.output()
-        t0 = time.perf_counter() + 0.3
-        play(player, t0, [(72, 0, 4), (74, 4, 8), (76, 8, 12)])
-        time.sleep(t0 + 2 * PHRASE * STEP + 0.2 - time.perf_counter())
-        st = request(ep, {"cmd": "status"})["status"]
-        assert st["kind"] == "edit" and st["mode"] == "loop" and st["tracks"] == {"edited": 2}
-        heard = listener.note_ons()
-        assert heard and {ch for _, ch, _, _ in heard} == {1}, heard   # the edit model's one track
-        assert listener.sounding_after() == set()
-        assert request(ep, {"cmd": "learn", "key": "mute_bass"})["ok"]
-        assert request(ep, {"cmd": "learn", "key": "volume"})["ok"] is False
-    finally:
-        d.stop()
-        player.close()
-        listener.close()
+def test_a_controller_mutes_one_track_and_picks_mode_and_model(controlled, shift_model, caplog):
+    caplog.set_level(logging.INFO)
+    rig, ep, _ = controlled(programs=[f"loop {shift_model}", "loop edit", "follow accompany"],
+                            cc_map={"program": 30, "mute_tenor": 31})
+    t = rig.t0
+
+    def cc(number, value):
+        nonlocal t
+        t += 0.1
+        rig.at(t, [0xB0, number, value])
+        rig.run_until(t)
+        wait_for_loads()
+
+    cc(31, 127)                                                   # a button: tenor off
+    assert request(ep, {"cmd": "status"})["status"]["muted"] == ["tenor"]
+    cc(31, 0)                                                     # and on again
+    assert request(ep, {"cmd": "status"})["status"]["muted"] == []
+    cc(30, 127)                                                   # program 3: follow needs a continue model
+    assert "program 3 (follow accompany): mode follow plays continue models" in caplog.text
+    cc(30, 64)                                                    # program 2: the AR-CNN, loop
+    assert "program 2: loop edit from the next phrase" in caplog.text
+    t0 = t + 1.0
+    rig.play([(72, 0, 4), (74, 4, 8), (76, 8, 12)], t0, STEP)
+    rig.run_until(t0 + 2 * PHRASE * STEP)
+    rig.stop()
+    st = request(ep, {"cmd": "status"})["status"]
+    assert st["kind"] == "edit" and st["mode"] == "loop" and st["tracks"] == {"edited": 2}
+    heard = rig.note_ons()
+    assert heard and {ch for _, ch, _, _ in heard} == {1}, heard   # the edit model's one track
+    assert rig.sounding() == set()
+    assert request(ep, {"cmd": "learn", "key": "mute_bass"})["ok"]
+    assert request(ep, {"cmd": "learn", "key": "volume"})["ok"] is False

@@ -16,11 +16,7 @@ BPM = 240
 STEP = 60 / (BPM * 4)          # 62.5 ms
 PHRASE = 32                     # the shift model's window: 2 bars of 4/4
 
-# A JACK server with the dummy driver and no real-time scheduling, on a shared 2-core
-# machine, now and then drops an event between two clients (NOTES-platform.md); a live
-# test that meets one is run again, up to twice. Each run still has to pass in full.
-LIVE = [pytest.mark.usefixtures("jack_server"), pytest.mark.flaky(reruns=2)]
-pytestmark = LIVE
+pytestmark = pytest.mark.usefixtures("jack_server")
 
 
 def play(player: Player, t0: float, notes, channel: int = 0, offset_steps: int = 0) -> float:

@@ -160,3 +160,9 @@ def test_the_seed_picks_one_of_several_accompaniments_and_repeats_it(tmp_path, j
     cells = set(one) | set(two)
     changed = sum(one.get(c) != two.get(c) for c in cells) / len(cells)
     assert changed > 0.1, f"seed 2 changed only {changed:.0%} of the voices' steps"
+
+
+def test_a_mode_given_the_wrong_kind_of_model_is_refused(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "livegen", "render", "in.mid", str(tmp_path / "o.mid"),
+                        "--mode", "follow", "--model", "accompany"], capture_output=True, text=True)
+    assert r.returncode == 2 and "mode follow plays continue models" in r.stderr

@@ -86,12 +86,12 @@ def test_send_failure_does_not_kill_the_scheduler():
     clock.start(time.perf_counter())
     calls = []
 
-    def flaky(msg):
+    def failing_send(msg):
         calls.append(msg)
         if len(calls) == 1:
             raise OSError("port gone")
 
-    s = run_scheduler(flaky, clock)
+    s = run_scheduler(failing_send, clock)
     s.send_now([0x90, 1, 1])
     s.send_now([0x90, 2, 1])
     time.sleep(0.05)

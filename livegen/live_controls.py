@@ -1,9 +1,12 @@
-"""Settings from MIDI controllers: `[cc_map]` (a CC moves a setting over its range, mutes a
-track, or picks mode and model from `programs`) and MIDI learn (the next CC moved is bound)."""
+"""Settings that change while the music plays: from the control socket (`apply`) or from MIDI
+controllers: `[cc_map]` (a CC moves a setting over its range, mutes a track, or picks mode
+and model from `programs`) and MIDI learn (the next CC moved is bound)."""
 from __future__ import annotations
 
 import logging
 import threading
+
+import numpy as np
 
 from livegen.config import CONTROLS, Settings
 from livegen.errors import ConfigError
@@ -12,7 +15,7 @@ from livegen.phrase import muted_tracks, same_model
 log = logging.getLogger("livegen.engine")
 
 
-class MidiControls:
+class LiveControls:
     def __init__(self, engine):
         self.engine = engine
         settings = engine.settings
@@ -21,6 +24,25 @@ class MidiControls:
         self.program = next((i for i, p in enumerate(settings.programs)
                              if p.split()[0] == settings.mode and same_model(p.split()[1], engine.model)), None)
         self._program_lock = threading.Lock()
+
+    def apply(self, key, value) -> None:
+        """Any thread: change one live setting; ConfigError and no change when it is bad."""
+        engine, settings = self.engine, self.engine.settings
+        if key not in CONTROLS:
+            raise ConfigError(f"unknown setting {key!r}; known: {', '.join(CONTROLS)}")
+        value = CONTROLS[key].parse(key, value)
+        if key == "mute":
+            muted = muted_tracks(Settings(mute=value), engine.tracks)
+        if key == "bpm":
+            engine.transport.set_bpm(value, engine.now())
+        setattr(settings, key, value)
+        if key in ("temperature", "top_p"):
+            engine.stage.sampling.temperature, engine.stage.sampling.top_p = settings.temperature, settings.top_p
+        elif key == "mute":
+            engine.playing.set_muted(muted)
+        elif key == "seed":
+            engine.stage.rng = np.random.default_rng(value)
+        log.info("set %s = %s", key, value)
 
     def cc(self, number: int, value: int) -> None:
         """Capture thread: a MIDI CC: bind it (MIDI learn), or move what it is mapped to."""
@@ -39,7 +61,7 @@ class MidiControls:
                 elif key.startswith("mute_"):
                     self._mute_one(key[len("mute_"):], value >= 64)
                 else:
-                    self.engine.apply(key, CONTROLS[key].from_cc(value))
+                    self.apply(key, CONTROLS[key].from_cc(value))
             except ConfigError as err:     # (a controller gets no reply: say it here)
                 log.warning("CC %d (%s): %s", number, key, err)
 
@@ -48,7 +70,7 @@ class MidiControls:
         index = next(iter(muted_tracks(Settings(mute=[track]), tracks)))
         changed = (muted | {index}) if on else (muted - {index})
         if changed != muted:
-            self.engine.apply("mute", [tracks[i] for i in sorted(changed)])
+            self.apply("mute", [tracks[i] for i in sorted(changed)])
 
     def _program(self, index: int) -> None:
         """The `program` controller moved into another zone: that mode and model from the next
