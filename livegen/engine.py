@@ -79,7 +79,7 @@ class Engine:
         """A way of listening, with the time its answer takes measured (the model is warm)."""
         mode = mode_class(name, model.info.kind)(self.stage, model, name, self.steps, strict_mute=strict_mute)
         if calibrate:
-            mode.lead_ms = mode.calibrate(model, replace(self.settings, mode=name), self.steps, self.stage.sampling, self.now)
+            mode.lead_ms = mode.calibrate()
         return mode
 
     @property
@@ -108,9 +108,8 @@ class Engine:
 
     def prepare(self) -> None:
         """Before the first note: time one answer, and let the mode take up its model."""
-        mode = self.playing
-        mode.lead_ms = mode.calibrate(mode.model, self.settings, self.steps, self.stage.sampling, self.now)
-        mode.start_playing(np.random.default_rng(self.settings.seed))
+        self.playing.lead_ms = self.playing.calibrate()
+        self.playing.start_playing(np.random.default_rng(self.settings.seed))
 
     def start(self) -> None:
         self.prepare()

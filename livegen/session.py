@@ -77,7 +77,8 @@ class LiveSession:
     def run(self) -> int:
         import faulthandler
 
-        faulthandler.register(signal.SIGUSR1)   # `kill -USR1 PID` prints every thread's stack
+        faulthandler.enable()                   # a crash in a native library prints every thread's stack
+        faulthandler.register(signal.SIGUSR1)   # and so does `kill -USR1 PID`
         self.open()
         if self.settings.control:
             self._open_control()

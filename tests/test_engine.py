@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from livegen.config import Settings
-from livegen.generate.continue_ import Harmoniser, SamplingSettings
 from livegen.models import Model
 from livegen.phrase import generate
 from livegen.roll import Note
@@ -289,7 +288,7 @@ def test_a_switch_between_any_two_modes_is_made_at_the_next_phrase_boundary(bund
     rig.engine.switch(spec=new[1], mode=new[0])
     rig.run_until(t0 + 4 * PHRASE * STEP)
     rig.stop()
-    (t_old, *was), (t_new, *now) = rig.modes[0], rig.modes[-1]
+    (_, *was), (t_new, *now) = rig.modes[0], rig.modes[-1]
     assert len(rig.modes) == 2 and was == list(old) and now == list(new)
     boundary = t0 + 2 * PHRASE * STEP
     assert boundary - STEP < t_new <= boundary + 0.01, f"switched at step {(t_new - t0) / STEP:.2f}"

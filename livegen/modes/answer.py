@@ -19,10 +19,11 @@ class ContinueAnswers(PhraseCut):
         self.harmoniser: Harmoniser | None = None
         self.first_step_ms = 0.0
 
-    @staticmethod
-    def calibrate(model, settings, steps, sampling, now) -> float:
+    def calibrate(self) -> float:
+        now = self.stage.now
         t = now()
-        h = Harmoniser(model, sampling, np.random.default_rng(0))   # at the cut: the last steps, the answer's first
+        # at the cut: the phrase's last steps, then the answer's first
+        h = Harmoniser(self.model, self.stage.sampling, np.random.default_rng(0))
         h.step(72)
         h.step(72)
         next(h.answer(1))

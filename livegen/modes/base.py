@@ -94,8 +94,7 @@ class Mode:
                 raise
             self.muted, self.clear_mute = set(), True   # the new model has other tracks: play them all
 
-    @staticmethod
-    def calibrate(model: Model, settings: Settings, steps: int, sampling: SamplingSettings, now) -> float:
+    def calibrate(self) -> float:
         """Milliseconds one answer takes, timed on a made-up phrase, so that the first real
         phrase is cut early enough."""
         return 0.0

@@ -131,11 +131,12 @@ class PhraseAnswers(PhraseCut):
         self.pending: Mode | None = None    # a model or mode switch for the next phrase
         self.seam: tuple[int, list[int]] | None = None   # (phrase, accompany's last step): see seam_after
 
-    @staticmethod
-    def calibrate(model, settings, steps, sampling, now) -> float:
+    def calibrate(self) -> float:
         tune = [Note(60 + p, 2 * i, 2 * i + 2) for i, p in enumerate((0, 2, 4, 5, 7, 9, 11, 12) * 2)]
+        now = self.stage.now
         t = now()
-        generate(model, settings, tune, 0, steps, np.random.default_rng(0))
+        generate(self.model, replace(self.stage.settings, mode=self.name), tune, 0, self.steps,
+                 np.random.default_rng(0))
         return (now() - t) * 1000
 
     def adopt(self, mode: Mode) -> bool:

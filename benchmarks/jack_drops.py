@@ -1,0 +1,111 @@
+"""Does the JACK dummy server lose MIDI events between two clients? No livegen here: only
+python-rtmidi and jackd.
+
+    python benchmarks/jack_drops.py [--bursts 300] [--burst 9] [--gap-ms 50] [--busy 2]
+
+Starts `jackd -d dummy` (as the tests do), a python-rtmidi output and a python-rtmidi input
+connected to it, and sends bursts of messages in one go (a burst of 9 is what livegen's panic
+sends for three voices: three note-offs, then CC 123 and CC 120 on three channels), each burst
+numbered in its data bytes so every message lost is known. `--busy N` runs N busy processes
+beside it (the test suite's own daemon, player and listener keep a 2-core machine busy).
+Prints a table: messages sent and lost, bursts with a loss, and jackd's "not finished" lines.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+
+def spin(stop_at: float) -> None:
+    while time.monotonic() < stop_at:
+        pass
+
+
+def start_jack(name: str, log_path: str) -> subprocess.Popen:
+    os.environ["JACK_DEFAULT_SERVER"] = name
+    os.environ["JACK_NO_START_SERVER"] = "1"
+    proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "64"],
+                            stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+    for _ in range(150):
+        if subprocess.run(["jack_lsp"], capture_output=True).returncode == 0:
+            time.sleep(1.0)
+            return proc
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("jackd did not start:\n" + open(log_path).read()[-2000:])
+
+
+def run(bursts: int, burst: int, gap_s: float, busy: int) -> dict:
+    import rtmidi
+
+    name = f"lgdrops-{uuid.uuid4().hex[:6]}"
+    log_path = f"/tmp/{name}.log"
+    jack = start_jack(name, log_path)
+    helpers = []
+    try:
+        listener = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, "drops-listener", queue_size_limit=8192)
+        listener.ignore_types(sysex=False, timing=False, active_sense=False)
+        listener.open_virtual_port("in")
+        sender = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, "drops-sender")
+        time.sleep(0.3)
+        sender.open_port(sender.get_ports().index("drops-listener:in"), "out")
+        time.sleep(0.5)
+        sender.send_message([0xFE])      # the first message after a connect can be lost
+        time.sleep(0.2)
+        while listener.get_message():
+            pass
+        stop_at = time.monotonic() + bursts * gap_s + 30
+        helpers = [multiprocessing.Process(target=spin, args=(stop_at,), daemon=True) for _ in range(busy)]
+        for h in helpers:
+            h.start()
+        sent = []
+        for b in range(bursts):
+            # (burst number in the channel and the value, the message's place in the controller number)
+            msgs = [[0xB0 | (b // 128) % 16, k, b % 128] for k in range(burst)]
+            for m in msgs:
+                sender.send_message(m)
+            sent += [tuple(m) for m in msgs]
+            time.sleep(gap_s)
+        time.sleep(0.5)
+        got = []
+        while (msg := listener.get_message()) is not None:
+            got.append(tuple(msg[0]))
+        sender.close_port()
+        sender.delete()
+        listener.close_port()
+        listener.delete()
+    finally:
+        for h in helpers:
+            h.terminate()
+        jack.terminate()
+        jack.wait(10)
+    lost = set(sent) - set(got)
+    lost_bursts = len({(m[0] & 0x0F) * 128 + m[2] for m in lost})
+    not_finished = sum("not finished" in line for line in open(log_path))
+    return {"sent": len(sent), "lost": len(lost), "bursts": bursts, "bursts_with_loss": lost_bursts,
+            "not_finished": not_finished}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bursts", type=int, default=300, help="at most 2048")
+    ap.add_argument("--burst", type=int, default=9)
+    ap.add_argument("--gap-ms", type=float, default=50)
+    ap.add_argument("--busy", type=int, nargs="*", default=[0, 2])
+    args = ap.parse_args()
+    print(f"{'busy procs':>10} {'burst':>5} {'sent':>6} {'lost':>5} {'loss %':>7} {'bursts w/ loss':>15} "
+          f"{'jackd not finished':>19}")
+    for busy in args.busy:
+        r = run(args.bursts, args.burst, args.gap_ms / 1000, busy)
+        print(f"{busy:>10} {args.burst:>5} {r['sent']:>6} {r['lost']:>5} {100 * r['lost'] / r['sent']:>7.3f} "
+              f"{r['bursts_with_loss']:>10} of {r['bursts']:<4d}{r['not_finished']:>19}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
