@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 import time
 
 from livegen import __version__
 from livegen.config import Settings, build_settings, load_toml, parse_channels
 from livegen.errors import ConfigError, LivegenError
 
-log = logging.getLogger("livegen")
 
 
 def add_settings_flags(p: argparse.ArgumentParser, live: bool) -> None:
@@ -118,28 +115,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    from livegen.models import BUNDLED, Model
-    from livegen.remote import Worker, check_bind
+    from livegen.remote import serve
 
-    check_bind(args.bind, args.keys or "")          # before loading the models
-    specs = args.model or list(BUNDLED)
-    models = []
-    for spec in specs:
-        m = Model(spec, args.device)
-        ms = m.warm_up()
-        models.append(m)
-        log.info("serving %s (%s) on %s, sha256 %s..., warm-up pass %.1f ms", m.info.path, m.info.kind, m.provider,
-                 m.sha256[:12], ms)
-    worker = Worker(args.bind, models, args.keys or "")
-    halt = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: halt.set())
-    log.info("worker listening on %s%s; Ctrl-C stops", args.bind, " (CURVE)" if args.keys else "")
-    try:
-        worker.serve(halt)
-    finally:
-        log.info("worker stopped: %s", ", ".join(f"{k} {v}" for k, v in worker.stats.items()))
-        worker.close()
+    serve(args.bind, args.model, args.device, args.keys or "")
     return 0
 
 

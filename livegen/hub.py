@@ -7,7 +7,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from livegen.ports import InputPoller, PortWatcher, list_ports, open_guard, open_port
+from livegen.ports import InputPoller, PortWatcher, list_ports, open_guard, open_port, release
 
 log = logging.getLogger("livegen")
 
@@ -100,7 +100,7 @@ class Hub:
             if entry.port is not None and entry.name not in ins:
                 log.warning("input %s is gone; waiting for it to come back", entry.name)
                 entry.poller.stop()
-                entry.port.close_port()
+                release(entry.port)
                 entry.port = None
             elif entry.port is None and entry.name in ins:
                 self._open_input(entry)
@@ -115,18 +115,23 @@ class Hub:
             elif self.out_lost and self.out_name in outs:
                 new, _ = open_port("out", self.backend, self.out_name, self.client_name)
                 old, self.out = self.out, new
-                old.close_port()
+                release(old)
                 self.out_lost = False
                 log.info("output %s is back", self.out_name)
 
     def close(self) -> None:
-        for entry in self.inputs:
-            if entry.poller is not None:
-                entry.poller.stop()
-            if entry.port is not None:
-                entry.port.close_port()
         if self.out is not None:
             # the last note-offs and CC 123/120 sit in rtmidi's buffer until the MIDI API's
             # next cycles take them: closing at once would lose them
             time.sleep(0.1)
-            self.out.close_port()
+            release(self.out)
+            self.out = None
+        for entry in self.inputs:
+            if entry.poller is not None:
+                entry.poller.stop()
+            if entry.port is not None:
+                release(entry.port)
+                entry.port = None
+        if self.watcher is not None:
+            self.watcher.close()
+            self.watcher = None

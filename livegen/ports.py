@@ -121,6 +121,17 @@ def open_port(kind: str, backend: str, spec: str, client_name: str, port_name: s
     return port, names[index]
 
 
+def release(port) -> None:
+    """Close an rtmidi port and free its client. On JACK, a client left to the garbage
+    collector after close_port() stalled the whole JACK graph for about half a second at exit
+    (jackd: "client ... was not finished", 14 of 15 runs; with delete(): 0 of 15), and the
+    output's last messages waiting for the next cycle were lost with it."""
+    try:
+        port.close_port()
+    finally:
+        port.delete()
+
+
 class PortWatcher:
     """Lists ports through one pair of long-lived clients."""
 
@@ -133,6 +144,10 @@ class PortWatcher:
 
     def outputs(self) -> list[str]:
         return self._out.get_ports()
+
+    def close(self) -> None:
+        self._in.delete()
+        self._out.delete()
 
 
 class InputPoller(threading.Thread):

@@ -160,6 +160,33 @@ class Worker:
         self.ctx.destroy(linger=0)
 
 
+def serve(bind: str, specs: list[str] | None, device: str, keys: str) -> None:
+    """`livegen worker`: load the models, then answer requests until SIGINT or SIGTERM."""
+    import signal
+    import threading
+
+    from livegen.models import BUNDLED, Model
+
+    check_bind(bind, keys)          # before loading the models
+    models = []
+    for spec in specs or list(BUNDLED):
+        m = Model(spec, device)
+        ms = m.warm_up()
+        models.append(m)
+        log.info("serving %s (%s) on %s, sha256 %s..., warm-up pass %.1f ms", m.info.path, m.info.kind, m.provider,
+                 m.sha256[:12], ms)
+    worker = Worker(bind, models, keys)
+    halt = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: halt.set())
+    log.info("worker listening on %s%s; Ctrl-C stops", bind, " (CURVE)" if keys else "")
+    try:
+        worker.serve(halt)
+    finally:
+        log.info("worker stopped: %s", ", ".join(f"{k} {v}" for k, v in worker.stats.items()))
+        worker.close()
+
+
 # --------------------------------------------------------------------------- daemon side
 
 @dataclass

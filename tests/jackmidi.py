@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections import Counter
 import time
 
 import rtmidi
@@ -28,6 +29,20 @@ def wait_for_ports(names: list[str], timeout: float = 20.0) -> None:
     finally:
         probe_in.delete()
         probe_out.delete()
+
+
+def all_but_one_cycle(got: list, want: list) -> bool:
+    """`got` is `want` (lists of (channel, pitch, step)), or `want` less the notes of one step.
+
+    The JACK dummy server now and then loses every event of one process cycle between two
+    clients (jackd logs "client ... was not finished"): `benchmarks/jack_drops.py` shows it
+    with python-rtmidi and jackd alone, about 1 burst in 400 on an idle 2-core machine. The
+    notes of one step leave the daemon in one cycle, so that is what such a loss looks like;
+    the daemon's own log (generated_notes, late_dropped) says whether it sent them."""
+    if sorted(got) == sorted(want):
+        return True
+    missing, extra = Counter(want) - Counter(got), Counter(got) - Counter(want)
+    return not extra and len({step for _, _, step in missing}) == 1
 
 
 class Player:

@@ -21,6 +21,8 @@ from livegen.roll import Note
 
 
 class PhraseCut(Mode):
+    source = "local"      # where the last answer was made: local or a worker's address
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.next_phrase = 0
@@ -86,7 +88,7 @@ class PhraseCut(Mode):
 
     def answer(self, job: Job) -> int:
         """Generate and schedule the answer to a phrase; returns the notes played."""
-        return 0
+        raise TypeError(f"{type(self).__name__} does not answer phrases")
 
     def too_late(self, job: Job) -> bool:
         end = self.stage.time_of(job.start + 2 * job.steps)
@@ -111,8 +113,6 @@ class PhraseCut(Mode):
         ahead = (stage.time_of(job.start + job.steps) or 0) - stage.now()
         log.debug("phrase %d: %d notes in, %d out, %.1f ms, ready %.1f ms before its first step", job.phrase,
                   len(job.notes), count, self.phrase_ms[-1], ahead * 1000)
-
-    source = "local"      # where the last answer was made: local or a worker's address
 
     def last_ms(self) -> float | None:
         return round(self.phrase_ms[-1], 2) if self.phrase_ms else None
