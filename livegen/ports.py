@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from typing import Callable
 
 from livegen.errors import PortError
@@ -151,19 +152,22 @@ class PortWatcher:
 
 
 class InputPoller(threading.Thread):
-    """Drains an rtmidi input's own queue and hands (time, bytes) to `deliver`.
+    """Hands (time, bytes) of each message of an rtmidi input to `deliver`, from its own thread.
 
-    Not a callback: rtmidi's callback runs on the MIDI API's thread (JACK's process thread)
-    and would have to wait for Python's GIL; a busy moment in Python then makes JACK miss
-    a cycle and lose messages. rtmidi queues messages without Python, with the time between
-    them taken on the API's thread, so their times stay right even when this thread is
-    late: arrival = anchor + the sum of the deltas, the anchor being the earliest that is
-    consistent with every poll so far. Nothing is filtered inside rtmidi (`ignore_types`
-    all off): rtmidi drops a filtered message's delta too, which would shift every later time.
+    rtmidi's own queue cannot be drained from another thread: its ring buffer has no
+    synchronisation (thestk/rtmidi issue 352), and a pop racing the MIDI API's push corrupted
+    it: a segfault now and then under a flood, or when a source port went away. So rtmidi
+    calls back on the MIDI API's thread (JACK's process thread), and the callback does
+    nothing but append to a deque; this thread takes the messages from there. The time
+    between messages is taken by rtmidi on the API's thread, so their times stay right even
+    when this thread is late: arrival = anchor + the sum of the deltas, the anchor being the
+    earliest that is consistent with every message so far. Nothing is filtered inside rtmidi
+    (`ignore_types` all off): rtmidi drops a filtered message's delta too, which would shift
+    every later time.
     """
 
     def __init__(self, port, deliver: Callable[[float, list[int]], None], interval: float = 0.001,
-                 guard=None):
+                 guard=None, limit: int = INPUT_QUEUE_LIMIT):
         """`guard`: an output connected to this input (JACK, see `open_guard`); after each
         quiet GUARD_S it sends a lone F7, which ends a sysex that was cut off. rtmidi's JACK
         input otherwise holds back everything after such a sysex until an F7 comes, which
@@ -172,6 +176,16 @@ class InputPoller(threading.Thread):
         self.port, self.deliver, self.interval, self.guard = port, deliver, interval, guard
         self.halt = threading.Event()
         self.overflows = 0
+        self.limit = limit
+        self.arrived: deque = deque()
+        port.set_callback(self._arrive)
+
+    def _arrive(self, event, _data=None) -> None:
+        """The MIDI API's thread: keep (bytes, delta) for the poller; nothing else."""
+        if len(self.arrived) < self.limit:
+            self.arrived.append(event)
+        else:
+            self.overflows += 1
 
     GUARD_S = 0.05
 
@@ -179,10 +193,13 @@ class InputPoller(threading.Thread):
 
     def run(self) -> None:
         anchor, elapsed = None, 0.0
-        get, sleep = self.port.get_message, time.sleep
+        take, sleep = self.arrived.popleft, time.sleep
         quiet_since = time.perf_counter()
         while not self.halt.is_set():
-            msg = get()
+            try:
+                msg = take()
+            except IndexError:
+                msg = None
             if msg is None:
                 if self.guard is not None and time.perf_counter() - quiet_since > self.GUARD_S:
                     self._send_guard()
@@ -193,8 +210,8 @@ class InputPoller(threading.Thread):
             data, delta = msg
             elapsed += delta
             now = time.perf_counter()
-            # never in the future; and rtmidi drops the delta of a message it drops (queue
-            # full), which would leave every later time early
+            # never in the future; and a message dropped (queue full) takes its delta with
+            # it, which would leave every later time early
             if anchor is None or anchor + elapsed > now or now - (anchor + elapsed) > self.MAX_LAG:
                 anchor = now - elapsed
             self.deliver(anchor + elapsed, data)
@@ -207,6 +224,8 @@ class InputPoller(threading.Thread):
             self.guard = None
 
     def stop(self) -> None:
+        """Before the port is closed (rtmidi may crash on a callback left to a closed port)."""
+        self.port.cancel_callback()
         self.halt.set()
         if self.is_alive():
             self.join(1.0)

@@ -112,7 +112,7 @@ class Listener:
         self.inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, client, queue_size_limit=65536)
         self.inp.ignore_types(sysex=False, timing=False, active_sense=False)
         self.inp.open_port(self.inp.get_ports().index(source), "in")
-        self.poller = InputPoller(self.inp, self._add, interval=0.0005)
+        self.poller = InputPoller(self.inp, self._add, interval=0.0005, limit=65536)
         self.poller.start()
         time.sleep(0.3)
 
