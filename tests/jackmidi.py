@@ -1,13 +1,15 @@
 """Test helpers: a JACK server per test session, and a player and a listener on real ports."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
-import re
 import threading
-from collections import Counter
 import time
+from collections import Counter
+from pathlib import Path
 
 import rtmidi
 
@@ -98,29 +100,29 @@ class Player:
 
 
 class Listener:
-    """Records (arrival time, message) of everything sent to it.
-
-    It polls rtmidi's own queue (livegen.ports.InputPoller) rather than taking a callback,
-    so a busy test process cannot make JACK drop what it should hear.
-    """
+    """Records (arrival time, message) of everything sent to `source`, through a listener
+    process of its own (tests/listen.py), so that neither the test's player nor a crash in
+    rtmidi can make it miss what it should hear."""
 
     def __init__(self, source: str, client: str = "listener"):
-        from livegen.ports import InputPoller
-
         self.events: list[tuple[float, list[int]]] = []
         self.lock = threading.Lock()
-        self.inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, client, queue_size_limit=65536)
-        self.inp.ignore_types(sysex=False, timing=False, active_sense=False)
-        self.inp.open_port(self.inp.get_ports().index(source), "in")
-        self.poller = InputPoller(self.inp, self._add, interval=0.0005, limit=65536)
-        self.poller.start()
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.listen", source, client], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise AssertionError(f"the listener could not connect to {source}")
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
         time.sleep(0.3)
 
-    def _add(self, t: float, data: list[int]) -> None:
-        with self.lock:
-            self.events.append((t, data))
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            t, data = json.loads(line)
+            with self.lock:
+                self.events.append((t, data))
 
     def messages(self) -> list[tuple[float, list[int]]]:
+        time.sleep(0.05)         # (what the listener has printed but we have not read yet)
         with self.lock:
             return list(self.events)
 
@@ -141,9 +143,18 @@ class Listener:
                 on = {x for x in on if x[0] != m[0] & 0x0F}
         return on
 
+    def clear(self) -> None:
+        with self.lock:
+            self.events.clear()
+
     def close(self) -> None:
-        self.poller.stop()
-        self.inp.close_port()
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.reader.join(2)
 
 
 class Daemon:
