@@ -56,6 +56,6 @@ def test_follow_harmonises_each_note_as_it_is_played():
         assert abs(pos - round(pos)) < 1 / 3, ((t - t0) / step, heard_at)
     assert all(p < 81 for _, _, p, _ in ons)
     assert "follow: harmony sent after the player's note" in out
-    stuck = listener.sounding_after()
+    stuck = listener.stuck()
     assert stuck == set(), [(round((t - t0) / step, 2), m) for t, m in listener.messages()
                             if m[0] & 0x0F in {c for c, _ in stuck}]

@@ -202,7 +202,7 @@ def test_the_music_goes_on_when_the_worker_hangs_or_dies_and_its_return_is_picke
     assert "did not answer in time" in out
     served_again = open(tmp_path / "w2.log").read()
     assert "served" in served_again and "served 0" not in served_again, served_again
-    assert listener.sounding_after() == set()
+    assert listener.stuck() == set()
 
 
 def test_requests_are_spread_across_workers_and_a_dead_one_is_left_out(model):
