@@ -174,7 +174,8 @@ def test_survives_garbage_and_a_flood_then_plays_in_time_again(session):
     assert "malformed" in out and "malformed 0," not in out and "sysex 0," not in out
     # the daemon's own log: it answered the clean phrase whole, on time, after the flood
     # (a flood note whose note-off JACK lost stays held, issue 13: a note or two more may come in)
-    answer = [m for m in re.findall(r"phrase \d+: (\d+) notes in, (\d+) out", out) if int(m[0]) >= 4 and int(m[1]) >= 12]
+    answer = [m for m in re.findall(r"phrase \d+: (\d+) notes in, (\d+) out", out)
+              if int(m[0]) >= 4 and int(m[1]) >= 12]
     sent_late = [float(x) for x in re.findall(r"note-ons sent after their deadline: .*max ([\d.]+) ms", out)]
     assert answer and sent_late and sent_late[-1] < float(LATE_MS), out[-2000:]
     # and over the wire: what came is that answer, on its steps (after a flood, JACK's dummy
