@@ -7,10 +7,8 @@ at the end.
 """
 from __future__ import annotations
 
-from livegen.clock import InternalClock, MidiClockFollower
+from livegen.clock import TICKS_PER_BEAT, InternalClock, MidiClockFollower
 from livegen.errors import ConfigError
-
-TICKS_PER_QUARTER = 24
 
 
 class Transport:
@@ -48,7 +46,7 @@ class Transport:
         self.internal.start(t)
         if self.send_clock:   # a DAW following our clock starts with bar 1
             self.scheduler.send_now([0xFA])
-            self.scheduler.start_clock_output(0.0, TICKS_PER_QUARTER / self.steps_per_beat)
+            self.scheduler.start_clock_output(0.0, TICKS_PER_BEAT / self.steps_per_beat)
 
     def message(self, kind: str, value: int, t: float) -> tuple[str, float] | None:
         """A clock, start, continue, stop or spp message. Returns what the music must do:

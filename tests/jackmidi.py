@@ -13,8 +13,8 @@ from pathlib import Path
 
 import rtmidi
 
-# The player sends at exact times while the listener's thread polls: hand the GIL over
-# often so neither holds up the other by the default 5 ms.
+# The player sends at exact times while the test's other threads run: hand the GIL over
+# often so none holds it up by the default 5 ms.
 sys.setswitchinterval(0.0005)
 
 
