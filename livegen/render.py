@@ -1,24 +1,23 @@
-"""`livegen render IN.mid OUT.mid`: the live pipeline offline, as fast as the model runs.
+"""`livegen render IN.mid OUT.mid`: the live engine on a virtual clock, as fast as the model runs.
 
-The file's own grid is used (ticks, not seconds), so tempo changes in the file do not move
-notes off the grid. Phrase k's answer is placed in phrase k+1, as live.
+The file is played into the same engine and modes as `livegen run` (`livegen.offline`), so
+what it writes is what live plays for the same seed, every answer on time. The file's own
+grid is used (ticks, not seconds), so tempo changes in the file do not move notes off the
+grid. Phrase k's answer is placed in phrase k+1, as live.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-import numpy as np
+from dataclasses import replace
 
 from livegen.capture import Capture
 from livegen.config import Settings
-from livegen.generate.accompany import seam_after
-from livegen.generate.continue_ import Harmoniser, SamplingSettings
-from livegen.errors import MidiFileError
+from livegen.errors import MidiFileError, ModelError
 from livegen.models import Model
-from livegen.phrase import (VoiceStream, answer_velocity, check_mode, generate, muted_tracks, output_tracks,
-                            phrase_steps, track_channels)
-from livegen.roll import Note
+from livegen.offline import VirtualRun
+from livegen.phrase import check_mode, phrase_steps
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +56,7 @@ def read_player(path: str | Path, steps_per_beat: int, tolerance: float):
 
 
 def render(in_path: str, out_path: str, settings: Settings, model: Model, progress: bool = True) -> dict:
+    """Play the file into the live engine on a virtual clock and write what it sends."""
     import mido
 
     info = model.info
@@ -65,63 +65,83 @@ def render(in_path: str, out_path: str, settings: Settings, model: Model, progre
     if not folder.is_dir():     # (before the work, not after it)
         raise MidiFileError(f"{out_path}: cannot write there: no folder {folder}")
     capture, tpb, tempo, copied = read_player(in_path, info.steps_per_beat, settings.tolerance)
-    steps = phrase_steps(settings, model)
-    tracks = output_tracks(settings, model)
-    channels = track_channels(settings, len(tracks))
-    muted = muted_tracks(settings, tracks)
-    rng = np.random.default_rng(settings.seed)
+    # the file's own grid at a steady tempo; nothing on the wire but the answer
+    settings = replace(settings, clock="internal", thru=False, record="", send_clock=False, inference=[])
+    run = VirtualRun(settings, model)
+    step_s = 60.0 / (settings.bpm * info.steps_per_beat)
+    ticks_per_step = tpb / info.steps_per_beat
+    t0 = run.clock.t
+    run.at(t0, [0xFA])      # a MIDI Start: bar 1 at the file's first tick, not at its first note
+    for tick, msg in copied:
+        if msg.type in ("note_on", "note_off") or (msg.type == "control_change" and msg.control == 64):
+            run.at(t0 + tick / ticks_per_step * step_s, msg.bytes())
     last_step = max(n.end for n in capture.notes)
-    phrases = -(-last_step // steps)
-    generated: list[Note] = []
-    if settings.mode == "follow":   # every step harmonised at once, under the player's note
-        phrases = 0
-        harmoniser = Harmoniser(model, SamplingSettings(settings.temperature, settings.top_p), rng)
-        stream = VoiceStream(None, list(range(len(tracks))), 90)
-        for step in range(last_step):
-            sounding = [n.pitch for n in capture.notes if n.start <= step < n.end]
-            stream.step(step, harmoniser.step(max(sounding) if sounding else None))
-            if progress and (step % 16 == 15 or step == last_step - 1):
-                print(f"\rrender: step {step + 1}/{last_step}", end="", flush=True)
-        stream.close(last_step)
-        generated = stream.notes
-    seam = None      # accompany: each answer joins the one before without parallels
-    for k in range(phrases):
-        notes = capture.phrase(k * steps, (k + 1) * steps)
-        if notes:
-            answer = generate(model, settings, notes, k * steps, steps, rng, seam)
-            seam = seam_after(notes, answer, (k + 1) * steps, len(info.tracks)) if info.kind == "accompany" else None
-            velocity = answer_velocity(notes)
-            generated += [Note(n.pitch, n.start + steps, n.end + steps, velocity, n.track) for n in answer]
-        else:
-            seam = None
+    steps = phrase_steps(settings, model)
+    follow = settings.mode == "follow"
+    # follow answers each step up to the file's end; a phrase answer plays in the phrase after
+    end = last_step if follow else (-(-last_step // steps) + 1) * steps
+    every = 16 if follow else steps
+    for upto in range(every, end + every, every):
+        run.run_until(t0 + min(upto, end) * step_s)
         if progress:
-            print(f"\rrender: phrase {k + 1}/{phrases}", end="", flush=True)
+            print(f"\rrender: step {min(upto, end)}/{end}", end="", flush=True)
     if progress:
         print()
-    ticks_per_step = tpb / info.steps_per_beat
+    run.engine.playing.close(end)        # follow's voices end with the file
+    run.engine.scheduler.pump(run.clock.t)
+    errors = run.engine.stats["worker_errors"]
+    if errors:
+        raise ModelError(f"{info.path}: generation failed {errors} times (see the log above)")
+    tracks = run.engine.tracks
+    names = {}                           # channel -> its unmuted tracks
+    for k, ch in enumerate(run.engine.channels):
+        if k not in run.engine.muted:
+            names.setdefault(ch, []).append(tracks[k])
+    generated = _notes(run.sent, t0, step_s, end)
     out = mido.MidiFile(ticks_per_beat=tpb)
     player = mido.MidiTrack([mido.MetaMessage("track_name", name="player"),
                              mido.MetaMessage("set_tempo", tempo=tempo or mido.bpm2tempo(settings.bpm))])
     player += _delta([(t, m.copy(time=0)) for t, m in copied])
     out.tracks.append(player)
-    for k, name in enumerate(tracks):
-        if k in muted:
-            continue
-        ch = channels[k]
+    for ch, track_names in names.items():
         events = []
-        for n in generated:
-            if n.track == k:
-                events.append((int(n.start * ticks_per_step), mido.Message("note_on", channel=ch, note=n.pitch,
-                                                                          velocity=n.velocity)))
-                events.append((int(n.end * ticks_per_step) - 1, mido.Message("note_off", channel=ch, note=n.pitch)))
+        for pitch, start, stop, velocity in generated.get(ch, []):
+            events.append((int(start * ticks_per_step), mido.Message("note_on", channel=ch, note=pitch,
+                                                                     velocity=velocity)))
+            events.append((int(stop * ticks_per_step) - 1, mido.Message("note_off", channel=ch, note=pitch)))
         events.sort(key=lambda e: (e[0], e[1].type == "note_on"))
-        out.tracks.append(mido.MidiTrack([mido.MetaMessage("track_name", name=name)] + _delta(events)))
+        out.tracks.append(mido.MidiTrack([mido.MetaMessage("track_name", name="+".join(track_names))]
+                                         + _delta(events)))
     try:
         out.save(out_path)
     except OSError as err:
         raise MidiFileError(f"{out_path}: cannot write the MIDI file ({err.strerror})") from err
-    return {"phrases": phrases, "steps": last_step, "player_notes": len(capture.notes), "generated_notes": len(generated),
-            "tracks": {name: channels[k] + 1 for k, name in enumerate(tracks) if k not in muted}}
+    return {"phrases": 0 if follow else -(-last_step // steps), "steps": last_step,
+            "player_notes": len(capture.notes), "generated_notes": sum(len(v) for v in generated.values()),
+            "tracks": {name: ch + 1 for ch, ns in names.items() for name in ns}}
+
+
+def _notes(sent, t0: float, step_s: float, end: int) -> dict[int, list[tuple[int, int, int, int]]]:
+    """(pitch, start step, end step, velocity) per channel of the note messages sent. Each is
+    placed on its grid step: follow's voices sound a few ms after the player's note live."""
+    sounding: dict[tuple[int, int], tuple[int, int]] = {}
+    notes: dict[int, list] = {}
+    for t, msg in sent:
+        kind, ch = msg[0] & 0xF0, msg[0] & 0x0F
+        if kind not in (0x80, 0x90):
+            continue
+        step = round((t - t0) / step_s)
+        key = (ch, msg[1])
+        if key in sounding:
+            start, velocity = sounding.pop(key)
+            if step > start:
+                notes.setdefault(ch, []).append((msg[1], start, step, velocity))
+        if kind == 0x90 and msg[2] > 0:
+            sounding[key] = (step, msg[2])
+    for (ch, pitch), (start, velocity) in sounding.items():   # (none: every voice is closed at the end)
+        if end > start:
+            notes.setdefault(ch, []).append((pitch, start, end, velocity))
+    return notes
 
 
 def _delta(events):

@@ -166,3 +166,31 @@ def test_a_mode_given_the_wrong_kind_of_model_is_refused(tmp_path):
     r = subprocess.run([sys.executable, "-m", "livegen", "render", "in.mid", str(tmp_path / "o.mid"),
                         "--mode", "follow", "--model", "accompany"], capture_output=True, text=True)
     assert r.returncode == 2 and "mode follow plays continue models" in r.stderr
+
+
+@pytest.mark.parametrize("mode,model", [("loop", "accompany"), ("loop", "edit"), ("respond", "continue"),
+                                        ("respond", "edit"), ("follow", "continue")])
+def test_render_writes_what_live_plays_for_the_same_seed(tmp_path, mode, model):
+    """The same melody played live (the engine on a virtual clock, as `livegen run` drives it)
+    and rendered from a file with the same seed: the same notes on the same channels and steps."""
+    from livegen.config import Settings
+    from livegen.models import Model
+    from livegen.render import render
+    from tests.virtual import MELODY, Rig
+
+    tune = MELODY + [(p, s + 32, e + 32) for p, s, e in MELODY]
+    loaded = Model(model, "cpu")
+    rig = Rig(loaded, mode=mode, seed=5)
+    step_s = 60 / (120 * 4)
+    t0 = rig.t0
+    rig.play(tune, t0, step_s, velocity=90, off_early_s=10 / 480 * step_s * 4)
+    end = 64 if mode == "follow" else 96
+    rig.run_until(t0 + end * step_s)
+    rig.engine.playing.close(end)
+    rig.engine.scheduler.pump(rig.clock.t)
+    live = sorted((ch, p, round((t - t0) / step_s)) for t, ch, p, _ in rig.note_ons())
+    song, out = tmp_path / "in.mid", tmp_path / "out.mid"
+    write_song(song, tune)
+    render(str(song), str(out), Settings(model=loaded.info.path, mode=mode, seed=5).check(), loaded, progress=False)
+    rendered = sorted((ch, p, s) for ch, p, s, _ in rendered_notes(out) if ch != 0)
+    assert len(live) > 20 and rendered == live

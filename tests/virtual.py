@@ -1,19 +1,11 @@
-"""The live engine in the test process on a virtual clock, with a recording output.
-
-No threads, no ports and no sleeping: `Rig.run_until(t)` moves the clock from event to event
-(the next input message, the current mode's next wake-up, the scheduler's next deadline) and
-at each one does what the engine's threads would do: the capture thread's work, every job
-waiting for the worker, and the scheduler's sends. Every message sent is kept with its
-virtual time, so a test can check exact pitches, channels and steps.
+"""The live engine in the test process on a virtual clock (`livegen.offline.VirtualRun`),
+with what a player does and what a listener checks: exact pitches, channels and steps.
 """
 from __future__ import annotations
 
-import heapq
-import itertools
-
 from livegen.config import Settings
-from livegen.engine import Engine
 from livegen.models import Model
+from livegen.offline import VirtualRun
 
 NOTE_ON, NOTE_OFF, CONTROL = 0x90, 0x80, 0xB0
 # (pitch, start step, end step): two bars that end on a cadence, played by the tests in phrase 0
@@ -21,29 +13,16 @@ MELODY = [(72, 0, 4), (74, 4, 6), (76, 8, 12), (77, 12, 14), (79, 16, 24), (77, 
 SHIFTS = (3, 12, 24)            # the shift model: alto, tenor, bass this far under the melody
 
 
-class VirtualClock:
-    def __init__(self, start: float = 100.0):
-        self.t = start
-
-    def __call__(self) -> float:
-        return self.t
-
-
-class Rig:
+class Rig(VirtualRun):
     def __init__(self, model: Model | str, **settings):
-        self.clock = VirtualClock()
-        self.sent: list[tuple[float, list[int]]] = []
-        self.model = model if isinstance(model, Model) else Model(model, "cpu")
-        self.settings = Settings(model=self.model.info.path, **settings).check()
-        self.engine = Engine(self.settings, self.model, self._send, now=self.clock)
-        self.engine.prepare()
-        self._inputs: list = []
-        self._order = itertools.count()
+        model = model if isinstance(model, Model) else Model(model, "cpu")
+        super().__init__(Settings(model=model.info.path, **settings).check(), model)
         self.modes: list[tuple[float, str, str]] = [(self.clock.t, self.settings.mode, self.model.info.kind)]
-        self.worker_held_until: float | None = None    # jobs wait until then (a slow worker)
 
-    def _send(self, msg: list[int]) -> None:
-        self.sent.append((self.clock.t, list(msg)))
+    def worked(self) -> None:
+        mode = (self.clock.t, self.engine.settings.mode, self.engine.model.info.kind)
+        if mode[1:] != self.modes[-1][1:]:
+            self.modes.append(mode)
 
     # ---------------------------------------------------------------- what the player does
 
@@ -51,51 +30,12 @@ class Rig:
     def t0(self) -> float:
         return self.clock.t
 
-    def at(self, t: float, msg: list[int]) -> None:
-        heapq.heappush(self._inputs, (t, next(self._order), list(msg)))
-
     def play(self, notes, t0: float, step_s: float, channel: int = 0, velocity: int = 100,
              off_early_s: float = 0.01) -> None:
         """(pitch, start step, end step) notes, each ended `off_early_s` before its end step."""
         for pitch, start, end in notes:
             self.at(t0 + start * step_s, [NOTE_ON | channel, pitch, velocity])
             self.at(t0 + end * step_s - off_early_s, [NOTE_OFF | channel, pitch, 0])
-
-    # ---------------------------------------------------------------- time
-
-    def run_until(self, t_end: float) -> None:
-        engine, stuck = self.engine, 0
-        while True:
-            due = [t_end]
-            if self._inputs:
-                due.append(self._inputs[0][0])
-            if self.worker_held_until is not None and self.worker_held_until > self.clock.t:
-                due.append(self.worker_held_until)
-            for when in (engine.listening.wake_at(), engine.scheduler.next_due()):
-                if when is not None:
-                    due.append(when)
-            t = max(self.clock.t, min(due))
-            stuck = stuck + 1 if t == self.clock.t else 0
-            if stuck > 1000:
-                raise RuntimeError(f"the engine makes no progress at {t}")
-            self.clock.t = t
-            while self._inputs and self._inputs[0][0] <= t:
-                when, _, msg = heapq.heappop(self._inputs)
-                engine.receive(when, msg)
-            engine.capture(t)
-            if self.worker_held_until is None or t >= self.worker_held_until:
-                self._work()
-            engine.scheduler.pump(t)
-            if t >= t_end:
-                return
-
-    def _work(self) -> None:
-        engine = self.engine
-        while not engine.jobs.empty():
-            engine.work(engine.jobs.get_nowait())
-            mode = (self.clock.t, engine.settings.mode, engine.model.info.kind)
-            if mode[1:] != self.modes[-1][1:]:
-                self.modes.append(mode)
 
     def stop(self) -> None:
         """What `livegen run` does at Ctrl-C: stop the engine, every note ended."""

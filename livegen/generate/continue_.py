@@ -90,7 +90,9 @@ class Harmoniser:
     player is most likely to play (the model's own best guesses, the held note, a rest and
     its neighbours), in batches (TIER at a time). A note among them is answered from that
     table at once; any other is decoded then. Each step samples from its own generator, seeded by the
-    step and the soprano, so a seed gives the same music whether or not a guess was ready.
+    step and the soprano, so a guess ready or not draws the same numbers; but a step decoded
+    without a guess while a note waits (`urgent`) leaves the context's slide for later, so what
+    follows can differ from the guessed path (render always has its guesses ready).
     """
 
     # follow mode must answer within a few ms: 16 steps of context at most, 8 kept on a slide
