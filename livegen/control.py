@@ -16,7 +16,7 @@ import logging
 import threading
 from pathlib import Path
 
-from livegen.config import CC_TARGETS, cc_target
+from livegen.config import CC_TARGETS, MODES, cc_target
 from livegen.endpoints import check_endpoint, loopback
 from livegen.errors import ConfigError
 
@@ -68,6 +68,94 @@ def curve_client(sock, folder: str | Path) -> None:
     sock.curve_serverkey, _ = zmq.auth.load_certificate(folder / "server.key")
 
 
+MAX_REQUEST = 64 * 1024         # bytes of JSON a request may take (answered with an error above)
+MAX_FRAME = 1024 * 1024         # above this ZeroMQ drops the frame and the peer, unread
+LOAD_TIMEOUT_S = 20.0           # a model switch that takes longer is abandoned
+FIELDS = {"status": set(), "panic": set(), "set": {"key", "value", "model", "mode"}, "reload": {"model", "mode"},
+          "learn": {"key"}}
+
+
+class RequestError(ConfigError):
+    """A control request that is not well formed."""
+
+
+def parse_request(raw: bytes) -> dict:
+    """A request checked at the edge: JSON, an object with a known "cmd", only that command's
+    fields, flat values of the right type; RequestError says what is wrong."""
+    if len(raw) > MAX_REQUEST:
+        raise RequestError(f"request too large: {len(raw)} bytes, at most {MAX_REQUEST}")
+    try:
+        req = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RequestError(f"not JSON: {err}") from None
+    except RecursionError:
+        raise RequestError("not a request: JSON nested too deeply") from None
+    if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
+        raise RequestError('a request is a JSON object with "cmd"')
+    cmd = req["cmd"]
+    if cmd not in FIELDS:
+        raise RequestError(f"unknown cmd {cmd[:40]!r}: {', '.join(FIELDS)}")
+    extra = sorted(set(req) - FIELDS[cmd] - {"cmd"})
+    if extra:
+        raise RequestError(f"{cmd} takes no field {extra[0][:40]!r}"
+                           + (f" (its fields: {', '.join(sorted(FIELDS[cmd]))})" if FIELDS[cmd] else ""))
+    for name, value in req.items():
+        flat = value is None or isinstance(value, (str, int, float, bool))
+        if not flat and not (isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value)):
+            raise RequestError(f"{name}: a number, a string, or a list of them, not {type(value).__name__}")
+    if cmd in ("set", "learn") and not isinstance(req.get("key"), str):
+        raise RequestError(f'{cmd} needs "key", a setting\'s name')
+    if cmd == "set" and "value" not in req:
+        raise RequestError('set needs "value"')
+    switch = {"model": req.get("model"), "mode": req.get("mode")}
+    if cmd == "set" and req["key"] in switch:
+        switch[req["key"]] = req["value"]
+        if req["value"] is None:
+            raise RequestError(f"set {req['key']}: needs a value")
+    for name, value in switch.items():
+        if value is not None and not (isinstance(value, str) and value.strip()):
+            raise RequestError(f"{name} must be a name or a path, not {value!r}"[:200])
+    if switch["mode"] is not None and switch["mode"] not in MODES:
+        raise RequestError(f"mode {switch['mode'][:40]!r}: this version plays {', '.join(MODES)}")
+    return req
+
+
+class Loader:
+    """Model switches from the control socket, on a thread of their own: the socket answers
+    within LOAD_TIMEOUT_S whatever the file does, and one switch loads at a time."""
+
+    def __init__(self, engine, timeout: float = LOAD_TIMEOUT_S):
+        self.engine, self.timeout = engine, timeout
+        self.thread: threading.Thread | None = None
+        self.what = ""
+
+    def switch(self, spec: str | None, mode: str | None) -> str:
+        if self.thread is not None and self.thread.is_alive():
+            raise ConfigError(f"still loading {self.what}; try again when it is done")
+        result: dict = {}
+        abandoned = threading.Event()
+
+        def load():
+            try:
+                result["path"] = self.engine.switch(spec=spec, mode=mode, wanted=lambda: not abandoned.is_set())
+            except Exception as err:     # (handed to the control thread, which answers with it)
+                result["error"] = err
+
+        self.what = spec or mode or "the model"
+        self.thread = threading.Thread(target=load, name="livegen-load", daemon=True)
+        self.thread.start()
+        self.thread.join(self.timeout)
+        if self.thread.is_alive():
+            abandoned.set()
+            raise ConfigError(f"loading {self.what} took over {self.timeout:g} s: abandoned, nothing changed")
+        if "error" in result:
+            err = result["error"]
+            if isinstance(err, (ConfigError, ValueError)):
+                raise err
+            raise ConfigError(f"cannot switch to {self.what}: {err}") from err
+        return result["path"]
+
+
 class ControlServer(threading.Thread):
     """REP (requests) and PUB (telemetry) sockets, served from one thread."""
 
@@ -86,6 +174,7 @@ class ControlServer(threading.Thread):
         if keys:
             self.auth = curve_server(self.ctx, [self.rep, self.pub], keys)
         self.rep.setsockopt(zmq.LINGER, 0)
+        self.rep.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)    # a bigger frame ends that peer's connection
         try:
             self.rep.bind(endpoint)
             if self.pub:
@@ -95,6 +184,7 @@ class ControlServer(threading.Thread):
             self.close()
             raise ConfigError(f"cannot bind the control socket: {err}") from err
         self.halt = threading.Event()
+        self.loader = Loader(engine)
         engine.publish_to(self.publish)
 
     def run(self) -> None:
@@ -105,9 +195,10 @@ class ControlServer(threading.Thread):
         while not self.halt.is_set():
             if not poller.poll(200):
                 continue
-            raw = self.rep.recv()
+            frames = self.rep.recv_multipart()
             try:
-                reply = self.handle(raw)
+                reply = self.handle(frames[0]) if len(frames) == 1 else \
+                    {"ok": False, "error": f"one frame per request, not {len(frames)}"}
             except Exception as err:   # a request must never take the daemon down
                 log.exception("control request failed")
                 reply = {"ok": False, "error": f"internal error: {err}"}
@@ -115,11 +206,9 @@ class ControlServer(threading.Thread):
 
     def handle(self, raw: bytes) -> dict:
         try:
-            req = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            return {"ok": False, "error": f"not JSON: {err}"}
-        if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
-            return {"ok": False, "error": 'a request is a JSON object with "cmd"'}
+            req = parse_request(raw)
+        except RequestError as err:
+            return {"ok": False, "error": str(err)}
         cmd = req["cmd"]
         if cmd == "status":
             return {"ok": True, "status": self.engine.status()}
@@ -131,11 +220,8 @@ class ControlServer(threading.Thread):
             key = req.get("key")
             spec = req.get("value") if key == "model" else req.get("model")
             mode = req.get("value") if key == "mode" else req.get("mode")
-            if cmd == "set" and not all(x is None or isinstance(x, str) for x in (spec, mode)) \
-                    or cmd == "set" and req.get("value") is None:
-                return {"ok": False, "error": "model and mode must be strings"}
             try:
-                path = self.engine.switch(spec=spec, mode=mode)
+                path = self.loader.switch(spec, mode)
             except (ConfigError, ValueError) as err:   # ModelError is a ValueError
                 return {"ok": False, "error": str(err)}
             return {"ok": True, "from_next_phrase": {"model": path, "mode": mode or self.engine.settings.mode}}

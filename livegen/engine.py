@@ -127,11 +127,13 @@ class Engine:
         if self.stop_event.is_set():
             return
         self.stop_event.set()
+        # silent first: a thread may take a while to end (a worker in the middle of an answer)
+        self.scheduler.close_notes(set(self.channels) | self.thru_channels)
         for t in self._threads:
             if t.is_alive():
                 t.join(2.0)
         self.transport.stop()
-        self.silence()
+        self.silence()      # (a note played thru since)
         self.scheduler.stop()
         self.scheduler.log_timing()
         self.playing.log_stats()
@@ -289,11 +291,12 @@ class Engine:
         """Change one live setting; ConfigError and no change when it is bad."""
         self.controls.apply(key, value)
 
-    def switch(self, spec: str | None = None, mode: str | None = None) -> str:
+    def switch(self, spec: str | None = None, mode: str | None = None, wanted=lambda: True) -> str:
         """Another model and/or mode from the next phrase on (any thread but the worker).
 
         Loads and warms the model here, so the worker only swaps it in; refuses, with no
-        change, what would need a different grid (restart for that)."""
+        change, what would need a different grid (restart for that), and what is no longer
+        `wanted()` once it is ready."""
         with self._switch_lock:      # (the control socket and the program controller may both ask)
             model = Model(spec or self.model.info.path, self.settings.device) if spec or mode is None else self.model
             trial = replace(self.settings, mode=mode or self.settings.mode)
@@ -303,6 +306,8 @@ class Engine:
                                   f"{self.steps}: restart livegen to change the phrase length")
             model.warm_up(1)
             new = self._mode(model, trial.mode)
+            if not wanted():         # (the asker gave up waiting)
+                raise ConfigError(f"{model.info.path}: the switch was abandoned")
             self.pending = None      # the latest request wins
             if not self.listening.adopt(new):
                 self.pending = new

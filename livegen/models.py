@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import hashlib
 import logging
+import stat
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -19,6 +21,7 @@ KINDS = ("accompany", "edit", "continue")
 REQUIRED = ("livegen.contract", "livegen.kind", "livegen.steps_per_beat", "livegen.beats_per_bar",
             "livegen.pitch_low", "livegen.pitch_count", "livegen.tracks")
 BUNDLED = {"accompany": "accompany.onnx", "edit": "edit.onnx", "continue": "continue.onnx"}
+MAX_MODEL_BYTES = 1 << 30     # (the bundled models are 12-14 MiB)
 
 
 @dataclass
@@ -53,16 +56,32 @@ def bundled_path(name: str) -> Path | None:
 
 
 def resolve(spec: str) -> Path:
-    """A model given as a path or as a bundled name (accompany, edit, continue)."""
+    """A model given as a path or as a bundled name (accompany, edit, continue): a regular
+    file under MAX_MODEL_BYTES (never a device, a FIFO or a folder: reading one could block
+    or fill the memory)."""
+    if not isinstance(spec, str) or not spec.strip() or "\0" in spec:
+        raise ModelError(f"{spec!r}: not a model name or path")
     p = Path(spec).expanduser()
-    if p.exists():
+    try:
+        st = p.stat()
+    except OSError as err:
+        if err.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise ModelError(f"{spec[:200]}: cannot use this path ({err.strerror})") from None
+        st = None
+    if st is not None:
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelError(f"{p}: not a regular file (a model is an .onnx file)")
+        if st.st_size > MAX_MODEL_BYTES:
+            raise ModelError(f"{p}: {st.st_size / 2**20:.0f} MiB, larger than a model may be "
+                             f"({MAX_MODEL_BYTES // 2**20} MiB)")
         return p
     bundled = bundled_path(spec)
     if bundled:
         return bundled
     if spec in BUNDLED:
         raise ModelError(f"{spec}: the bundled model is missing from this installation; reinstall livegen")
-    raise ModelError(f"{spec}: no such model file (give a path to an .onnx file, or one of {', '.join(BUNDLED)})")
+    raise ModelError(f"{spec[:200]}: no such model file (give a path to an .onnx file, or one of "
+                     f"{', '.join(BUNDLED)})")
 
 
 def _int(meta: dict, key: str, path: str, default: int | None = None) -> int:

@@ -45,7 +45,9 @@ def same_model(spec: str, model: Model) -> bool:
 
 
 def check_mode(settings: Settings, model: Model) -> None:
-    kinds = MODE_KINDS[settings.mode]
+    kinds = MODE_KINDS.get(settings.mode)
+    if kinds is None:
+        raise ConfigError(f"mode {settings.mode!r}: this version plays {', '.join(MODE_KINDS)}")
     if model.info.kind not in kinds:
         raise ConfigError(f"mode {settings.mode} plays {' or '.join(kinds)} models; "
                           f"{model.info.path} is a{'n' if model.info.kind[0] in 'ae' else ''} {model.info.kind} model")

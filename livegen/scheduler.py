@@ -86,6 +86,7 @@ class Scheduler(threading.Thread):
         self._panic = threading.Event()
         self._panic_channels: set[int] = set()
         self._dropped_ids: set[int] = set()
+        self._closed = False      # after `close_notes`: no new notes
         self.stats = {"sent": 0, "late_dropped": 0, "send_errors": 0}
         self.timing: deque = deque(maxlen=100_000)   # (deadline, sent) pairs for telemetry and benchmarks
         self.follow_delays: deque = deque(maxlen=100_000)   # ms from a player's note to its harmony
@@ -102,22 +103,25 @@ class Scheduler(threading.Thread):
         """A note-on at a grid step whose end is not known yet; returns its id for schedule_off."""
         with self._cond:
             note_id = next(self._seq)
-            heapq.heappush(self._heap, (step, 1, note_id, [NOTE_ON | channel, pitch, velocity]))
-            self._cond.notify()
+            if not self._closed:
+                heapq.heappush(self._heap, (step, 1, note_id, [NOTE_ON | channel, pitch, velocity]))
+                self._cond.notify()
             return note_id
 
     def schedule_off(self, step: float, note_id: int, channel: int, pitch: int) -> None:
         with self._cond:
-            heapq.heappush(self._heap, (step, 0, note_id, [NOTE_OFF | channel, pitch, 0]))
-            self._cond.notify()
+            if not self._closed:
+                heapq.heappush(self._heap, (step, 0, note_id, [NOTE_OFF | channel, pitch, 0]))
+                self._cond.notify()
 
     def note_now(self, channel: int, pitch: int, velocity: int, since: float | None = None) -> int:
         """A note-on as soon as possible (follow mode); end it with schedule_off. `since` is when
         the player's note that caused it arrived: the delay is kept in `follow_delays`."""
         with self._cond:
             note_id = next(self._seq)
-            self._now.append((note_id, [NOTE_ON | channel, pitch, velocity], since))
-            self._cond.notify()
+            if not self._closed:
+                self._now.append((note_id, [NOTE_ON | channel, pitch, velocity], since))
+                self._cond.notify()
             return note_id
 
     def send_now(self, msg: list[int]) -> None:
@@ -130,6 +134,17 @@ class Scheduler(threading.Thread):
         with self._cond:
             if clear:
                 self._heap.clear()
+            self._panic_channels |= set(channels)
+            self._panic.set()
+            self._cond.notify()
+
+    def close_notes(self, channels: set[int] = frozenset()) -> None:
+        """At the end: every sounding note ended now, and no new note from here on (messages
+        sent as they are, such as a clock Stop, still go)."""
+        with self._cond:
+            self._closed = True
+            self._heap.clear()
+            self._now = deque(item for item in self._now if item[0] is None)
             self._panic_channels |= set(channels)
             self._panic.set()
             self._cond.notify()

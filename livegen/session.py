@@ -94,17 +94,17 @@ class LiveSession:
         return 0
 
     def close(self) -> None:
-        if self.control is not None:
-            self.control.close()
-            self.control = None
         engine = self.engine
-        if engine is not None:
+        if engine is not None:     # the notes end first, then the sockets and ports
             engine.stop()
             st = engine.stats | engine.scheduler.stats
             if engine.transport.follower:
                 st["clock_ticks_lost"] = engine.transport.follower.lost_ticks
             log.info("stopped: %s", ", ".join(f"{k} {v}" for k, v in st.items()))
             self.engine = None
+        if self.control is not None:
+            self.control.close()
+            self.control = None
         if self.hub is not None:
             self.hub.close()
             self.hub = None

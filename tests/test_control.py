@@ -210,3 +210,74 @@ def test_a_controller_mutes_one_track_and_picks_mode_and_model(controlled, shift
     assert rig.sounding() == set()
     assert request(ep, {"cmd": "learn", "key": "mute_bass"})["ok"]
     assert request(ep, {"cmd": "learn", "key": "volume"})["ok"] is False
+
+
+def test_malformed_requests_get_a_clear_error_and_change_nothing(controlled, tmp_path):
+    """What a fuzzer found: each of these once answered "internal error" with a traceback,
+    read a device into memory, or blocked the control thread for good."""
+    import os
+
+    rig, ep, _ = controlled()
+    before = request(ep, {"cmd": "status"})["status"]
+    fifo = tmp_path / "model.fifo"
+    os.mkfifo(fifo)
+    bad = [{"cmd": "set", "key": "mode", "value": "../../x"}, {"cmd": "set", "key": "model", "value": "a" * 5000},
+           {"cmd": "reload", "model": 5}, {"cmd": "reload", "model": ["x"]}, {"cmd": "reload", "mode": [1, 2]},
+           {"cmd": "set", "key": "model", "value": "/dev/zero"}, {"cmd": "set", "key": "model", "value": str(fifo)},
+           {"cmd": "set", "key": "model", "value": str(tmp_path)}, {"cmd": "set", "key": "model", "value": ""},
+           {"cmd": "set", "key": "mode", "value": " "}, {"cmd": "set", "key": "mode", "value": None},
+           {"cmd": "set", "key": "temperature"}, {"cmd": "set", "key": ["temperature"], "value": 1},
+           {"cmd": "set", "key": "temperature", "value": {"a": 1}}, {"cmd": "status", "extra": 1},
+           {"cmd": "learn", "key": 7}, {"cmd": "set", "key": "bpm", "value": [[120]]}, {"cmd": 5}]
+    ctx = zmq.Context()
+    for req in bad:
+        reply = request(ep, req, timeout_ms=5000)
+        assert reply["ok"] is False and reply["error"] and "internal" not in reply["error"], (req, reply)
+    for raw, said in ([b"[" * 50_000, "nested too deeply"], [b'{"cmd": "status", "x": "' + b"y" * 70_000 + b'"}',
+                                                               "too large"],
+                      [b"\xff\xfe", "not JSON"], [b"null", "JSON object"]):
+        sock = ctx.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVTIMEO, 5000)
+        sock.connect(ep)
+        sock.send(raw)
+        reply = json.loads(sock.recv())
+        assert reply["ok"] is False and said in reply["error"], reply
+        sock.close()
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.RCVTIMEO, 5000)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(ep)
+    sock.send_multipart([b'{"cmd": "status"}', b"more"])
+    assert "one frame" in json.loads(sock.recv())["error"]
+    ctx.destroy(linger=0)
+    after = request(ep, {"cmd": "status"})["status"]
+    assert after["settings"] == before["settings"] and after["model"] == before["model"]
+
+
+def test_a_model_that_loads_too_slowly_is_abandoned_and_the_socket_answers(controlled, models_dir, monkeypatch):
+    import livegen.engine
+    from tests import tinymodels
+
+    rig, ep, _ = controlled()
+    other = tinymodels.shift_accompany(models_dir / "shift_slow.onnx", shifts=(5, 7, 10))
+    real = livegen.engine.Model
+
+    def slow_model(*args, **kwargs):     # a stand-in for a model file on a stalled network disk
+        time.sleep(1.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(livegen.engine, "Model", slow_model)
+    server = next(t for t in threading.enumerate() if isinstance(t, ControlServer))
+    server.loader.timeout = 0.3
+    t = time.perf_counter()
+    reply = request(ep, {"cmd": "set", "key": "model", "value": str(other)})
+    assert reply["ok"] is False and "abandoned" in reply["error"] and time.perf_counter() - t < 0.9, reply
+    busy = request(ep, {"cmd": "set", "key": "model", "value": str(other)})
+    assert busy["ok"] is False and "still loading" in busy["error"]
+    server.loader.thread.join(10)
+    t0 = rig.t0 + 1.0
+    rig.play([(72, 0, 4)], t0, STEP)
+    rig.run_until(t0 + 2 * PHRASE * STEP)
+    assert rig.notes(STEP, t0) == sorted([(1, 69, 32.0), (2, 60, 32.0), (3, 48, 32.0)])   # the old model plays on
+    assert request(ep, {"cmd": "status"})["status"]["model"] != str(other)

@@ -295,3 +295,38 @@ def test_a_switch_between_any_two_modes_is_made_at_the_next_phrase_boundary(bund
     assert rig.engine.status()["mode"] == new[0] and rig.engine.status()["kind"] == new[1]
     assert [t for t, *_ in rig.note_ons() if t >= t0 + 3 * PHRASE * STEP], "the new mode plays"
     assert_all_ended(rig)
+
+
+def test_a_stop_silences_at_once_while_the_worker_is_still_busy(shift_model):
+    """SIGTERM, Ctrl-C and the end of `livegen run` call Engine.stop: the sounding notes end
+    within milliseconds, not when the busy worker gets round to ending (real threads here)."""
+    import threading
+    import time
+
+    from livegen.engine import Engine
+    from livegen.modes import Job
+
+    sent, release = [], threading.Event()
+    engine = Engine(Settings(model=str(shift_model), bpm=BPM).check(), Model(str(shift_model), "cpu"),
+                    lambda msg: sent.append((time.perf_counter(), list(msg))))
+    engine.start()
+    engine.playing.run = lambda job: release.wait(1.5)     # a stand-in for an answer taking 1.5 s
+    engine.scheduler.note_now(1, 67, 90)                     # a voice sounding
+    engine.jobs.put(Job(0, 0, PHRASE, []))
+    deadline = time.perf_counter() + 2
+    while not any(m[:2] == [0x91, 67] for _, m in sent) and time.perf_counter() < deadline:
+        time.sleep(0.001)
+    time.sleep(0.05)                                          # the worker is in its job now
+    t = time.perf_counter()
+    stopper = threading.Thread(target=engine.stop)
+    stopper.start()
+    while not any(m == [0x81, 67, 0] for _, m in sent) and time.perf_counter() < deadline:
+        time.sleep(0.001)
+    silent_at = next(when for when, m in sent if m == [0x81, 67, 0])
+    release.set()
+    stopper.join(5)
+    assert silent_at - t < 0.1, f"the note ended {1000 * (silent_at - t):.0f} ms after the stop"
+    offs = [i for i, (_, m) in enumerate(sent) if m == [0x81, 67, 0]]
+    ccs = [i for i, (_, m) in enumerate(sent) if m[0] == 0xB1 and m[1] in (123, 120)]
+    assert offs and ccs and offs[0] < ccs[0], "its own note-off first, then CC 123/120"
+    assert len(offs) == 1
