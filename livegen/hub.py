@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from livegen.ports import InputPoller, PortWatcher, list_ports, open_guard, open_port, release
 
@@ -19,10 +19,32 @@ class Input:
     name: str = ""               # the name users see (the device's, or ours on JACK)
     port: object = None          # the rtmidi input; None while unplugged
     poller: InputPoller | None = None
+    held: set = field(default_factory=set)      # (channel, pitch) of the keys down on it
+    pedals: set = field(default_factory=set)    # channels whose sustain pedal is down on it
 
     @property
     def device(self) -> bool:
         return self.spec != "virtual"
+
+    def track(self, data) -> None:
+        """The poller's thread: which keys and pedals this input holds down."""
+        if len(data) != 3:
+            return
+        kind, key = data[0] & 0xF0, (data[0] & 0x0F, data[1])
+        if kind == 0x90 and data[2] > 0:
+            self.held.add(key)
+        elif kind in (0x80, 0x90):
+            self.held.discard(key)
+        elif kind == 0xB0 and data[1] == 64:
+            (self.pedals.add if data[2] >= 64 else self.pedals.discard)(key[0])
+
+    def release(self) -> list[list[int]]:
+        """What ends everything this input left down when it was unplugged: a note-off for
+        each key, then the pedal up on each channel."""
+        msgs = [[0x80 | ch, pitch, 0] for ch, pitch in sorted(self.held)]
+        msgs += [[0xB0 | ch, 64, 0] for ch in sorted(self.pedals)]
+        self.held, self.pedals = set(), set()
+        return msgs
 
 
 class Hub:
@@ -54,7 +76,13 @@ class Hub:
         spec = entry.name if entry.port is None and entry.name else entry.spec
         entry.port, entry.name = open_port("in", self.backend, spec, self.client_name, entry.port_name)
         entry.port.ignore_types(sysex=False, timing=False, active_sense=False)   # see InputPoller
-        entry.poller = InputPoller(entry.port, self.feed)
+        feed = self.feed
+
+        def deliver(t: float, data) -> None:
+            entry.track(data)
+            feed(t, data)
+
+        entry.poller = InputPoller(entry.port, deliver)
         entry.poller.start()
 
     def send(self, msg: list[int]) -> None:
@@ -98,10 +126,15 @@ class Hub:
             if not entry.device:
                 continue
             if entry.port is not None and entry.name not in ins:
-                log.warning("input %s is gone; waiting for it to come back", entry.name)
                 entry.poller.stop()
                 release(entry.port)
                 entry.port = None
+                ended = entry.release()     # its note-offs will never come: end its notes here
+                now = time.perf_counter()
+                for msg in ended:
+                    self.feed(now, msg)
+                log.warning("input %s is gone%s; waiting for it to come back", entry.name,
+                            f" (ended the {sum(m[0] & 0xF0 == 0x80 for m in ended)} notes it held)" if ended else "")
             elif entry.port is None and entry.name in ins:
                 self._open_input(entry)
                 if self.backend == "jack":
