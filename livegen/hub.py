@@ -86,7 +86,8 @@ class Hub:
         entry.poller.start()
 
     def send(self, msg: list[int]) -> None:
-        self.out.send_message(msg)
+        if self.out is not None:     # (None: the server is gone, see `abandon`)
+            self.out.send_message(msg)
 
     def _own_port(self, port_name: str, ports: list[str]) -> str | None:
         """The full JACK name of a port of ours among `ports` (JACK may have renamed the client)."""
@@ -151,6 +152,17 @@ class Hub:
                 release(old)
                 self.out_lost = False
                 log.info("output %s is back", self.out_name)
+
+    def abandon(self) -> None:
+        """The MIDI server is gone: its ports are left as they are (closing a client of a
+        dead JACK server waits for it in vain)."""
+        for entry in self.inputs:
+            if entry.poller is not None:
+                entry.poller.port.cancel_callback()
+                entry.poller.halt.set()
+            entry.poller, entry.port = None, None
+        self.out = None
+        self.watcher = None
 
     def close(self) -> None:
         if self.out is not None:

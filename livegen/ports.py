@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -261,8 +262,40 @@ def jack_server_running(server: str | None = None) -> bool:
     if shutil.which("jack_lsp") is None:
         return False
     env["JACK_NO_START_SERVER"] = "1"
-    r = subprocess.run(["jack_lsp"], env=env, capture_output=True, timeout=10)
+    try:
+        r = subprocess.run(["jack_lsp"], env=env, capture_output=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        raise PortError("the JACK server does not answer (jack_lsp gave no answer within 10 s)") from None
     return r.returncode == 0
+
+
+class JackServerProbe:
+    """Is the JACK server still there? Each `alive()` connects to the server's socket and
+    hangs up: no JACK client is made (one a second upsets the graph) and jackd logs nothing.
+    A server killed leaves its socket file behind, refusing connections."""
+
+    def __init__(self, server: str | None = None):
+        name = server or os.environ.get("JACK_DEFAULT_SERVER") or "default"
+        self.name = name
+        self.path = f"/dev/shm/jack_{name}_{os.getuid()}_0"     # where jackd 1.9 keeps it
+        self.usable = os.path.exists(self.path)
+        if not self.usable:
+            log.info("no socket for JACK server %s at %s: a lost server is not watched for", name, self.path)
+
+    def alive(self) -> bool:
+        if not self.usable:
+            return True
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(0.5)
+        try:
+            sock.connect(self.path)
+            return True
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+        except OSError:        # (a busy server is slow to accept: not a lost one)
+            return True
+        finally:
+            sock.close()
 
 
 def start_jack_dummy(server: str | None = None, wait_s: float = 10.0) -> subprocess.Popen:

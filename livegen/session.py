@@ -13,9 +13,10 @@ from livegen.engine import Engine
 from livegen.errors import PortError
 from livegen.hub import Hub
 from livegen.models import Model
-from livegen.ports import jack_server_running, pick_backend, start_jack_dummy
+from livegen.ports import JackServerProbe, jack_server_running, pick_backend, start_jack_dummy
 
 log = logging.getLogger("livegen")
+EXIT_SERVER_LOST = 3     # `livegen run`'s status when the JACK server went away under it
 
 
 def load_model(settings: Settings) -> Model:
@@ -36,6 +37,7 @@ class LiveSession:
         self.engine = None
         self.hub = None
         self.control = None
+        self.server: JackServerProbe | None = None
         if settings.backend == "auto" and self.backend == "jack":
             log.info("no ALSA sequencer here (/dev/snd/seq): using JACK")
         if self.backend == "jack":
@@ -52,6 +54,7 @@ class LiveSession:
                 raise PortError("no JACK server is running; start one (jackd -d dummy) or drop --no-start-jack")
             log.info("no JACK server running: starting `jackd -d dummy`%s", f" named {server}" if server else "")
             self.jack = start_jack_dummy(server)
+        self.server = JackServerProbe(server)
 
     def open(self) -> None:
         s = self.settings
@@ -86,12 +89,21 @@ class LiveSession:
             signal.signal(sig, lambda *_: self.stopped.set())
         self.engine.start()
         log.info("running; Ctrl-C stops")
+        code = 0
         try:
             while not self.stopped.wait(1.0):
+                if self.server is not None and not self.server.alive():
+                    # its ports are gone with it and rtmidi cannot move to a new server: exit,
+                    # and a service manager (Restart=always) starts livegen on the server again
+                    log.error("the JACK server %s is gone: exiting with status %d", self.server.name,
+                              EXIT_SERVER_LOST)
+                    self.hub.abandon()
+                    code = EXIT_SERVER_LOST
+                    break
                 self.hub.watch(on_output_lost=self.engine.panic)
         finally:
             self.close()
-        return 0
+        return code
 
     def close(self) -> None:
         engine = self.engine

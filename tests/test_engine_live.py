@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import signal
 import time
+from pathlib import Path
 
 import mido
 import pytest
@@ -316,3 +317,47 @@ def test_lost_output_is_silenced_and_picked_up_again(shift_model):
         d.stop()
         player.close()
         synth.delete()
+
+
+def test_a_lost_jack_server_is_noticed_and_livegen_exits_for_a_restart(shift_model, tmp_path):
+    """The JACK server killed under the daemon (its own server here, not the suite's): within
+    a second or two livegen says so in one line and exits with status 3, so that systemd's
+    Restart=always starts it again on the server that comes back."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    name = f"lglost-{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1")
+    jackd = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "64"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    log = tmp_path / "daemon.log"
+    daemon = None
+    try:
+        deadline = time.monotonic() + 15
+        while subprocess.run(["jack_lsp"], env=env, capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline and jackd.poll() is None, "jackd did not start"
+            time.sleep(0.1)
+        with open(log, "w") as out:
+            daemon = subprocess.Popen([sys.executable, "-m", "livegen", "run", "--client-name", "lgdead", "--model",
+                                       str(shift_model), "--no-start-jack"], stdout=out, stderr=subprocess.STDOUT,
+                                      env=env)
+        while "running; Ctrl-C stops" not in log.read_text():
+            assert time.monotonic() < deadline and daemon.poll() is None, log.read_text()
+            time.sleep(0.1)
+        time.sleep(0.5)
+        jackd.kill()
+        t = time.monotonic()
+        code = daemon.wait(10)
+        took = time.monotonic() - t
+        said = log.read_text()
+        assert code == 3 and f"the JACK server {name} is gone: exiting with status 3" in said, said
+        assert took < 3.0 and "Traceback" not in said, (took, said)
+    finally:
+        for proc in (daemon, jackd):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for leftover in Path("/dev/shm").glob(f"jack*{name}*"):
+            leftover.unlink(missing_ok=True)
