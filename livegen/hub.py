@@ -7,7 +7,8 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from livegen.ports import InputPoller, PortWatcher, list_ports, open_guard, open_port, release
+from livegen.errors import LivegenError
+from livegen.ports import InputPoller, JackLinks, PortWatcher, list_ports, open_guard, open_port, release
 
 log = logging.getLogger("livegen")
 
@@ -56,6 +57,10 @@ class Hub:
         self.out_spec = "virtual"
         self.out_lost = False
         self.watcher: PortWatcher | None = None
+        self.links: JackLinks | None | bool = None     # JACK: the output's connections (False: cannot)
+        self.linked: set[str] = set()
+        self.unlinked = False          # a connection was removed: the next one made gets the missed note-offs
+        self.checked = time.perf_counter()
 
     def open(self, inputs: list[tuple[str, str]], output: str) -> None:
         """`inputs`: (our port name, spec) pairs. Inputs first: on JACK the first client keeps
@@ -153,6 +158,37 @@ class Hub:
                 self.out_lost = False
                 log.info("output %s is back", self.out_name)
 
+    def watch_links(self, scheduler) -> None:
+        """JACK, our virtual output: a connection removed (a cable, a DAW's routing): the notes
+        sounding are ended; when a connection is made again, it gets the note-offs it missed.
+        (An output opened by name is watched by `watch`: "is gone".)"""
+        if self.links is None:
+            try:
+                self.links = JackLinks(self.client_name)
+            except (OSError, LivegenError) as err:
+                log.warning("cannot watch the output's connections (%s): a synth disconnected while a note "
+                            "sounds may hold it", err)
+                self.links = False
+        if not self.links:
+            return
+        now = time.perf_counter()
+        found = self.links.connections(self.out_name)
+        if found is not None:
+            linked = set(found)
+            gone, made = self.linked - linked, linked - self.linked
+            if gone:
+                log.warning("output %s: disconnected from %s: ending the notes sounding", self.out_name,
+                            ", ".join(sorted(gone)))
+                scheduler.unlinked(since=self.checked)
+                self.unlinked = True
+            if made and self.unlinked:
+                log.info("output %s: connected to %s: sending the note-offs missed", self.out_name,
+                         ", ".join(sorted(made)))
+                scheduler.relinked()
+                self.unlinked = False
+            self.linked = linked
+        self.checked = now
+
     def abandon(self) -> None:
         """The MIDI server is gone: its ports are left as they are (closing a client of a
         dead JACK server waits for it in vain)."""
@@ -163,6 +199,7 @@ class Hub:
             entry.poller, entry.port = None, None
         self.out = None
         self.watcher = None
+        self.links = None
 
     def close(self) -> None:
         if self.out is not None:
@@ -180,3 +217,6 @@ class Hub:
         if self.watcher is not None:
             self.watcher.close()
             self.watcher = None
+        if self.links:
+            self.links.close()
+        self.links = None

@@ -152,6 +152,54 @@ class PortWatcher:
         self._out.delete()
 
 
+class JackLinks:
+    """The connections of a JACK port, through a JACK client that is never activated (it
+    takes no part in the process cycle, so it can never hold up the graph). rtmidi has no
+    call for this; libjack is there wherever JACK is."""
+
+    def __init__(self, client_name: str):
+        import ctypes
+        import ctypes.util
+
+        path = ctypes.util.find_library("jack") or "libjack.so.0"
+        jack = ctypes.CDLL(path)
+        jack.jack_client_open.restype = ctypes.c_void_p
+        jack.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+        jack.jack_port_by_name.restype = ctypes.c_void_p
+        jack.jack_port_by_name.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        jack.jack_port_get_all_connections.restype = ctypes.POINTER(ctypes.c_char_p)
+        jack.jack_port_get_all_connections.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        jack.jack_free.argtypes = [ctypes.c_void_p]
+        jack.jack_client_close.argtypes = [ctypes.c_void_p]
+        status = ctypes.c_int(0)
+        self.jack = jack
+        self.client = jack.jack_client_open(f"{client_name}-links".encode(), 0x01, ctypes.byref(status))  # JackNoStartServer
+        if not self.client:
+            raise PortError(f"cannot open a JACK client to watch connections (status {status.value:#x})")
+
+    def connections(self, port: str) -> list[str] | None:
+        """The ports `port` is connected to, or None when there is no such port."""
+        import ctypes
+
+        handle = self.jack.jack_port_by_name(self.client, port.encode())
+        if not handle:
+            return None
+        names = self.jack.jack_port_get_all_connections(self.client, handle)
+        if not names:
+            return []
+        out, i = [], 0
+        while names[i] is not None:
+            out.append(names[i].decode(errors="replace"))
+            i += 1
+        self.jack.jack_free(ctypes.cast(names, ctypes.c_void_p))
+        return out
+
+    def close(self) -> None:
+        if self.client:
+            self.jack.jack_client_close(self.client)
+            self.client = None
+
+
 class InputPoller(threading.Thread):
     """Hands (time, bytes) of each message of an rtmidi input to `deliver`, from its own thread.
 

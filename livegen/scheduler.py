@@ -87,6 +87,8 @@ class Scheduler(threading.Thread):
         self._panic_channels: set[int] = set()
         self._dropped_ids: set[int] = set()
         self._closed = False      # after `close_notes`: no new notes
+        self._recent_offs: deque = deque(maxlen=4096)   # (time, channel, pitch) of the note-offs sent
+        self._missed: set[tuple[int, int]] = set()     # note-offs a removed connection missed
         self.stats = {"sent": 0, "late_dropped": 0, "send_errors": 0}
         self.timing: deque = deque(maxlen=100_000)   # (deadline, sent) pairs for telemetry and benchmarks
         self.follow_delays: deque = deque(maxlen=100_000)   # ms from a player's note to its harmony
@@ -149,6 +151,25 @@ class Scheduler(threading.Thread):
             self._panic.set()
             self._cond.notify()
 
+    def unlinked(self, since: float) -> None:
+        """A connection of the output was removed, at `since` at the earliest: the port on the
+        other end missed the note-offs sent since, and will miss those of the notes sounding.
+        They are ended now (panic) and kept for `relinked`."""
+        with self._cond:
+            self._missed |= set(self.ledger.sounding)
+            self._missed |= {(ch, pitch) for t, ch, pitch in self._recent_offs if t >= since}
+        self.panic(clear=False)     # (the music goes on for the connections that remain)
+
+    def relinked(self) -> None:
+        """A connection was made again: the note-offs it missed (a synth there would hold
+        those notes until the same key came again)."""
+        with self._cond:
+            for ch, pitch in sorted(self._missed):
+                if (ch, pitch) not in self.ledger.sounding:
+                    self._now.append((None, [NOTE_OFF | ch, pitch, 0], None))
+            self._missed = set()
+            self._cond.notify()
+
     def start_clock_output(self, from_step: float, ticks_per_step: float) -> None:
         with self._cond:
             self.clock_ticks_per_step = ticks_per_step
@@ -181,6 +202,8 @@ class Scheduler(threading.Thread):
         try:
             self._send(msg)
             self.stats["sent"] += 1
+            if msg[0] & 0xF0 == NOTE_OFF:
+                self._recent_offs.append((self.now(), msg[0] & 0x0F, msg[1]))
         except Exception as err:   # a lost port must not kill the thread that ends notes
             self.stats["send_errors"] += 1
             if self.stats["send_errors"] < 5:

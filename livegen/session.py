@@ -89,9 +89,14 @@ class LiveSession:
             signal.signal(sig, lambda *_: self.stopped.set())
         self.engine.start()
         log.info("running; Ctrl-C stops")
-        code = 0
+        code, beat = 0, 0
         try:
-            while not self.stopped.wait(1.0):
+            while not self.stopped.wait(0.1):
+                beat += 1
+                if self.backend == "jack" and self.settings.output == "virtual":
+                    self.hub.watch_links(self.engine.scheduler)    # (cheap: shared memory, no round trip)
+                if beat % 10:
+                    continue
                 if self.server is not None and not self.server.alive():
                     # its ports are gone with it and rtmidi cannot move to a new server: exit,
                     # and a service manager (Restart=always) starts livegen on the server again

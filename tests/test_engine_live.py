@@ -361,3 +361,39 @@ def test_a_lost_jack_server_is_noticed_and_livegen_exits_for_a_restart(shift_mod
                 proc.wait()
         for leftover in Path("/dev/shm").glob(f"jack*{name}*"):
             leftover.unlink(missing_ok=True)
+
+
+def own_note_offs_missing(listener: Listener) -> set[tuple[int, int]]:
+    """(channel, pitch) of notes heard with no note-off of their own after them (CC 123 does not count)."""
+    on: set[tuple[int, int]] = set()
+    for _, m in listener.messages():
+        kind, key = m[0] & 0xF0, (m[0] & 0x0F, m[1] if len(m) > 1 else 0)
+        if kind == 0x90 and m[2] > 0:
+            on.add(key)
+        elif kind == 0x80 or kind == 0x90:
+            on.discard(key)
+    return on
+
+
+def test_a_synth_disconnected_while_notes_sound_gets_their_note_offs_when_it_comes_back(session):
+    """A DAW's routing change or a cable: the connection from livegen's output to the synth is
+    removed while the answer's voices sound, and made again a second later. The note-offs
+    sent meanwhile went nowhere; the synth gets them when it is connected again."""
+    import subprocess
+
+    d, player, listener = session("lglink")
+    t0 = time.perf_counter() + 0.3
+    play(player, t0, MELODY)
+    synth = "lglink-listener:in"
+    time.sleep(t0 + (PHRASE + 17.5) * STEP - time.perf_counter())     # the answer's G voices sound (steps 48-56)
+    heard_before = {(ch, p) for t, ch, p, _ in listener.note_ons()}
+    subprocess.run(["jack_disconnect", d.out_port, synth], check=True)
+    time.sleep(t0 + (PHRASE + 27) * STEP - time.perf_counter())      # their note-offs are sent into nowhere
+    subprocess.run(["jack_connect", d.out_port, synth], check=True)
+    time.sleep(t0 + 3 * PHRASE * STEP - time.perf_counter())
+    out = d.output()
+    assert "disconnected from lglink-listener:in" in out and "sending the note-offs missed" in out, out
+    g_voices = {(1 + k, 79 - s) for k, s in enumerate(SHIFTS)}
+    assert g_voices & heard_before, heard_before              # (all but one JACK cycle: at least one voice)
+    assert own_note_offs_missing(listener) == set()
+    assert d.stop() == 0
