@@ -1,0 +1,374 @@
+"""Left alone all night: fuzzed MIDI, malformed control requests, stop events, restarts.
+
+    python benchmarks/reliability.py [--fuzz 100000] [--requests 10000] [--stops 1000]
+                                     [--restarts 100] [--only fuzz,requests,stops,restarts]
+
+Prints one table per part:
+- fuzz: random MIDI byte strings (stray status and data bytes, cut-off SysEx, real-time bytes
+  inside messages, every channel) into the live engine in every way of listening, on a
+  virtual clock (`livegen.offline`), then a melody: crashes, worker errors, notes left
+  sounding after the stop, and whether the melody's phrase was answered.
+- requests: malformed requests to a real control socket (ZeroMQ, loopback) in front of the
+  engine: answered, "internal error" answers, unanswered, settings changed.
+- stops: `livegen run` on a JACK dummy server of its own, follow mode with the bundled
+  Transformer, a player and a listener (its own process) that tracks every note; random
+  events while voices sound (panic over the control socket, a mode/model switch, the
+  output's connection removed and made again, SIGTERM and a restart): notes left sounding
+  at the listener, and the time from the event to the last note-off the listener heard for
+  the notes sounding at the event (p50 / p99 / max).
+- restarts: start, play a phrase, hear the answer, SIGTERM: answered and exit status.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from livegen.config import Settings  # noqa: E402
+from livegen.models import Model  # noqa: E402
+from livegen.offline import VirtualRun  # noqa: E402
+from tests.virtual import MELODY  # noqa: E402
+
+WAYS = [("loop", "accompany"), ("loop", "edit"), ("respond", "continue"), ("respond", "edit"),
+        ("follow", "continue")]
+BPM = 120
+STEP = 60 / (BPM * 4)
+REALTIME = [0xF8, 0xFA, 0xFB, 0xFC, 0xFE, 0xFF]
+
+
+# ---------------------------------------------------------------- fuzzed MIDI (in process)
+
+def fuzz_message(rng: random.Random) -> list[int]:
+    kind = rng.randrange(7)
+    if kind == 0:                               # any bytes
+        return [rng.randrange(256) for _ in range(rng.randint(1, 8))]
+    if kind == 1:                               # a channel message, any channel, maybe cut short
+        status = rng.choice([0x80, 0x90, 0xA0, 0xB0, 0xC0, 0xD0, 0xE0]) | rng.randrange(16)
+        return [status] + [rng.randrange(128) for _ in range(rng.randint(0, 3))]
+    if kind == 2:                               # stray data bytes
+        return [rng.randrange(128) for _ in range(rng.randint(1, 4))]
+    if kind == 3:                               # a SysEx cut off, or ended by another status
+        body = [0xF0] + [rng.randrange(128) for _ in range(rng.randint(0, 12))]
+        return body + rng.choice([[], [0xF7], [0x90, 60, 100], [0xF0]])
+    if kind == 4:                               # a real-time byte inside a message
+        msg = [0x90 | rng.randrange(16), rng.randrange(128), rng.randrange(128)]
+        msg.insert(rng.randint(1, 3), rng.choice(REALTIME))
+        return msg
+    if kind == 5:                               # a note on or off, well formed
+        return [rng.choice([0x80, 0x90]) | rng.randrange(16), rng.randrange(128), rng.randrange(128)]
+    return [rng.choice([0xF1, 0xF2, 0xF3, 0xF4, 0xF5, 0xF6, 0xF7, 0xF9, 0xFD] + REALTIME)]
+
+
+def fuzz(count: int, seed: int) -> list[dict]:
+    rows = []
+    models = {}
+    for mode, kind in WAYS:
+        model = models.setdefault(kind, Model(kind, "cpu"))
+        run = VirtualRun(Settings(model=model.info.path, mode=mode, bpm=BPM, seed=seed).check(), model)
+        rng = random.Random(seed)
+        t0, dt = run.clock.t + 0.1, 0.002
+        for i in range(count):
+            run.at(t0 + i * dt, fuzz_message(rng))
+        end = t0 + count * dt
+        for k in range(16):                      # every key and pedal up, as a player would end
+            run.at(end, [0xB0 | k, 64, 0])
+            for pitch in range(128):
+                run.at(end, [0x80 | k, pitch, 0])
+        started = time.perf_counter()
+        crashed = ""
+        try:
+            run.run_until(end + 0.1)
+            steps = run.engine.transport.position(end + 0.1)
+            phrase = run.engine.steps
+            first = (int(steps // phrase) + 1) * phrase       # a melody at the next phrase boundary
+            melody_at = run.engine.transport.time_of(first)
+            n = len(run.sent)
+            for pitch, s, e in MELODY:
+                run.at(melody_at + s * STEP, [0x90, pitch, 90])
+                run.at(melody_at + e * STEP - 0.01, [0x80, pitch, 0])
+            run.run_until(run.engine.transport.time_of(first + 2 * phrase) + 0.05)
+            answered = any(m[0] & 0xF0 == 0x90 and m[2] > 0 and t >= melody_at for t, m in run.sent[n:])
+            run.engine.stop()
+            run.engine.scheduler.pump(run.clock.t)
+        except Exception as err:     # a crash is what this counts
+            crashed, answered = f"{type(err).__name__}: {err}", False
+        on: set = set()
+        for _, m in run.sent:
+            key = (m[0] & 0x0F, m[1] if len(m) > 1 else 0)
+            if m[0] & 0xF0 == 0x90 and m[2] > 0:
+                on.add(key)
+            elif m[0] & 0xF0 in (0x80, 0x90):
+                on.discard(key)
+        stats = run.engine.stats
+        rows.append({"mode": mode, "model": kind, "strings": count, "crash": crashed or "none",
+                     "worker_errors": stats["worker_errors"], "malformed": stats["malformed"],
+                     "sounding_after_stop": len(on), "answered_after": answered,
+                     "seconds": round(time.perf_counter() - started, 1)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------- malformed control requests
+
+def bad_request(rng: random.Random, fifo: str) -> bytes:
+    def junk(depth=0):
+        kind = rng.randrange(7 if depth < 3 else 4)
+        if kind == 0:
+            return rng.randint(-2**40, 2**40)
+        if kind == 1:
+            return rng.choice(["", " ", "../../x", "/dev/zero", fifo, "a" * rng.randint(300, 5000), "\u00ff\u2603",
+                               "loop", "follow", "continue", "status"])
+        if kind == 2:
+            return rng.choice([None, True, False, 1e308, -0.0])
+        if kind == 3:
+            return rng.random() * 1e6
+        if kind == 4:
+            return [junk(depth + 1) for _ in range(rng.randint(0, 4))]
+        return {rng.choice(["cmd", "key", "value", "model", "mode", "x"]): junk(depth + 1) for _ in range(3)}
+
+    kind = rng.randrange(8)
+    if kind == 0:
+        return bytes(rng.randrange(256) for _ in range(rng.randint(0, 64)))
+    if kind == 1:
+        return ("[" * rng.randint(1000, 60000)).encode()
+    if kind == 2:
+        return json.dumps(junk()).encode()
+    if kind == 3:                        # a known command with a field it does not take
+        return json.dumps({"cmd": rng.choice(["status", "panic", "reload", "learn"]), "bogus": junk()}).encode()
+    if kind == 4:                        # set with a bad key or value type
+        value = rng.choice([{"a": 1}, [[1]], "hot", -5, 1e9, None])
+        key = rng.choice(["temperature", "bpm", "mute", "seed", "volume", 7, None, ["x"]])
+        return json.dumps({"cmd": "set", "key": key, "value": value}).encode()
+    if kind == 5:                        # a switch to something that is not a model or a mode
+        return json.dumps({"cmd": rng.choice(["set", "reload"]), "key": rng.choice(["model", "mode"]),
+                           "value": rng.choice(["", " ", "../../x", "/dev/zero", fifo, "a" * 5000, 5, ["x"], None,
+                                                "/etc/passwd", "/tmp"])}).encode()
+    if kind == 6:
+        return b'{"cmd": "status", "x": "' + b"y" * rng.randint(70_000, 200_000) + b'"}'
+    return json.dumps({"cmd": rng.choice(["", "STATUS", "dance", "set ", "\u0000"])}).encode()
+
+
+def requests(count: int, seed: int) -> list[dict]:
+    import tempfile
+
+    import zmq
+
+    from livegen.control import ControlServer, request
+    from tests.virtual import Rig
+
+    rig = Rig("accompany", bpm=BPM, seed=seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        fifo = os.path.join(tmp, "fifo.onnx")
+        os.mkfifo(fifo)
+        ep = f"ipc://{tmp}/control"
+        server = ControlServer(rig.engine, ep)
+        server.start()
+        before = request(ep, {"cmd": "status"})["status"]
+        rng = random.Random(seed)
+        ctx = zmq.Context()
+        counts = {"sent": 0, "answered": 0, "ok_true": 0, "internal_error": 0, "unanswered": 0}
+        sock = None
+        started = time.perf_counter()
+        for _ in range(count):
+            if sock is None:
+                sock = ctx.socket(zmq.REQ)
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.RCVTIMEO, 30_000)
+                sock.connect(ep)
+            sock.send(bad_request(rng, fifo))
+            counts["sent"] += 1
+            try:
+                reply = json.loads(sock.recv())
+            except zmq.Again:
+                counts["unanswered"] += 1
+                sock.close()
+                sock = None
+                continue
+            counts["answered"] += 1
+            counts["ok_true"] += reply.get("ok") is True
+            counts["internal_error"] += "internal" in str(reply.get("error", ""))
+        after = request(ep, {"cmd": "status"})["status"]
+        ctx.destroy(linger=0)
+        server.close()
+    counts["settings_changed"] = int(after["settings"] != before["settings"] or after["model"] != before["model"])
+    counts["seconds"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(counts), flush=True)
+    return [counts]
+
+
+# ---------------------------------------------------------------- over JACK: stops and restarts
+
+def start_jack() -> subprocess.Popen:
+    name = f"lgrel-{uuid.uuid4().hex[:6]}"
+    os.environ["JACK_DEFAULT_SERVER"] = name
+    os.environ["JACK_NO_START_SERVER"] = "1"
+    proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "64"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(150):
+        if subprocess.run(["jack_lsp"], capture_output=True).returncode == 0:
+            time.sleep(1.0)
+            return proc
+        time.sleep(0.1)
+    raise SystemExit("jackd did not start")
+
+
+def sounding(messages, upto: float | None = None) -> dict[tuple[int, int], float]:
+    """(channel, pitch) -> note-on time of the notes on at `upto`, by their own note-offs."""
+    on: dict = {}
+    for t, m in messages:
+        if upto is not None and t > upto:
+            break
+        key = (m[0] & 0x0F, m[1] if len(m) > 1 else 0)
+        if m[0] & 0xF0 == 0x90 and m[2] > 0:
+            on[key] = t
+        elif m[0] & 0xF0 in (0x80, 0x90):
+            on.pop(key, None)
+    return on
+
+
+def stops(count: int, seed: int) -> list[dict]:
+    from livegen.control import request
+    from tests.jackmidi import Daemon, Listener, Player
+
+    jack = start_jack()
+    rng = random.Random(seed)
+    latencies: dict[str, list[float]] = {}
+    left: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    control = f"ipc:///tmp/lgrel-{os.getpid()}"
+    args = ("--model", "continue", "--mode", "follow", "--bpm", str(BPM), "--control", control, "--late-ms", "40")
+    d = Daemon("lgrel", *args)
+    player, listener = Player(d.in_port, "lgrel-player"), Listener(d.out_port, "lgrel-listener")
+    started = time.perf_counter()
+    try:
+        for i in range(count):
+            kind = rng.choice(["panic", "switch", "disconnect", "sigterm"])
+            counts[kind] = counts.get(kind, 0) + 1
+            pitch = rng.choice([67, 69, 71, 72, 74, 76])
+            t0 = time.perf_counter() + 0.05
+            player.at(t0, [0x90, pitch, 90])
+            time.sleep(max(0.0, t0 + rng.uniform(0.3, 0.6) - time.perf_counter()))
+            before = sounding(listener.messages())
+            at = time.perf_counter()       # (the event itself; the silence is timed from here)
+            if kind == "panic":
+                request(control, {"cmd": "panic"})
+            elif kind == "switch":         # follow -> respond (same model): at the next phrase boundary
+                request(control, {"cmd": "set", "key": "mode", "value": "respond"})
+            elif kind == "disconnect":     # the synth misses what is sent: timed from its return
+                subprocess.run(["jack_disconnect", d.out_port, "lgrel-listener:in"], check=True)
+                time.sleep(0.4)
+                subprocess.run(["jack_connect", d.out_port, "lgrel-listener:in"], check=True)
+                at = time.perf_counter()
+            else:
+                d.proc.send_signal(signal.SIGTERM)
+                d.proc.wait(10)
+            player.send([0x80, pitch, 0])
+            if kind == "switch":           # both switches take effect at a boundary: wait for them
+                time.sleep(2 * 32 * STEP + 0.2)
+                request(control, {"cmd": "set", "key": "mode", "value": "follow"})
+                time.sleep(2 * 32 * STEP + 0.2)
+            else:
+                time.sleep(1.0)
+            msgs = listener.messages()
+            ends = []
+            for key in before:
+                offs = [t for t, m in msgs if t >= at and m[0] & 0xF0 in (0x80, 0x90) and
+                        (m[0] & 0x0F, m[1]) == key and (m[0] & 0xF0 == 0x80 or m[2] == 0)]
+                if offs:
+                    ends.append(offs[0] - at)
+            if ends and kind != "switch":    # (a switch ends the voices at its boundary, by design)
+                latencies.setdefault(kind, []).append(max(ends) * 1000)
+            # a note on before the event and still on now has lost its note-off
+            left[kind] = left.get(kind, 0) + sum(1 for t in sounding(msgs).values() if t < at)
+            if kind == "sigterm":
+                listener.close()
+                player.close()
+                d = Daemon("lgrel", *args)
+                player, listener = Player(d.in_port, "lgrel-player"), Listener(d.out_port, "lgrel-listener")
+            print(f"\rstops: {i + 1}/{count}", end="", file=sys.stderr, flush=True)
+        print(file=sys.stderr)
+    finally:
+        d.stop()
+        listener.close()
+        player.close()
+        jack.terminate()
+        jack.wait(10)
+    rows = []
+    for kind in sorted(counts):
+        row = {"event": kind, "events": counts[kind], "left_sounding": left.get(kind, 0)}
+        if latencies.get(kind):
+            a = np.array(latencies[kind])
+            row |= {"timed": len(a), "p50_ms": round(float(np.percentile(a, 50)), 1),
+                    "p99_ms": round(float(np.percentile(a, 99)), 1), "max_ms": round(float(a.max()), 1)}
+        rows.append(row)
+    rows.append({"event": "all", "events": sum(counts.values()), "left_sounding": sum(left.values()),
+                 "seconds": round(time.perf_counter() - started, 1)})
+    for r in rows:
+        print(json.dumps(r), flush=True)
+    return rows
+
+
+def restarts(count: int, seed: int) -> list[dict]:
+    from tests.jackmidi import Daemon, Listener, Player
+
+    jack = start_jack()
+    heard, codes, started = 0, [], time.perf_counter()
+    try:
+        for i in range(count):
+            d = Daemon("lgrestart", "--model", "continue", "--mode", "follow", "--bpm", str(BPM))
+            player, listener = Player(d.in_port, "lgrestart-player"), Listener(d.out_port, "lgrestart-listener")
+            t0 = time.perf_counter() + 0.05
+            for pitch, s, e in MELODY[:3]:
+                player.at(t0 + s * STEP, [0x90, pitch, 90])
+                player.at(t0 + e * STEP - 0.01, [0x80, pitch, 0])
+            time.sleep(0.3)
+            heard += bool(listener.note_ons())
+            codes.append(d.stop())
+            listener.close()
+            player.close()
+            print(f"\rrestarts: {i + 1}/{count}", end="", file=sys.stderr, flush=True)
+        print(file=sys.stderr)
+    finally:
+        jack.terminate()
+        jack.wait(10)
+    row = {"restarts": count, "heard": heard, "exit_0": codes.count(0), "seconds": round(time.perf_counter() - started, 1)}
+    print(json.dumps(row), flush=True)
+    return [row]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--fuzz", type=int, default=100_000)
+    ap.add_argument("--requests", type=int, default=10_000)
+    ap.add_argument("--stops", type=int, default=1000)
+    ap.add_argument("--restarts", type=int, default=100)
+    ap.add_argument("--only", default="fuzz,requests,stops,restarts")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    import logging
+    logging.basicConfig(level=logging.CRITICAL)      # (the fuzz makes the engine log a lot)
+    parts = args.only.split(",")
+    if "fuzz" in parts:
+        fuzz(args.fuzz, args.seed)
+    if "requests" in parts:
+        requests(args.requests, args.seed)
+    if "stops" in parts:
+        stops(args.stops, args.seed)
+    if "restarts" in parts:
+        restarts(args.restarts, args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
