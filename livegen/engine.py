@@ -2,8 +2,9 @@
 
 - `feed` (the input poller's thread) only timestamps and enqueues: a bounded queue of
   INPUT_QUEUE messages; when it is full the newest message is dropped and counted.
-- The capture thread parses, forwards thru, follows the transport, and hands each message
-  and each moment to the current way of listening (`livegen.modes`), which queues jobs.
+- The capture thread parses each message and hands it to `livegen.messages` (thru, the
+  transport, controllers, notes), and each moment to the current way of listening
+  (`livegen.modes`), which queues jobs.
 - The worker thread runs the jobs (all inference happens here, never on a MIDI thread).
   The job queue holds JOB_QUEUE jobs; when it is full the newest job is dropped and counted
   (a phrase whose answer would come too late is dropped by the worker too). A switch is
@@ -29,11 +30,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from livegen.capture import Capture, Event, parse, split
-from livegen.config import CONTROLS, Settings
+from livegen.capture import Capture, parse, split
+from livegen.config import Settings
 from livegen.errors import ConfigError
 from livegen.generate.continue_ import SamplingSettings
 from livegen.live_controls import LiveControls
+from livegen.messages import Dispatch
 from livegen.models import Model
 from livegen.modes import Mode, Stage, SwitchJob, mode_class
 from livegen.phrase import check_mode, phrase_steps
@@ -70,6 +72,7 @@ class Engine:
         self.pending: Mode | None = None       # a switch waiting for the next phrase boundary
         self._switch_lock = threading.Lock()
         self.controls = LiveControls(self)
+        self.dispatch = Dispatch(self)
         self.thru_channels: set[int] = set()
         self.stop_event = threading.Event()
         self._threads = [threading.Thread(target=self._capture_loop, name="livegen-capture", daemon=True),
@@ -175,7 +178,7 @@ class Engine:
     def receive(self, t: float, data) -> None:
         """One message as the input delivered it (rtmidi may have joined several)."""
         for part in split(data):
-            self.handle(parse(part), t, part)
+            self.dispatch.handle(parse(part), t, part)
 
     def capture(self, now: float) -> None:
         """Let the current mode queue what is due by `now`; hand over at a boundary."""
@@ -199,54 +202,6 @@ class Engine:
                     self.stats["phrases_dropped"] += 1
                 except queue.Empty:
                     pass
-
-    def handle(self, ev: Event, t: float, raw) -> None:
-        self.stats["received"] += 1
-        kind = ev.kind
-        if kind in ("bad", "sysex"):
-            self.stats["malformed" if kind == "bad" else "sysex"] += 1
-            return
-        if kind in ("clock", "start", "continue", "stop", "spp"):
-            self._transport(kind, ev.a, t)
-            return
-        if kind not in ("note_on", "note_off", "cc"):
-            self.stats["ignored"] += 1
-            return
-        if kind == "note_on":
-            self.transport.note_played(t)
-        pos = self.transport.position(t)
-        if self.settings.thru and kind in ("note_on", "note_off"):
-            self.thru_channels.add(ev.channel)
-            self.scheduler.send_now(list(raw))   # recorded when sent
-        elif self.recorder:
-            self.recorder.add(t, list(raw))
-        if kind == "cc" and ev.a != 64:
-            self.controls.cc(ev.a, ev.b)
-            return
-        if pos is None:
-            return   # MIDI clock stopped: nothing to place on the grid
-        capture = self.stage.capture
-        if kind == "note_on":
-            self.listening.note_on(ev.a, ev.b, pos, t)
-        elif kind == "note_off":
-            capture.note_off(ev.a, pos)
-        else:
-            capture.sustain(ev.b >= 64, pos)
-
-    def _transport(self, kind: str, value: int, t: float) -> None:
-        action = self.transport.message(kind, value, t)
-        if action is None:
-            return
-        what, step = action
-        if what == "ignored":
-            self.stats["ignored"] += 1
-        elif what == "stop":
-            self.stage.capture.release_all(step)
-            self.silence()
-        else:   # relocate: forget old notes and schedules, count phrases from here
-            self.silence()
-            self.stage.capture = Capture(self.settings.tolerance)
-            self.listening.relocate(step)
 
     # ---------------------------------------------------------------- worker thread
 
@@ -314,13 +269,4 @@ class Engine:
             return model.info.path
 
     def status(self) -> dict:
-        remote = self.stage.remote
-        return {"mode": self.settings.mode, "model": self.model.info.path, "kind": self.model.info.kind,
-                "tracks": dict(zip(self.tracks, [c + 1 for c in self.channels])),
-                "muted": sorted(self.tracks[i] for i in self.muted), "bpm": round(self.transport.bpm, 2),
-                "running": self.transport.running, "phrase_steps": self.steps,
-                "settings": {k: getattr(self.settings, k) for k in CONTROLS},
-                "cc_map": dict(self.settings.cc_map), "programs": list(self.settings.programs),
-                "program": None if self.controls.program is None else self.controls.program + 1,
-                "last_inference_ms": self.playing.last_ms(),
-                "stats": self.stats | self.scheduler.stats | (remote.stats if remote else {})}
+        return self.controls.status()

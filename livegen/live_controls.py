@@ -93,3 +93,17 @@ class LiveControls:
                         self.program = None
 
         threading.Thread(target=load, name="livegen-program", daemon=True).start()
+
+    def status(self) -> dict:
+        """What `livegen ctl ... status` shows: the mode, model, tracks, settings and counters."""
+        e, settings = self.engine, self.engine.settings
+        remote = e.stage.remote
+        return {"mode": settings.mode, "model": e.model.info.path, "kind": e.model.info.kind,
+                "tracks": dict(zip(e.tracks, [c + 1 for c in e.channels])),
+                "muted": sorted(e.tracks[i] for i in e.muted), "bpm": round(e.transport.bpm, 2),
+                "running": e.transport.running, "phrase_steps": e.steps,
+                "settings": {k: getattr(settings, k) for k in CONTROLS},
+                "cc_map": dict(settings.cc_map), "programs": list(settings.programs),
+                "program": None if self.program is None else self.program + 1,
+                "last_inference_ms": e.playing.last_ms(),
+                "stats": e.stats | e.scheduler.stats | (remote.stats if remote else {})}
