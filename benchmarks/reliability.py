@@ -210,17 +210,30 @@ def requests(count: int, seed: int) -> list[dict]:
 # ---------------------------------------------------------------- over JACK: stops and restarts
 
 def start_jack() -> subprocess.Popen:
+    """A JACK dummy server of our own; its log in proc.log_path."""
     name = f"lgrel-{uuid.uuid4().hex[:6]}"
     os.environ["JACK_DEFAULT_SERVER"] = name
     os.environ["JACK_NO_START_SERVER"] = "1"
-    proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "64"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log_path = f"/tmp/{name}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "64"],
+                                stdout=log, stderr=subprocess.STDOUT)
+    proc.log_path = log_path
     for _ in range(150):
         if subprocess.run(["jack_lsp"], capture_output=True).returncode == 0:
             time.sleep(1.0)
             return proc
         time.sleep(0.1)
     raise SystemExit("jackd did not start")
+
+
+def stalls_in(proc, start: int) -> tuple[int, int]:
+    """jackd's "not finished" lines (a client that held up the graph) written since byte
+    `start` of its log, and the log's size now."""
+    with open(proc.log_path, "rb") as f:
+        f.seek(start)
+        text = f.read()
+    return text.count(b"was not finished"), start + len(text)
 
 
 def sounding(messages, upto: float | None = None) -> dict[tuple[int, int], float]:
@@ -324,6 +337,7 @@ def restarts(count: int, seed: int) -> list[dict]:
 
     jack = start_jack()
     heard, codes, started = 0, [], time.perf_counter()
+    idle_stalls, exit_stalls, exits_with_stall = 0, 0, 0
     try:
         for i in range(count):
             d = Daemon("lgrestart", "--model", "continue", "--mode", "follow", "--bpm", str(BPM))
@@ -334,7 +348,15 @@ def restarts(count: int, seed: int) -> list[dict]:
                 player.at(t0 + e * STEP - 0.01, [0x80, pitch, 0])
             time.sleep(0.3)
             heard += bool(listener.note_ons())
+            _, mark = stalls_in(jack, 0)
+            time.sleep(1.0)                             # an idle second, for comparison
+            idle, mark = stalls_in(jack, mark)
             codes.append(d.stop())
+            time.sleep(1.0)                             # the exit and the second after it
+            stalled, _ = stalls_in(jack, mark)
+            idle_stalls += idle
+            exit_stalls += stalled
+            exits_with_stall += stalled > 0
             listener.close()
             player.close()
             print(f"\rrestarts: {i + 1}/{count}", end="", file=sys.stderr, flush=True)
@@ -342,7 +364,10 @@ def restarts(count: int, seed: int) -> list[dict]:
     finally:
         jack.terminate()
         jack.wait(10)
-    row = {"restarts": count, "heard": heard, "exit_0": codes.count(0), "seconds": round(time.perf_counter() - started, 1)}
+    row = {"restarts": count, "heard": heard, "exit_0": codes.count(0),
+           "jackd_not_finished_lines_in_an_idle_second": idle_stalls,
+           "in_the_second_of_each_exit": exit_stalls, "exits_with_any": exits_with_stall,
+           "seconds": round(time.perf_counter() - started, 1)}
     print(json.dumps(row), flush=True)
     return [row]
 
