@@ -68,6 +68,8 @@ class MidiClockFollower:
         self._fit: tuple[float, float] | None = None           # time = a + b * tick
         self._off_run, self._off_sign = 0, 1
         self.lost_ticks = 0
+        self._maybe_lost = 0     # ticks counted lost at the last tick, until the next one confirms it
+        self._last_t: float | None = None    # arrival of the last tick
 
     @property
     def bpm(self) -> float:
@@ -93,13 +95,26 @@ class MidiClockFollower:
     def tick(self, t: float) -> None:
         if not self.running:
             return
-        if len(self.samples) >= 6:
+        gap = (t - self._last_t) / self.period if self.samples and self._last_t is not None else None
+        self._last_t = t
+        held_up, self._maybe_lost = self._maybe_lost, 0
+        if gap is not None and gap < 0.5 and len(self.samples) >= 6:
+            # ticks at once after a gap: the sender was held up and sends what it owed, so
+            # the gap lost nothing; the late ticks are counted, kept out of the fit
+            if held_up:     # the tick before was late, not after lost ones: out of the fit
+                self.samples.pop()
+                self.next_tick -= held_up
+                self.lost_ticks -= held_up
+                self._refit()
+            self.next_tick += 1
+            return
+        if gap is not None and len(self.samples) >= 6 and 1.75 <= gap <= 4.5:
             # A gap of about two or three periods is a tick that went missing on the way
-            # (a MIDI hop that dropped it): count it, or every later step would be a tick late.
-            gap = (t - self.samples[-1][1]) / self.period
-            if 1.75 <= gap <= 4.5:
-                self.next_tick += round(gap) - 1
-                self.lost_ticks += round(gap) - 1
+            # (a MIDI hop that dropped it): count it, or every later step would be a tick
+            # late; unless the next tick comes at once (see above)
+            self._maybe_lost = round(gap) - 1
+            self.next_tick += self._maybe_lost
+            self.lost_ticks += self._maybe_lost
         if self._fit is not None and len(self.samples) >= 12:
             a, b = self._fit
             off = t - (a + b * self.next_tick)

@@ -89,3 +89,33 @@ def test_a_lost_tick_does_not_shift_the_grid():
             f.tick(n * period)
     assert f.lost_ticks == 1
     assert f.time_of(8) == pytest.approx(48 * period, abs=1e-4)   # step 8 = tick 48
+
+
+@pytest.mark.parametrize("delay_periods", [1.9, 2.1, 3.0, 4.2])
+def test_a_late_tick_and_the_burst_after_it_do_not_shift_the_grid(delay_periods):
+    """A sender held up (a busy DAW, a loaded machine) sends its ticks late and then all at
+    once: nothing was lost, so the grid must stay where it was (this once moved it a tick
+    per hold-up, and the notes after it landed on the wrong steps)."""
+    f = MidiClockFollower()
+    f.start()
+    period = 60 / (120 * 24)
+    late_until = 30 * period + delay_periods * period     # ticks 30.. come at once at this time
+    for n in range(72):
+        t = n * period
+        if 30 <= n and t < late_until + 0.002:
+            t = late_until + (n - 30) * 0.0002            # the burst: 0.2 ms apart
+        f.tick(t)
+    assert f.lost_ticks == 0
+    assert f.time_of(12) == pytest.approx(72 * period, abs=1e-3)   # step 12 = tick 72
+
+
+def test_lost_ticks_are_still_counted_between_late_ones():
+    f = MidiClockFollower()
+    f.start()
+    period = 60 / (120 * 24)
+    for n in range(96):
+        if n in (30, 60, 61):            # lost on the way, each time the next arrives on time
+            continue
+        f.tick(n * period + (0.004 if n == 45 else 0.0))
+    assert f.lost_ticks == 3
+    assert f.time_of(16) == pytest.approx(96 * period, abs=1e-3)
