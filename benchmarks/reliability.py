@@ -264,6 +264,7 @@ def stops(count: int, seed: int) -> list[dict]:
     d = Daemon("lgrel", *args)
     player, listener = Player(d.in_port, "lgrel-player"), Listener(d.out_port, "lgrel-listener")
     started = time.perf_counter()
+    since, examples = 0.0, []
     try:
         for i in range(count):
             kind = rng.choice(["panic", "switch", "disconnect", "sigterm"])
@@ -302,8 +303,12 @@ def stops(count: int, seed: int) -> list[dict]:
                     ends.append(offs[0] - at)
             if ends and kind != "switch":    # (a switch ends the voices at its boundary, by design)
                 latencies.setdefault(kind, []).append(max(ends) * 1000)
-            # a note on before the event and still on now has lost its note-off
-            left[kind] = left.get(kind, 0) + sum(1 for t in sounding(msgs).values() if t < at)
+            # a note begun since the last event, before this one, and still on: it lost its note-off
+            stuck = {key: t for key, t in sounding(msgs).items() if since <= t < at}
+            left[kind] = left.get(kind, 0) + len(stuck)
+            if stuck and len(examples) < 10:
+                examples.append(f"{kind} at {at - started:.1f} s: {sorted(stuck)}")
+            since = at
             if kind == "sigterm":
                 listener.close()
                 player.close()
@@ -329,6 +334,8 @@ def stops(count: int, seed: int) -> list[dict]:
                  "seconds": round(time.perf_counter() - started, 1)})
     for r in rows:
         print(json.dumps(r), flush=True)
+    for line in examples:
+        print("left sounding:", line, flush=True)
     return rows
 
 
