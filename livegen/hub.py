@@ -217,6 +217,6 @@ class Hub:
         if self.watcher is not None:
             self.watcher.close()
             self.watcher = None
-        if self.links:
-            self.links.close()
+        # (the connections' client is not closed: it was never activated, so it holds up
+        # nothing, and the server forgets it when the process ends)
         self.links = None

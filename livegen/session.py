@@ -2,6 +2,7 @@
 the control socket, signals, and a clean shutdown (every note ended)."""
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ from livegen.ports import JackServerProbe, jack_server_running, pick_backend, st
 
 log = logging.getLogger("livegen")
 EXIT_SERVER_LOST = 3     # `livegen run`'s status when the JACK server went away under it
+CLOSE_S = 5.0            # the most the ports and sockets may take to close at exit
 
 
 def load_model(settings: Settings) -> Model:
@@ -78,8 +80,6 @@ class LiveSession:
                  " (CURVE)" if s.keys else "")
 
     def run(self) -> int:
-        import faulthandler
-
         faulthandler.enable()                   # a crash in a native library prints every thread's stack
         faulthandler.register(signal.SIGUSR1)   # and so does `kill -USR1 PID`
         self.open()
@@ -114,6 +114,9 @@ class LiveSession:
         engine = self.engine
         if engine is not None:     # the notes end first, then the sockets and ports
             engine.stop()
+            # the notes are ended: whatever closing the rest waits on (a JACK or ZeroMQ call
+            # that never returns), the process ends within CLOSE_S, saying where it waited
+            faulthandler.dump_traceback_later(CLOSE_S, exit=True)
             st = engine.stats | engine.scheduler.stats
             if engine.transport.follower:
                 st["clock_ticks_lost"] = engine.transport.follower.lost_ticks
