@@ -60,6 +60,7 @@ class Hub:
         self.links: JackLinks | None | bool = None     # JACK: the output's connections (False: cannot)
         self.linked: set[str] = set()
         self.unlinked = False          # a connection was removed: the next one made gets the missed note-offs
+        self.resend = False            # they were sent at the last look: send them once more
         self.checked = time.perf_counter()
 
     def open(self, inputs: list[tuple[str, str]], output: str) -> None:
@@ -181,11 +182,14 @@ class Hub:
                             ", ".join(sorted(gone)))
                 scheduler.unlinked(since=self.checked)
                 self.unlinked = True
+            if self.resend:             # the note-offs once more, a look later
+                scheduler.relinked()
+                self.resend = False
             if made and self.unlinked:
                 log.info("output %s: connected to %s: sending the note-offs missed", self.out_name,
                          ", ".join(sorted(made)))
-                scheduler.relinked()
-                self.unlinked = False
+                scheduler.relinked(again=True)
+                self.unlinked, self.resend = False, True
             self.linked = linked
         self.checked = now
 

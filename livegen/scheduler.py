@@ -160,14 +160,16 @@ class Scheduler(threading.Thread):
             self._missed |= {(ch, pitch) for t, ch, pitch in self._recent_offs if t >= since}
         self.panic(clear=False)     # (the music goes on for the connections that remain)
 
-    def relinked(self) -> None:
+    def relinked(self, again: bool = False) -> None:
         """A connection was made again: the note-offs it missed (a synth there would hold
-        those notes until the same key came again)."""
+        those notes until the same key came again). With `again` they are kept to be sent
+        once more: JACK can lose what is sent in the cycle a connection is made."""
         with self._cond:
             for ch, pitch in sorted(self._missed):
                 if (ch, pitch) not in self.ledger.sounding:
                     self._now.append((None, [NOTE_OFF | ch, pitch, 0], None))
-            self._missed = set()
+            if not again:
+                self._missed = set()
             self._cond.notify()
 
     def start_clock_output(self, from_step: float, ticks_per_step: float) -> None:

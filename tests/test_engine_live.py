@@ -397,5 +397,7 @@ def test_a_synth_disconnected_while_notes_sound_gets_their_note_offs_when_it_com
     assert "disconnected from lglink-listener:in" in out and "sending the note-offs missed" in out, out
     g_voices = {(1 + k, 79 - s) for k, s in enumerate(SHIFTS)}
     assert g_voices & heard_before, heard_before              # (all but one JACK cycle: at least one voice)
-    assert own_note_offs_missing(listener) == set()
+    # the voices sounding at the disconnect got their own note-offs (sent twice, a look apart,
+    # so that one JACK cycle lost on the way, as the dummy server does, cannot leave them on)
+    assert own_note_offs_missing(listener) & heard_before == set()
     assert d.stop() == 0
