@@ -145,11 +145,8 @@ class Scheduler(threading.Thread):
         sent as they are, such as a clock Stop, still go)."""
         with self._cond:
             self._closed = True
-            self._heap.clear()
             self._now = deque(item for item in self._now if item[0] is None)
-            self._panic_channels |= set(channels)
-            self._panic.set()
-            self._cond.notify()
+        self.panic(channels=channels)
 
     def unlinked(self, since: float) -> None:
         """A connection of the output was removed, at `since` at the earliest: the port on the
