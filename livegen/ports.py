@@ -152,6 +152,27 @@ class PortWatcher:
         self._out.delete()
 
 
+def libjack_path() -> str:
+    """The libjack that rtmidi uses. The python-rtmidi wheel carries a copy of its own
+    (python_rtmidi.libs/libjack-*.so): loading the system's libjack beside it puts two JACK
+    client libraries, each with its own global state, in one process; the daemon crashed
+    (SIGSEGV in a JACK thread) about once in a few hundred runs that way. dlopen of the path
+    already loaded hands back that same copy."""
+    import ctypes.util
+
+    import rtmidi  # noqa: F401  (loads its libjack)
+
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split(maxsplit=5)[-1].strip()
+                if os.path.basename(path).startswith("libjack") and ".so" in path:
+                    return path
+    except OSError:
+        pass
+    return ctypes.util.find_library("jack") or "libjack.so.0"
+
+
 class JackLinks:
     """The connections of a JACK port, through a JACK client that is never activated (it
     takes no part in the process cycle, so it can never hold up the graph). rtmidi has no
@@ -159,10 +180,8 @@ class JackLinks:
 
     def __init__(self, client_name: str):
         import ctypes
-        import ctypes.util
 
-        path = ctypes.util.find_library("jack") or "libjack.so.0"
-        jack = ctypes.CDLL(path)
+        jack = ctypes.CDLL(libjack_path())
         jack.jack_client_open.restype = ctypes.c_void_p
         jack.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
         jack.jack_port_by_name.restype = ctypes.c_void_p

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests import tinymodels
+from tests.jackmidi import Daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 JSB = ROOT.parent / "shared" / "data" / "jsb" / "Jsb16thSeparated.json"
@@ -66,3 +67,15 @@ def jsb_path() -> Path:
     if not JSB.exists():
         pytest.fail(f"{JSB} is missing: the JSB benchmark data lives in ../shared/data/jsb beside the project")
     return JSB
+
+
+@pytest.fixture(autouse=True)
+def daemon_logs():
+    """After each test, the log of every daemon it started (pytest shows it when the test
+    failed: how a daemon that crashed or answered wrongly got there)."""
+    Daemon.started.clear()
+    yield
+    for d in Daemon.started:
+        print(f"---- livegen {d.client}: exit {d.proc.poll()}, log {d.log_path}")
+        print(d.output())
+    Daemon.started.clear()

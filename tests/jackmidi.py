@@ -176,8 +176,11 @@ class Listener:
 class Daemon:
     """`livegen run ...` as a subprocess, with its ports ready."""
 
+    started: list["Daemon"] = []     # this test's daemons: conftest prints their logs after it
+
     def __init__(self, client: str, *args: str, env: dict | None = None, output: str | None = None):
         """`output`: the existing port the daemon plays to (default: its own virtual one)."""
+        Daemon.started.append(self)
         self.client = client
         self.log_path = f"/tmp/livegen-{client}-{os.getpid()}.log"
         self.log = open(self.log_path, "w")

@@ -1,6 +1,7 @@
 """Follow mode's harmoniser with the shipped Transformer: guesses made between steps."""
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -69,27 +70,35 @@ def test_an_unguessed_note_is_decoded_and_a_note_during_the_guess_uses_what_is_d
 
 def test_a_note_stops_the_guess_pass_that_is_running(model):
     """stop_guessing (called by the capture thread when a note comes) ends the running
-    batched pass at once; the step is then decoded from what the guess had finished."""
+    batched pass; the step is then decoded from what the guess had finished. (How soon, in
+    ms, is machine time: benchmarks/live_timing.py --mode follow measures it.)"""
     import threading
-    import time
 
     h = Harmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(3), live=True)
     for p in (67, 67, 69):
         h.step(p, urgent=True)
+    running = threading.Event()
+    run = h.model.run
+
+    def run_and_say(*args):
+        running.set()
+        return run(*args)
+
+    h.model = SimpleNamespace(run=run_and_say, info=model.info)
     worker = threading.Thread(target=h.speculate)
-    t = time.perf_counter()
     worker.start()
-    time.sleep(0.012)          # into the first batch: the bass alone takes about 3 ms
+    assert running.wait(10)      # the guess's first pass has begun
     h.stop_guessing()
     worker.join()
-    stopped_after = time.perf_counter() - t
+    h.model = model
     assert h.guess_stats["stopped"] == 1
     full = Harmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(3), live=True)
     for p in (67, 67, 69):
         full.step(p, urgent=True)
-    start = time.perf_counter()
     full.speculate()
-    assert stopped_after < 0.6 * (time.perf_counter() - start)
+    assert full.guess_stats["stopped"] == 0
+    done = sum(len(t) for g in h.guesses for t in g["tokens"])
+    assert done < sum(len(t) for g in full.guesses for t in g["tokens"]) / 2    # it stopped early
     voices = h.step(71, urgent=True)
     assert voices == full.step(71, urgent=True)      # the same music either way
     assert h.dec.tokens == full.dec.tokens

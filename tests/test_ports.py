@@ -42,3 +42,30 @@ def test_ports_over_jack_list_and_open_by_substring(jack_server):
     finally:
         synth.close_port()
         synth.delete()
+
+
+def _libjacks() -> set[str]:
+    with open("/proc/self/maps") as maps:
+        return {line.split()[-1] for line in maps if "/libjack" in line}
+
+
+def test_connections_are_read_through_rtmidis_own_libjack(jack_server):
+    # two JACK client libraries in one process (the wheel's copy and the system's) crashed
+    # the daemon now and then: the connections' client must use the copy rtmidi loaded
+    from livegen.ports import JackLinks
+
+    out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, "lglinks")
+    out.open_virtual_port("out")
+    synth = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, "lglinks-synth")
+    try:
+        links = JackLinks("lglinks")
+        assert links.connections("lglinks:out") == []
+        assert links.connections("lglinks:nosuchport") is None
+        synth.open_port(synth.get_ports().index("lglinks:out"), "in")
+        assert links.connections("lglinks:out") == ["lglinks-synth:in"]
+        assert len(_libjacks()) == 1, _libjacks()
+    finally:
+        synth.close_port()
+        synth.delete()
+        out.close_port()
+        out.delete()
