@@ -6,6 +6,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from livegen.errors import LivegenError
 from livegen.ports import InputPoller, JackLinks, PortWatcher, list_ports, open_guard, open_port, release
@@ -62,6 +63,9 @@ class Hub:
         self.unlinked = False          # a connection was removed: the next one made gets the missed note-offs
         self.resend = False            # they were sent at the last look: send them once more
         self.checked = time.perf_counter()
+        # runs what holds the GIL for ms (opening and closing ports) where the music leaves a
+        # gap: the session hands in Scheduler.in_gap
+        self.quiet: Callable[[Callable], object] = lambda fn: fn()
 
     def open(self, inputs: list[tuple[str, str]], output: str) -> None:
         """`inputs`: (our port name, spec) pairs. Inputs first: on JACK the first client keeps
@@ -127,15 +131,13 @@ class Hub:
             return
         if self.watcher is None:
             # one long-lived probe: making JACK clients every second upsets the JACK graph
-            self.watcher = PortWatcher(self.backend, self.client_name)
+            self.watcher = self.quiet(lambda: PortWatcher(self.backend, self.client_name))
         ins, outs = self.watcher.inputs(), self.watcher.outputs()
         for entry in self.inputs:
             if not entry.device:
                 continue
             if entry.port is not None and entry.name not in ins:
-                entry.poller.stop()
-                release(entry.port)
-                entry.port = None
+                self.quiet(lambda: self._close_input(entry))
                 ended = entry.release()     # its note-offs will never come: end its notes here
                 now = time.perf_counter()
                 for msg in ended:
@@ -143,9 +145,7 @@ class Hub:
                 log.warning("input %s is gone%s; waiting for it to come back", entry.name,
                             f" (ended the {sum(m[0] & 0xF0 == 0x80 for m in ended)} notes it held)" if ended else "")
             elif entry.port is None and entry.name in ins:
-                self._open_input(entry)
-                if self.backend == "jack":
-                    self._guard(entry)
+                self.quiet(lambda: self._reopen_input(entry))
                 log.info("input %s is back", entry.name)
         if self.out_spec != "virtual":
             if self.out is not None and self.out_name not in outs:
@@ -153,11 +153,24 @@ class Hub:
                 on_output_lost()
                 self.out_lost = True
             elif self.out_lost and self.out_name in outs:
-                new, _ = open_port("out", self.backend, self.out_name, self.client_name)
-                old, self.out = self.out, new
-                release(old)
+                self.quiet(self._reopen_output)
                 self.out_lost = False
                 log.info("output %s is back", self.out_name)
+
+    def _close_input(self, entry: Input) -> None:
+        entry.poller.stop()
+        release(entry.port)
+        entry.port = None
+
+    def _reopen_input(self, entry: Input) -> None:
+        self._open_input(entry)
+        if self.backend == "jack":
+            self._guard(entry)
+
+    def _reopen_output(self) -> None:
+        new, _ = open_port("out", self.backend, self.out_name, self.client_name)
+        old, self.out = self.out, new
+        release(old)
 
     def watch_links(self, scheduler) -> None:
         """JACK, our virtual output: a connection removed (a cable, a DAW's routing): the notes

@@ -159,9 +159,9 @@ def libjack_path() -> str:
     (SIGSEGV in a JACK thread) about once in a few hundred runs that way. dlopen of the path
     already loaded hands back that same copy."""
     import ctypes.util
+    import importlib
 
-    import rtmidi  # noqa: F401  (loads its libjack)
-
+    importlib.import_module("rtmidi")      # (loads its libjack)
     try:
         with open("/proc/self/maps") as maps:
             for line in maps:

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 NOTE_ON, NOTE_OFF, CONTROL = 0x90, 0x80, 0xB0
 SPIN_S = 0.0008   # the last part of a wait is a spin; sleeping that close is not precise enough
+CHORE_GAP_S = 0.03   # `in_gap`: a chore runs where nothing is due for this long (opening a JACK
+                     # port holds the GIL for up to 20 ms: python-rtmidi does not release it)
 
 
 class NoteLedger:
@@ -87,6 +89,7 @@ class Scheduler(threading.Thread):
         self._panic_channels: set[int] = set()
         self._dropped_ids: set[int] = set()
         self._closed = False      # after `close_notes`: no new notes
+        self._chores: deque = deque()   # (latest start, fn, done, result) for `in_gap`
         self._recent_offs: deque = deque(maxlen=4096)   # (time, channel, pitch) of the note-offs sent
         self._missed: set[tuple[int, int]] = set()     # note-offs a removed connection missed
         self.stats = {"sent": 0, "late_dropped": 0, "send_errors": 0}
@@ -169,6 +172,27 @@ class Scheduler(threading.Thread):
                 self._missed = set()
             self._cond.notify()
 
+    def in_gap(self, fn: Callable[[], object], wait_s: float = 2.0):
+        """Run `fn` on this thread where nothing is due for CHORE_GAP_S (or after `wait_s`
+        at the latest) and return what it returns. For work that holds the GIL, such as
+        opening a MIDI port: done in a gap of the music, it makes no note late."""
+        if not self.is_alive() or threading.current_thread() is self:
+            return fn()
+        item = (self.now() + wait_s, fn, threading.Event(), {})
+        with self._cond:
+            self._chores.append(item)
+            self._cond.notify()
+        while not item[2].wait(0.5):
+            if not self.is_alive():
+                with self._cond:
+                    if item in self._chores:     # the thread ended before it came to it
+                        self._chores.remove(item)
+                        self._do_chore(item)
+                break
+        if "error" in item[3]:
+            raise item[3]["error"]
+        return item[3].get("result")
+
     def start_clock_output(self, from_step: float, ticks_per_step: float) -> None:
         with self._cond:
             self.clock_ticks_per_step = ticks_per_step
@@ -209,6 +233,16 @@ class Scheduler(threading.Thread):
                 log.warning("send failed: %s", err)
         if self.on_sent:
             self.on_sent(self.now(), msg)
+
+    @staticmethod
+    def _do_chore(item) -> None:
+        _, fn, done, result = item
+        try:
+            result["result"] = fn()
+        except BaseException as err:      # (raised again in the caller's thread)
+            result["error"] = err
+        finally:
+            done.set()
 
     def _do_panic(self) -> None:
         for msg in panic_messages(self.ledger, self._panic_channels):
@@ -254,6 +288,8 @@ class Scheduler(threading.Thread):
                 while self._now:
                     self._send_immediate(*self._now.popleft())
                 self._do_panic()
+                while self._chores:
+                    self._do_chore(self._chores.popleft())
 
     def _next_due(self) -> tuple[str, float] | None:
         """("note" or "clock", deadline) of what is sent next; under the lock."""
@@ -313,12 +349,22 @@ class Scheduler(threading.Thread):
             with self._cond:
                 self._send_urgent()
                 due = self._next_due()
-                wait = 0.25   # idle: wake rarely; new work notifies at once
-                if due is not None:
-                    wait = min(wait, due[1] - self.now() - SPIN_S)
-                if wait > 0:
-                    self._cond.wait(wait)
-                    continue
+                now = self.now()
+                chore = None
+                if self._chores and (due is None or due[1] - now > CHORE_GAP_S or self._chores[0][0] <= now):
+                    chore = self._chores.popleft()
+                else:
+                    wait = 0.25   # idle: wake rarely; new work notifies at once
+                    if self._chores:
+                        wait = min(wait, self._chores[0][0] - now)
+                    if due is not None:
+                        wait = min(wait, due[1] - now - SPIN_S)
+                    if wait > 0:
+                        self._cond.wait(wait)
+                        continue
+            if chore is not None:       # (outside the lock: the other threads may queue meanwhile)
+                self._do_chore(chore)
+                continue
             # spin the last fraction of a millisecond, outside the lock; sleep(0) hands the GIL
             # over each turn, so the MIDI callback (which needs it) is never held up
             while self.now() < due[1]:

@@ -62,6 +62,7 @@ class LiveSession:
         s = self.settings
         self.engine = Engine(s, self.model, self.send, on_stopped=self.stopped.set)
         self.hub = Hub(self.backend, s.client_name, self.engine.feed)
+        self.hub.quiet = self.engine.scheduler.in_gap
         self.hub.open([("in", s.input)] + ([("clock", s.clock_port)] if s.clock_port else []), s.output)
         engine = self.engine
         log.info("listening on %s, playing to %s; tracks %s on channels %s; %d-step phrases at %s",

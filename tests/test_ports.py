@@ -1,5 +1,7 @@
-import rtmidi
+import time
+
 import pytest
+import rtmidi
 
 from livegen.errors import PortError
 from livegen.ports import list_ports, match_port, open_port, pick_backend
@@ -62,6 +64,9 @@ def test_connections_are_read_through_rtmidis_own_libjack(jack_server):
         assert links.connections("lglinks:out") == []
         assert links.connections("lglinks:nosuchport") is None
         synth.open_port(synth.get_ports().index("lglinks:out"), "in")
+        deadline = time.monotonic() + 2          # (the server takes the new graph a cycle or two later)
+        while links.connections("lglinks:out") == [] and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert links.connections("lglinks:out") == ["lglinks-synth:in"]
         assert len(_libjacks()) == 1, _libjacks()
     finally:

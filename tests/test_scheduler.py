@@ -41,7 +41,7 @@ def test_notes_go_out_at_their_grid_time_with_their_offs():
     clock = InternalClock(240)           # a step is 62.5 ms
     clock.start(time.perf_counter() + 0.05)
     sink = Sink()
-    s = run_scheduler(sink, clock)
+    s = run_scheduler(sink, clock, late_ms=100)
     s.schedule_note(2, 4, 1, 60, 90)
     s.schedule_note(3, 5, 2, 55, 80)
     time.sleep(0.45)
@@ -50,7 +50,9 @@ def test_notes_go_out_at_their_grid_time_with_their_offs():
     offs = [m for _, m in sink.got if m[0] & 0xF0 == 0x80]
     assert [m for _, m in ons] == [[0x91, 60, 90], [0x92, 55, 80]]
     for (t, _), step in zip(ons, (2, 3)):
-        assert abs(t - clock.time_of(step)) < 0.004    # generous: a shared, noisy machine
+        # never early; how close to the deadline (p50 0.1 ms here) is machine time, measured
+        # by benchmarks/live_timing.py: the suite's machines are shared
+        assert clock.time_of(step) - 0.001 <= t < clock.time_of(step) + 0.05
     assert [0x81, 60, 0] in offs and [0x82, 55, 0] in offs
 
 
@@ -146,3 +148,27 @@ def test_an_immediate_note_is_sent_before_an_off_that_follows_it_and_a_restrike_
     ons = sum(1 for _, m in sink.got if m[0] == 0x92)
     offs_before_stop = [m for _, m in sink.got if m[0] == 0x82]
     assert ons == 400 and len(offs_before_stop) >= 400
+
+
+def test_a_chore_waits_for_a_gap_in_the_music():
+    # opening a MIDI port holds the GIL for up to 20 ms: the hub has it done where nothing is due
+    clock = InternalClock(400, steps_per_beat=8)    # a step is 19 ms: less than the gap a chore needs
+    clock.start(time.perf_counter() + 0.02)
+    sink = Sink()
+    s = run_scheduler(sink, clock, late_ms=1000)
+    for step in range(4):
+        s.schedule_note(step, step + 1, 0, 60 + step, 90)
+    s.schedule_note(20, 21, 0, 80, 90)   # then half a second of nothing
+    ran = []
+    assert s.in_gap(lambda: ran.append(time.perf_counter()) or "opened") == "opened"
+    with sink.lock:
+        before = [m for t, m in sink.got if t <= ran[0]]
+    assert [0x90, 63, 90] in before and [0x80, 63, 0] in before     # after the run of notes...
+    assert [0x90, 80, 90] not in before                               # ...before the next one
+    try:
+        s.in_gap(lambda: 1 / 0)
+        raise AssertionError("the chore's error was not raised in the caller")
+    except ZeroDivisionError:
+        pass
+    s.stop()
+    assert s.in_gap(lambda: "direct") == "direct"      # no thread: at once, in the caller

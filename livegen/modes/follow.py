@@ -117,6 +117,11 @@ class Follow(Mode):
         self.stream.velocity = job.velocity
         self.stream.since = job.heard_at
         self.stream.step(job.step, pitches)
+        grid = self.stage.time_of(job.step)
+        if job.provisional and grid is not None and self.stage.now() - grid > 0.02:
+            # (-v: what holds up the voices under a held note: a late capture or worker)
+            log.debug("follow step %d: sounded %.1f ms after its grid time", job.step,
+                      (self.stage.now() - grid) * 1000)
         log.debug("follow step %d: soprano %s -> %s%s", job.step, job.soprano, pitches,
                   " (late note)" if job.correction else " (no new note)" if job.provisional else "")
         self.stage.stats["generated_notes"] = self.stream.count
