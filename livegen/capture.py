@@ -77,6 +77,8 @@ def parse(data) -> Event:
         return Event("note_off", channel, data[1])
     if kind == 0xB0:
         return Event("cc", channel, data[1], data[2])
+    if kind == 0xC0:
+        return Event("program", channel, data[1])
     if kind == 0xF8:
         return Event("clock")
     if kind == 0xFA:

@@ -1,9 +1,10 @@
-"""`livegen run | render | ports | worker | ctl | watch | keys`: the command line (arguments only;
+"""`livegen run | render | ports | worker | ctl | watch | keys | service`: the command line (arguments only;
 what `run` does is livegen/session.py)."""
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 
@@ -43,7 +44,11 @@ def add_settings_flags(p: argparse.ArgumentParser, live: bool) -> None:
     if not live:
         return
     p.add_argument("--backend", choices=["auto", "alsa", "jack", "coremidi", "winmm"], help="MIDI API (default auto)")
-    p.add_argument("--input", help="input port name or unique part of it, or 'virtual' (default)")
+    p.add_argument("--input", help="input port name or unique part of it, 'virtual' (default), or 'all': "
+                                   "the virtual input and every MIDI source, now and when plugged in")
+    p.add_argument("--ignore", type=lambda t: [x for x in t.split(",") if x],
+                   help="with --input all: sources whose name contains one of these (comma-separated) are "
+                        "left out (default: Midi Through)")
     p.add_argument("--output", help="output port name or unique part of it, or 'virtual' (default)")
     p.add_argument("--client-name", help="MIDI client name (default livegen)")
     p.add_argument("--clock", choices=["internal", "midi"], help="internal tempo, or follow MIDI clock")
@@ -66,9 +71,18 @@ def add_settings_flags(p: argparse.ArgumentParser, live: bool) -> None:
 SETTING_KEYS = {f for f in Settings.__dataclass_fields__}
 
 
-def settings_from(args) -> Settings:
-    file_values = load_toml(args.config) if args.config else {}
+def settings_from(args, default_config: bool = False) -> Settings:
+    """`default_config` (run): without --config, the user's or the system's livegen.toml."""
+    config = args.config
+    if config is None and default_config:
+        from livegen.service import default_config as find
+
+        config = find()
+        if config is not None:
+            logging.getLogger("livegen").info("settings from %s", config)
+    file_values = load_toml(config) if config else {}
     cli = {k: v for k, v in vars(args).items() if k in SETTING_KEYS}
+    cli["config_path"] = str(config) if config else None
     return build_settings(file_values, cli)
 
 
@@ -99,13 +113,18 @@ def cmd_render(args) -> int:
     span = f"{result['steps']} steps" if settings.mode == "follow" else f"{result['phrases']} phrases"
     print(f"wrote {args.outfile}: {result['generated_notes']} generated notes in {span} "
           f"({result['seconds']} s); tracks on channels {result['tracks']}")
+    if args.png:
+        from livegen.picture import draw_roll
+
+        draw_roll(args.outfile, args.png, f"{args.infile}: {settings.mode} {model.info.kind}")
+        print(f"wrote {args.png}: the player's notes and the generated voices as a piano roll")
     return 0
 
 
 def cmd_run(args) -> int:
     from livegen.session import LiveSession
 
-    settings = settings_from(args)
+    settings = settings_from(args, default_config=True)
     session = LiveSession(settings)
     try:
         return session.run()
@@ -149,6 +168,10 @@ def cmd_ctl(args) -> int:
             except json.JSONDecodeError:
                 value = raw
             message = {"cmd": "set", "key": key, "value": value}
+    elif args.action in ("preset", "save-preset"):
+        if len(args.args) != 1:
+            raise ConfigError(f"ctl {args.action} NAME")
+        message = {"cmd": args.action, "name": args.args[0]}
     elif args.action == "learn":
         if len(args.args) != 1:
             raise ConfigError("ctl learn KEY")
@@ -160,6 +183,22 @@ def cmd_ctl(args) -> int:
     return 0 if reply.get("ok") else 1
 
 
+def cmd_service(args) -> int:
+    from livegen import service
+
+    if args.action == "print":
+        sys.stdout.write(service.unit_text(args.user, args.run_as))
+        return 0
+    unit, config, made = service.install(args.user, args.run_as)
+    scope = "--user " if args.user else ""
+    print(f"wrote {unit}")
+    print(f"{'wrote' if made else 'settings in'} {config}{' (every setting commented out)' if made else ''}")
+    print(f"start it now and at every {'login' if args.user else 'boot'}: systemctl {scope}daemon-reload && "
+          f"systemctl {scope}enable --now livegen")
+    print(f"its log: journalctl {scope}-u livegen -f")
+    return 0
+
+
 def cmd_watch(args) -> int:
     import json
 
@@ -169,6 +208,27 @@ def cmd_watch(args) -> int:
     for event in watch(args.endpoint, args.keys or "", args.count):
         print(json.dumps(event) if args.json else describe(event), flush=True)
     return 0
+
+
+class JournalFormatter(logging.Formatter):
+    """Under systemd (its journal on stdout): each line starts with its syslog level, <3>
+    error to <7> debug, so `journalctl -p warning` finds the warnings; the journal adds the time."""
+
+    LEVELS = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{self.LEVELS.get(record.levelno, 6)}>"
+        return "\n".join(prefix + line for line in super().format(record).splitlines())
+
+
+def setup_logging(verbose: bool) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    if os.environ.get("JOURNAL_STREAM"):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(JournalFormatter("%(message)s"))
+        logging.basicConfig(level=level, handlers=[handler])
+    else:
+        logging.basicConfig(level=level, format="%(asctime)s livegen: %(message)s", datefmt="%H:%M:%S")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     render = sub.add_parser("render", help="the same pipeline offline: IN.mid -> OUT.mid")
     render.add_argument("infile")
     render.add_argument("outfile")
+    render.add_argument("--png", help="also draw the player's notes and the generated voices as a piano roll "
+                                      "(needs matplotlib: pip install 'livegen[plot]')")
     add_settings_flags(render, live=False)
     worker = sub.add_parser("worker", help="serve the models to daemons over the network (e.g. on a GPU box)")
     worker.add_argument("--bind", required=True, help="e.g. tcp://127.0.0.1:5560 (beyond loopback needs --keys)")
@@ -193,20 +255,23 @@ def main(argv: list[str] | None = None) -> int:
     keys.add_argument("folder")
     ctl = sub.add_parser("ctl", help="talk to a running daemon's control socket")
     ctl.add_argument("endpoint", help="e.g. tcp://127.0.0.1:5555")
-    ctl.add_argument("action", choices=["status", "set", "reload", "panic", "learn"])
-    ctl.add_argument("args", nargs="*", help="set: KEY VALUE; learn: KEY")
+    ctl.add_argument("action", choices=["status", "set", "reload", "panic", "learn", "preset", "save-preset"])
+    ctl.add_argument("args", nargs="*", help="set: KEY VALUE; learn: KEY; preset, save-preset: NAME")
     ctl.add_argument("--keys", help="CURVE key folder (client.key_secret, server.key)")
     watch = sub.add_parser("watch", help="print a running daemon's telemetry, a line per phrase")
     watch.add_argument("endpoint", help="its --telemetry address, e.g. tcp://127.0.0.1:5556")
     watch.add_argument("--json", action="store_true", help="the messages as they come, JSON per line")
     watch.add_argument("--count", type=int, default=0, help="stop after N messages (default: never)")
     watch.add_argument("--keys", help="CURVE key folder (client.key_secret, server.key)")
+    service = sub.add_parser("service", help="run livegen under systemd: print or install its unit")
+    service.add_argument("action", choices=["print", "install"])
+    service.add_argument("--user", action="store_true", help="a user unit (starts at login) instead of a system one")
+    service.add_argument("--run-as", help="system unit: the user it runs as (default: you)")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s livegen: %(message)s", datefmt="%H:%M:%S")
+    setup_logging(args.verbose)
     try:
         return {"ports": cmd_ports, "run": cmd_run, "render": cmd_render, "keys": cmd_keys,
-                "ctl": cmd_ctl, "worker": cmd_worker, "watch": cmd_watch}[args.command](args)
+                "ctl": cmd_ctl, "worker": cmd_worker, "watch": cmd_watch, "service": cmd_service}[args.command](args)
     except LivegenError as err:
         print(f"livegen: error: {err}", file=sys.stderr)
         return 2

@@ -23,6 +23,8 @@ class Settings:
     output: str = "virtual"
     client_name: str = "livegen"
     clock_port: str = ""            # follow MIDI clock from this port instead of the input
+    # input = "all": sources whose name contains one of these are not listened to
+    ignore: list[str] = field(default_factory=lambda: ["Midi Through"])
     model: str = "accompany"
     mode: str = "loop"
     bars: int = 0                   # 0 = the model's window
@@ -56,6 +58,9 @@ class Settings:
     cc_map: dict = field(default_factory=dict)      # setting -> MIDI CC number, e.g. {temperature = 20}
     # what the `program` controller (cc_map) picks from: "MODE MODEL", its 0..127 split evenly
     programs: list[str] = field(default_factory=lambda: list(DEFAULT_PROGRAMS))
+    # [presets.NAME] tables: program = N (the Program Change that picks it) and settings
+    presets: dict = field(default_factory=dict)
+    config_path: str = ""           # the file read (save-preset writes there); not a TOML key
 
     @property
     def beats_per_bar(self) -> int:
@@ -94,8 +99,13 @@ class Settings:
                 isinstance(p, str) and len(p.split()) == 2 and p.split()[0] in MODES for p in self.programs):
             raise ConfigError(f"programs {self.programs!r}: a list of \"MODE MODEL\", e.g. [\"loop accompany\", "
                               f"\"follow continue\"] (modes: {', '.join(MODES)})")
+        if not isinstance(self.ignore, list) or not all(isinstance(p, str) and p for p in self.ignore):
+            raise ConfigError(f"ignore {self.ignore!r}: a list of parts of port names, e.g. [\"Midi Through\"]")
+        if self.clock_port == "all":
+            raise ConfigError("clock_port \"all\": name the one port the MIDI clock comes from")
         if not isinstance(self.inference, list) or not all(isinstance(e, str) for e in self.inference):
             raise ConfigError(f"inference {self.inference!r}: worker addresses like tcp://10.0.0.5:5560")
+        self.presets = check_presets(self.presets)
         for what, endpoint in [("control", self.control), ("telemetry", self.telemetry)] + \
                 [("inference", e) for e in self.inference]:
             if endpoint:
@@ -136,13 +146,61 @@ def load_toml(path: str | Path) -> dict:
     out = {}
     for key, value in data.items():
         name = key.replace("-", "_")
-        if name not in known:
-            raise ConfigError(f"{path}: unknown setting {key!r}; known: {', '.join(sorted(known))}")
+        if name not in known or name == "config_path":
+            raise ConfigError(f"{path}: unknown setting {key!r}; known: "
+                              f"{', '.join(sorted(set(known) - {'config_path'}))}")
         if name == "channels":
             value = parse_channels(value)
         if name == "inference" and isinstance(value, str):
             value = [x for x in value.split(",") if x]
         out[name] = value
+    return out
+
+
+def preset_keys() -> tuple[str, ...]:
+    return ("program", "mode", "model", "channels", *CONTROLS)
+
+
+def check_presets(presets) -> dict[str, dict]:
+    """[presets.NAME] tables, checked and with their keys as Settings names."""
+    if not isinstance(presets, dict):
+        raise ConfigError("presets: tables like [presets.verse] with program = N and the settings it changes")
+    keys = preset_keys()
+    out: dict[str, dict] = {}
+    programs: dict[int, str] = {}
+    for name, table in presets.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"presets.{name}: a table ([presets.{name}]) of settings, not {table!r}"[:200])
+        values = {}
+        for key, value in table.items():
+            k = str(key).replace("-", "_")
+            if k not in keys:
+                raise ConfigError(f"presets.{name}: {key!r} is not a setting a preset can change; it can change "
+                                  f"{', '.join(keys)}")
+            if k == "program":
+                if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 127:
+                    raise ConfigError(f"presets.{name}: program = {value!r}: a Program Change number 0..127, "
+                                      "as sent on the wire")
+                if value in programs:
+                    raise ConfigError(f"presets.{name}: program {value} already picks preset {programs[value]!r}")
+                programs[value] = name
+            elif k == "mode" and value not in MODES:
+                raise ConfigError(f"presets.{name}: mode {value!r}: this version plays {', '.join(MODES)}")
+            elif k == "model" and not (isinstance(value, str) and value.strip()):
+                raise ConfigError(f"presets.{name}: model {value!r}: a bundled model's name or an .onnx file")
+            elif k == "channels":
+                value = parse_channels(value)
+                if not value or not all(1 <= c <= 16 for c in value):
+                    raise ConfigError(f"presets.{name}: channels {value!r}: MIDI channels 1..16")
+            elif k in CONTROLS:
+                try:
+                    value = CONTROLS[k].parse(key, value)
+                except ConfigError as err:
+                    raise ConfigError(f"presets.{name}: {err}") from None
+            values[k] = value
+        if "program" not in values:
+            raise ConfigError(f"presets.{name}: needs program = N, the Program Change (0..127) that picks it")
+        out[str(name)] = values
     return out
 
 

@@ -72,7 +72,7 @@ MAX_REQUEST = 64 * 1024         # bytes of JSON a request may take (answered wit
 MAX_FRAME = 1024 * 1024         # above this ZeroMQ drops the frame and the peer, unread
 LOAD_TIMEOUT_S = 20.0           # a model switch that takes longer is abandoned
 FIELDS = {"status": set(), "panic": set(), "set": {"key", "value", "model", "mode"}, "reload": {"model", "mode"},
-          "learn": {"key"}}
+          "learn": {"key"}, "preset": {"name"}, "save-preset": {"name"}}
 
 
 class RequestError(ConfigError):
@@ -105,6 +105,8 @@ def parse_request(raw: bytes) -> dict:
             raise RequestError(f"{name}: a number, a string, or a list of them, not {type(value).__name__}")
     if cmd in ("set", "learn") and not isinstance(req.get("key"), str):
         raise RequestError(f'{cmd} needs "key", a setting\'s name')
+    if cmd in ("preset", "save-preset") and not (isinstance(req.get("name"), str) and req["name"].strip()):
+        raise RequestError(f'{cmd} needs "name", a preset\'s name')
     if cmd == "set" and "value" not in req:
         raise RequestError('set needs "value"')
     switch = {"model": req.get("model"), "mode": req.get("mode")}
@@ -129,7 +131,8 @@ class Loader:
         self.thread: threading.Thread | None = None
         self.what = ""
 
-    def switch(self, spec: str | None, mode: str | None) -> str:
+    def switch(self, spec: str | None, mode: str | None, **preset) -> str:
+        """`preset`: the rest of what a preset gives `Engine.switch` (LiveControls.preset_switch)."""
         if self.thread is not None and self.thread.is_alive():
             raise ConfigError(f"still loading {self.what}; try again when it is done")
         result: dict = {}
@@ -137,7 +140,8 @@ class Loader:
 
         def load():
             try:
-                result["path"] = self.engine.switch(spec=spec, mode=mode, wanted=lambda: not abandoned.is_set())
+                result["path"] = self.engine.switch(spec=spec, mode=mode, wanted=lambda: not abandoned.is_set(),
+                                                    **preset)
             except Exception as err:     # (handed to the control thread, which answers with it)
                 result["error"] = err
 
@@ -232,13 +236,35 @@ class ControlServer(threading.Thread):
             except ConfigError as err:
                 return {"ok": False, "error": str(err)}
             return {"ok": True, "key": key, "value": getattr(self.engine.settings, key)}
+        if cmd in ("preset", "save-preset"):
+            try:
+                return self._preset(cmd, req["name"])
+            except (ConfigError, ValueError) as err:   # ModelError is a ValueError
+                return {"ok": False, "error": str(err)}
         if cmd == "learn":
             key = req.get("key")
             if not cc_target(key):
                 return {"ok": False, "error": f"a controller cannot drive {key!r}; it can drive {CC_TARGETS}"}
             self.engine.learn(key)
             return {"ok": True, "learning": key}
-        return {"ok": False, "error": f"unknown cmd {cmd!r}: status, set, reload, panic, learn"}
+        return {"ok": False, "error": f"unknown cmd {cmd!r}: {', '.join(FIELDS)}"}
+
+    def _preset(self, cmd: str, name: str) -> dict:
+        engine, settings = self.engine, self.engine.settings
+        if cmd == "preset":
+            path = self.loader.switch(**engine.controls.preset_switch(name))
+            return {"ok": True, "from_next_phrase": {"preset": name, "model": path}}
+        from livegen.presets import current_values, save_preset
+
+        if not settings.config_path:
+            raise ConfigError("livegen was started without a config file: nothing to save the preset into "
+                              "(start it with --config FILE)")
+        checked, backup = save_preset(settings.config_path, name, current_values(engine))
+        settings.presets = {**settings.presets, name: checked}    # (replaced whole: the capture thread reads it)
+        engine.controls.preset = name
+        log.info("saved preset %s (program %d) into %s", name, checked["program"], settings.config_path)
+        return {"ok": True, "saved": name, "program": checked["program"], "file": settings.config_path,
+                "backup": str(backup)}
 
     def publish(self, event: dict) -> None:
         if self.pub is not None:
@@ -309,5 +335,8 @@ def describe(event: dict) -> str:
     if event.get("event") == "phrase":
         return (f"phrase {event.get('phrase')}: {event.get('notes')} notes, {event.get('inference_ms')} ms "
                 f"({event.get('source')}), late dropped so far {event.get('late_dropped')}, "
-                f"{event.get('tempo')} BPM, {event.get('mode')}")
+                f"{event.get('tempo')} BPM, {event.get('mode')}"
+                + (f", preset {event['preset']}" if event.get("preset") else ""))
+    if event.get("event") == "preset":
+        return f"preset {event.get('preset')}: {event.get('mode')} {event.get('model')}"
     return json.dumps(event)

@@ -38,7 +38,7 @@ from livegen.live_controls import LiveControls
 from livegen.messages import Dispatch
 from livegen.models import Model
 from livegen.modes import Mode, Stage, SwitchJob, mode_class
-from livegen.phrase import check_mode, phrase_steps
+from livegen.phrase import check_mode, muted_tracks, phrase_steps, track_channels
 from livegen.recorder import Recorder
 from livegen.remote import RemoteInference
 from livegen.scheduler import Scheduler
@@ -75,6 +75,7 @@ class Engine:
         self.dispatch = Dispatch(self)
         self.thru_channels: set[int] = set()
         self.stop_event = threading.Event()
+        self.beats = {"capture": time.monotonic(), "worker": time.monotonic()}   # see `alive`
         self._threads = [threading.Thread(target=self._capture_loop, name="livegen-capture", daemon=True),
                          threading.Thread(target=self._worker_loop, name="livegen-worker", daemon=True)]
 
@@ -122,6 +123,19 @@ class Engine:
         for t in self._threads:
             t.start()
 
+    # how long each thread may go without turning before the engine counts as hung: the
+    # worker may be in the middle of an answer (seconds at most), the others wake every 0.25 s
+    HUNG_S = {"capture": 2.0, "scheduler": 2.0, "worker": 30.0}
+
+    def hung(self) -> list[str]:
+        """The threads that are dead or have not turned for HUNG_S (the systemd watchdog
+        is fed only while this is empty)."""
+        now = time.monotonic()
+        beats = dict(self.beats, scheduler=self.scheduler.beat)
+        alive = {"capture": self._threads[0].is_alive(), "worker": self._threads[1].is_alive(),
+                 "scheduler": self.scheduler.is_alive()}
+        return [name for name, limit in self.HUNG_S.items() if not alive[name] or now - beats[name] > limit]
+
     def silence(self) -> None:
         self.scheduler.panic(channels=set(self.channels) | self.thru_channels)
 
@@ -161,6 +175,7 @@ class Engine:
     def _capture_loop(self) -> None:
         try:
             while not self.stop_event.is_set():
+                self.beats["capture"] = time.monotonic()
                 wake = self.listening.wake_at()
                 timeout = 0.1 if wake is None else min(0.1, max(wake - self.now(), 0.0))
                 try:
@@ -189,6 +204,8 @@ class Engine:
                 self.pending = None
             pending.begin(boundary)
             self.listening = pending
+            if pending.on_start is not None:     # (a preset's other settings, at the boundary)
+                pending.on_start()
             self._post_switch(SwitchJob(pending, boundary))
 
     def _post_switch(self, job: SwitchJob) -> None:
@@ -207,6 +224,7 @@ class Engine:
 
     def _worker_loop(self) -> None:
         while not self.stop_event.is_set():
+            self.beats["worker"] = time.monotonic()
             try:
                 job = self.jobs.get(timeout=0.25)
             except queue.Empty:
@@ -232,8 +250,9 @@ class Engine:
     # ---------------------------------------------------------------- live control (any thread)
 
     def publish_to(self, telemetry) -> None:
-        """Telemetry: one event (a dict) per phrase answered."""
-        self.stage.telemetry = telemetry
+        """Telemetry: one event (a dict) per phrase answered, and one per preset taken up;
+        each names the preset playing."""
+        self.stage.telemetry = lambda event: telemetry(event | {"preset": self.controls.preset})
 
     def learn(self, key: str) -> None:
         """The next MIDI CC moved controls `key`."""
@@ -246,12 +265,14 @@ class Engine:
         """Change one live setting; ConfigError and no change when it is bad."""
         self.controls.apply(key, value)
 
-    def switch(self, spec: str | None = None, mode: str | None = None, wanted=lambda: True) -> str:
+    def switch(self, spec: str | None = None, mode: str | None = None, wanted=lambda: True,
+               channels: list[int] | None = None, mute: list[str] | None = None, on_start=None) -> str:
         """Another model and/or mode from the next phrase on (any thread but the worker).
 
         Loads and warms the model here, so the worker only swaps it in; refuses, with no
         change, what would need a different grid (restart for that), and what is no longer
-        `wanted()` once it is ready."""
+        `wanted()` once it is ready. A preset also gives the tracks' `channels` and `mute`,
+        and `on_start`, called when the new mode takes over (its other settings)."""
         with self._switch_lock:      # (the control socket and the program controller may both ask)
             model = Model(spec or self.model.info.path, self.settings.device) if spec or mode is None else self.model
             trial = replace(self.settings, mode=mode or self.settings.mode)
@@ -261,6 +282,11 @@ class Engine:
                                   f"{self.steps}: restart livegen to change the phrase length")
             model.warm_up(1)
             new = self._mode(model, trial.mode)
+            if channels:
+                new.channels = track_channels(replace(self.settings, channels=channels), len(new.tracks))
+            if mute is not None:
+                new.muted, new.clear_mute = muted_tracks(replace(self.settings, mute=mute), new.tracks), False
+            new.on_start = on_start
             if not wanted():         # (the asker gave up waiting)
                 raise ConfigError(f"{model.info.path}: the switch was abandoned")
             self.pending = None      # the latest request wins

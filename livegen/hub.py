@@ -21,6 +21,7 @@ class Input:
     name: str = ""               # the name users see (the device's, or ours on JACK)
     port: object = None          # the rtmidi input; None while unplugged
     poller: InputPoller | None = None
+    auto: bool = False           # found by `--input all`: forgotten when unplugged, found again when back
     held: set = field(default_factory=set)      # (channel, pitch) of the keys down on it
     pedals: set = field(default_factory=set)    # channels whose sustain pedal is down on it
 
@@ -49,6 +50,22 @@ class Input:
         return msgs
 
 
+def wanted_inputs(sources: list[str], client_name: str, ignore: list[str]) -> list[str]:
+    """`--input all`: the MIDI sources to listen to. Never our own ports (the output, the
+    guards), nor another livegen's (a client named livegen...: its output into our input
+    would feed each other's answers back), nor one whose name contains an `ignore` entry."""
+    own = re.compile(re.escape(client_name) + r"(-\d+)?(-guard|-watch|-links)?(-\d+)?", re.IGNORECASE)
+    out = []
+    for name in sources:
+        client = name.split(":")[0]
+        if own.fullmatch(client) or client.lower().startswith("livegen"):
+            continue
+        if any(pattern.lower() in name.lower() for pattern in ignore):
+            continue
+        out.append(name)
+    return out
+
+
 class Hub:
     def __init__(self, backend: str, client_name: str, feed):
         self.backend, self.client_name, self.feed = backend, client_name, feed
@@ -66,10 +83,19 @@ class Hub:
         # runs what holds the GIL for ms (opening and closing ports) where the music leaves a
         # gap: the session hands in Scheduler.in_gap
         self.quiet: Callable[[Callable], object] = lambda fn: fn()
+        self.auto = False              # --input all: every source, now and when plugged in
+        self.ignore: list[str] = []
+        self.refused: set[str] = set()    # sources that could not be opened (said once)
+        self.opened = 0
 
-    def open(self, inputs: list[tuple[str, str]], output: str) -> None:
-        """`inputs`: (our port name, spec) pairs. Inputs first: on JACK the first client keeps
-        the plain name (livegen:in), the output client gets a suffix (livegen-01:out)."""
+    def open(self, inputs: list[tuple[str, str]], output: str, ignore: list[str] = ()) -> None:
+        """`inputs`: (our port name, spec) pairs; the spec "all" is our virtual input plus
+        every source there is (see `wanted_inputs`, `discover`). Inputs first: on JACK the
+        first client keeps the plain name (livegen:in), the output client gets a suffix
+        (livegen-01:out)."""
+        if ("in", "all") in inputs:
+            self.auto, self.ignore = True, list(ignore)
+            inputs = [(name, "virtual" if (name, spec) == ("in", "all") else spec) for name, spec in inputs]
         for port_name, spec in inputs:
             entry = Input(port_name, spec)
             self._open_input(entry)
@@ -81,6 +107,27 @@ class Hub:
             for entry in self.inputs:
                 if entry.device:
                     self._guard(entry)
+        if self.auto:
+            self.discover(list_ports(self.backend)[0])
+
+    def discover(self, sources: list[str]) -> None:
+        """`--input all`: open each wanted source that is not open yet."""
+        have = {e.name for e in self.inputs if e.device}
+        for name in wanted_inputs(sources, self.client_name, self.ignore):
+            if name in have:
+                continue
+            self.opened += 1
+            entry = Input(f"in{self.opened}", name, auto=True)
+            try:
+                self.quiet(lambda: self._reopen_input(entry))
+            except LivegenError as err:
+                if name not in self.refused:
+                    log.warning("cannot listen to %s: %s", name, err)
+                    self.refused.add(name)
+                continue
+            self.refused.discard(name)
+            self.inputs.append(entry)
+            log.info("input %s connected", entry.name)
 
     def _open_input(self, entry: Input) -> None:
         spec = entry.name if entry.port is None and entry.name else entry.spec
@@ -127,13 +174,13 @@ class Hub:
 
     def watch(self, on_output_lost) -> None:
         """Reconnect an unplugged keyboard; call `on_output_lost` (silence) and reconnect a lost output."""
-        if not any(e.device for e in self.inputs) and self.out_spec == "virtual":
+        if not self.auto and not any(e.device for e in self.inputs) and self.out_spec == "virtual":
             return
         if self.watcher is None:
             # one long-lived probe: making JACK clients every second upsets the JACK graph
             self.watcher = self.quiet(lambda: PortWatcher(self.backend, self.client_name))
         ins, outs = self.watcher.inputs(), self.watcher.outputs()
-        for entry in self.inputs:
+        for entry in list(self.inputs):
             if not entry.device:
                 continue
             if entry.port is not None and entry.name not in ins:
@@ -144,9 +191,13 @@ class Hub:
                     self.feed(now, msg)
                 log.warning("input %s is gone%s; waiting for it to come back", entry.name,
                             f" (ended the {sum(m[0] & 0xF0 == 0x80 for m in ended)} notes it held)" if ended else "")
+                if entry.auto:       # (found again by `discover` when it comes back)
+                    self.inputs.remove(entry)
             elif entry.port is None and entry.name in ins:
                 self.quiet(lambda: self._reopen_input(entry))
                 log.info("input %s is back", entry.name)
+        if self.auto:
+            self.discover(ins)
         if self.out_spec != "virtual":
             if self.out is not None and self.out_name not in outs:
                 log.warning("output %s is gone: silencing, waiting for it to come back", self.out_name)

@@ -24,6 +24,8 @@ class LiveControls:
         self.program = next((i for i, p in enumerate(settings.programs)
                              if p.split()[0] == settings.mode and same_model(p.split()[1], engine.model)), None)
         self._program_lock = threading.Lock()
+        self.preset: str | None = None         # the preset playing (the last one taken up)
+        self._preset_wanted: str | None = None
 
     def apply(self, key, value) -> None:
         """Any thread: change one live setting; ConfigError and no change when it is bad."""
@@ -94,6 +96,53 @@ class LiveControls:
 
         threading.Thread(target=load, name="livegen-program", daemon=True).start()
 
+    # ---------------------------------------------------------------- presets
+
+    def preset_switch(self, name: str) -> dict:
+        """What `Engine.switch` needs to take up preset `name` from the next phrase: its mode
+        and model, its tracks' channels and mute, and its other settings when it starts."""
+        settings = self.engine.settings
+        if name not in settings.presets:
+            raise ConfigError(f"no preset {name!r}; the config has {', '.join(settings.presets) or 'none'}")
+        values = settings.presets[name]
+        rest = {k: v for k, v in values.items() if k not in ("program", "mode", "model", "channels", "mute")}
+
+        def start():
+            for key, value in rest.items():
+                self.apply(key, value)
+            for key in ("channels", "mute"):
+                if key in values:
+                    setattr(settings, key, list(values[key]))
+            self.preset = name
+            e = self.engine
+            log.info("preset %s: %s %s", name, e.listening.name, e.listening.model.info.path)
+            e.stage.telemetry({"event": "preset", "mode": e.listening.name, "model": e.listening.model.info.path})
+
+        return {"spec": values.get("model"), "mode": values.get("mode") or settings.mode,
+                "channels": values.get("channels"), "mute": values.get("mute"), "on_start": start}
+
+    def program_change(self, number: int) -> None:
+        """Capture thread: a Program Change from the player picks the preset with that
+        `program`, from the next phrase; it loads on a thread of its own."""
+        presets = self.engine.settings.presets      # (read once: save-preset replaces it whole)
+        name = next((n for n, p in presets.items() if p["program"] == number), None)
+        if name is None:
+            log.info("Program Change %d: no preset has program = %d", number, number)
+            return
+        self._preset_wanted = name
+
+        def load():
+            with self._program_lock:
+                if self._preset_wanted != name:      # another came meanwhile: the latest wins
+                    return
+                try:
+                    self.engine.switch(**self.preset_switch(name))
+                    log.info("Program Change %d: preset %s from the next phrase", number, name)
+                except (ConfigError, ValueError) as err:   # ModelError is a ValueError
+                    log.warning("Program Change %d (preset %s): %s", number, name, err)
+
+        threading.Thread(target=load, name="livegen-preset", daemon=True).start()
+
     def status(self) -> dict:
         """What `livegen ctl ... status` shows: the mode, model, tracks, settings and counters."""
         e, settings = self.engine, self.engine.settings
@@ -105,5 +154,6 @@ class LiveControls:
                 "settings": {k: getattr(settings, k) for k in CONTROLS},
                 "cc_map": dict(settings.cc_map), "programs": list(settings.programs),
                 "program": None if self.program is None else self.program + 1,
+                "preset": self.preset, "presets": {n: p["program"] for n, p in settings.presets.items()},
                 "last_inference_ms": e.playing.last_ms(),
                 "stats": e.stats | e.scheduler.stats | (remote.stats if remote else {})}

@@ -23,6 +23,9 @@ class Dispatch:
         if kind in TRANSPORT:
             self._transport(kind, ev.a, t)
             return
+        if kind == "program" and e.settings.presets:
+            e.controls.program_change(ev.a)
+            return
         if kind not in ("note_on", "note_off", "cc"):
             e.stats["ignored"] += 1
             return

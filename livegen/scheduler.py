@@ -67,6 +67,37 @@ def panic_messages(ledger: NoteLedger, extra_channels: set[int] = frozenset()) -
     return msgs
 
 
+class Chores:
+    """Work for the scheduler's thread, done where the music leaves a gap (`Scheduler.in_gap`):
+    each (latest start, fn, done event, result) runs once, in order."""
+
+    def __init__(self):
+        self.items: deque = deque()
+
+    def take(self, now: float, next_due: float | None):
+        """The first chore, when nothing is due for CHORE_GAP_S or its latest start has come."""
+        if self.items and (next_due is None or next_due - now > CHORE_GAP_S or self.items[0][0] <= now):
+            return self.items.popleft()
+        return None
+
+    def wait_s(self, now: float) -> float:
+        return self.items[0][0] - now if self.items else 0.25
+
+    @staticmethod
+    def run(item) -> None:
+        _, fn, done, result = item
+        try:
+            result["result"] = fn()
+        except BaseException as err:      # (raised again in the caller's thread)
+            result["error"] = err
+        finally:
+            done.set()
+
+    def run_all(self) -> None:
+        while self.items:
+            self.run(self.items.popleft())
+
+
 class Scheduler(threading.Thread):
     """Sends scheduled and immediate MIDI messages through `send(bytes_list)` from one thread."""
 
@@ -89,7 +120,8 @@ class Scheduler(threading.Thread):
         self._panic_channels: set[int] = set()
         self._dropped_ids: set[int] = set()
         self._closed = False      # after `close_notes`: no new notes
-        self._chores: deque = deque()   # (latest start, fn, done, result) for `in_gap`
+        self._chores = Chores()
+        self.beat = time.monotonic()
         self._recent_offs: deque = deque(maxlen=4096)   # (time, channel, pitch) of the note-offs sent
         self._missed: set[tuple[int, int]] = set()     # note-offs a removed connection missed
         self.stats = {"sent": 0, "late_dropped": 0, "send_errors": 0}
@@ -180,14 +212,14 @@ class Scheduler(threading.Thread):
             return fn()
         item = (self.now() + wait_s, fn, threading.Event(), {})
         with self._cond:
-            self._chores.append(item)
+            self._chores.items.append(item)
             self._cond.notify()
         while not item[2].wait(0.5):
             if not self.is_alive():
                 with self._cond:
-                    if item in self._chores:     # the thread ended before it came to it
-                        self._chores.remove(item)
-                        self._do_chore(item)
+                    if item in self._chores.items:     # the thread ended before it came to it
+                        self._chores.items.remove(item)
+                        Chores.run(item)
                 break
         if "error" in item[3]:
             raise item[3]["error"]
@@ -234,16 +266,6 @@ class Scheduler(threading.Thread):
         if self.on_sent:
             self.on_sent(self.now(), msg)
 
-    @staticmethod
-    def _do_chore(item) -> None:
-        _, fn, done, result = item
-        try:
-            result["result"] = fn()
-        except BaseException as err:      # (raised again in the caller's thread)
-            result["error"] = err
-        finally:
-            done.set()
-
     def _do_panic(self) -> None:
         for msg in panic_messages(self.ledger, self._panic_channels):
             self._emit(msg)
@@ -288,8 +310,7 @@ class Scheduler(threading.Thread):
                 while self._now:
                     self._send_immediate(*self._now.popleft())
                 self._do_panic()
-                while self._chores:
-                    self._do_chore(self._chores.popleft())
+                self._chores.run_all()
 
     def _next_due(self) -> tuple[str, float] | None:
         """("note" or "clock", deadline) of what is sent next; under the lock."""
@@ -346,24 +367,21 @@ class Scheduler(threading.Thread):
 
     def _loop(self) -> None:
         while not self._halt.is_set():
+            self.beat = time.monotonic()      # (the watchdog: this thread turns at least every 0.25 s)
             with self._cond:
                 self._send_urgent()
                 due = self._next_due()
                 now = self.now()
-                chore = None
-                if self._chores and (due is None or due[1] - now > CHORE_GAP_S or self._chores[0][0] <= now):
-                    chore = self._chores.popleft()
-                else:
-                    wait = 0.25   # idle: wake rarely; new work notifies at once
-                    if self._chores:
-                        wait = min(wait, self._chores[0][0] - now)
+                chore = self._chores.take(now, None if due is None else due[1])
+                if chore is None:
+                    wait = min(0.25, self._chores.wait_s(now))   # idle: wake rarely; new work notifies at once
                     if due is not None:
                         wait = min(wait, due[1] - now - SPIN_S)
                     if wait > 0:
                         self._cond.wait(wait)
                         continue
             if chore is not None:       # (outside the lock: the other threads may queue meanwhile)
-                self._do_chore(chore)
+                Chores.run(chore)
                 continue
             # spin the last fraction of a millisecond, outside the lock; sleep(0) hands the GIL
             # over each turn, so the MIDI callback (which needs it) is never held up

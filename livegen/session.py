@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 from livegen.config import Settings
 from livegen.control import ControlServer
@@ -15,6 +16,7 @@ from livegen.errors import PortError
 from livegen.hub import Hub
 from livegen.models import Model
 from livegen.ports import JackServerProbe, jack_server_running, pick_backend, start_jack_dummy
+from livegen.service import Notifier
 
 log = logging.getLogger("livegen")
 EXIT_SERVER_LOST = 3     # `livegen run`'s status when the JACK server went away under it
@@ -46,6 +48,8 @@ class LiveSession:
             self._need_jack()
         self.model = load_model(settings)
         self.stopped = threading.Event()
+        self.notify = Notifier()
+        self.fed, self.hung_said = 0.0, False
 
     def _need_jack(self) -> None:
         server = self.settings.jack_server or os.environ.get("JACK_DEFAULT_SERVER") or None
@@ -63,10 +67,11 @@ class LiveSession:
         self.engine = Engine(s, self.model, self.send, on_stopped=self.stopped.set)
         self.hub = Hub(self.backend, s.client_name, self.engine.feed)
         self.hub.quiet = self.engine.scheduler.in_gap
-        self.hub.open([("in", s.input)] + ([("clock", s.clock_port)] if s.clock_port else []), s.output)
+        self.hub.open([("in", s.input)] + ([("clock", s.clock_port)] if s.clock_port else []), s.output, s.ignore)
         engine = self.engine
-        log.info("listening on %s, playing to %s; tracks %s on channels %s; %d-step phrases at %s",
-                 " and ".join(i.name for i in self.hub.inputs), self.hub.out_name, ",".join(engine.tracks),
+        log.info("listening on %s%s, playing to %s; tracks %s on channels %s; %d-step phrases at %s",
+                 " and ".join(i.name for i in self.hub.inputs),
+                 " (and every MIDI input plugged in)" if self.hub.auto else "", self.hub.out_name, ",".join(engine.tracks),
                  ",".join(str(c + 1) for c in engine.channels), engine.steps,
                  "MIDI clock" if s.clock == "midi" else f"{s.bpm:g} BPM")
 
@@ -90,10 +95,12 @@ class LiveSession:
             signal.signal(sig, lambda *_: self.stopped.set())
         self.engine.start()
         log.info("running; Ctrl-C stops")
+        self.notify.send("READY=1", f"STATUS={self._status()}")
         code, beat = 0, 0
         try:
             while not self.stopped.wait(0.1):
                 beat += 1
+                self._feed_watchdog()
                 if self.backend == "jack" and self.settings.output == "virtual":
                     self.hub.watch_links(self.engine.scheduler)    # (cheap: shared memory, no round trip)
                 if beat % 10:
@@ -107,11 +114,39 @@ class LiveSession:
                     code = EXIT_SERVER_LOST
                     break
                 self.hub.watch(on_output_lost=self.engine.panic)
+                self.notify.set_status(self._status())
         finally:
             self.close()
         return code
 
+    def _status(self) -> str:
+        """systemd's STATUS= (`systemctl status livegen`)."""
+        e = self.engine
+        clock = "MIDI clock" if self.settings.clock == "midi" else f"{e.transport.bpm:g} BPM"
+        return (f"{e.settings.mode} {e.model.info.kind} at {clock}; phrases answered {e.stats['phrases']}, "
+                f"notes {e.stats['generated_notes']}")
+
+    def _feed_watchdog(self) -> None:
+        """WATCHDOG=1 to systemd, at a third of its timeout, only while every engine thread
+        turns: a hung worker or scheduler is restarted by systemd (WatchdogSec)."""
+        every = self.notify.watchdog_s
+        if every is None:
+            return
+        now = time.monotonic()
+        if now - self.fed < every / 3:
+            return
+        hung = self.engine.hung()
+        if hung:
+            if not self.hung_said:
+                log.error("the %s thread has stopped turning: the watchdog is no longer fed, so systemd "
+                          "restarts livegen", " and ".join(hung))
+                self.hung_said = True
+            return
+        self.notify.send("WATCHDOG=1")
+        self.fed = now
+
     def close(self) -> None:
+        self.notify.send("STOPPING=1")
         engine = self.engine
         if engine is not None:     # the notes end first, then the sockets and ports
             engine.stop()

@@ -17,7 +17,8 @@ def test_parse_flags_malformed_input_without_raising():
     for bad in ([], [0x90, 60], [0x90, 60, 200], [0x40, 1, 2], [0xF4], [0xF0, 1, 2], ["x"], [0x90, 60, 1, 2]):
         assert parse(bad).kind == "bad", bad
     assert parse([0xF0, 0x7E, 0x7F, 0xF7]).kind == "sysex"
-    assert parse([0xC0, 5]).kind == "other"
+    assert (parse([0xC0, 5]).kind, parse([0xC0, 5]).a) == ("program", 5)     # (picks a preset)
+    assert parse([0xD0, 5]).kind == "other"
 
 
 def test_capture_quantises_notes_onto_the_grid():

@@ -27,6 +27,17 @@ def test_toml_sets_any_flag_and_the_command_line_wins(tmp_path):
     ("programs = []", "programs"),
     ("[cc_map]\nmute = 20", "'mute' cannot follow a controller"),
     ("[cc_map]\nvolume = 7", "program \\(mode and model"),
+    ("ignore = 'Midi Through'", "ignore 'Midi Through': a list of parts of port names"),
+    ("ignore = ['']", "ignore"),
+    ("clock-port = 'all'", "name the one port the MIDI clock comes from"),
+    ("[presets.verse]\nbpm = 90", "presets.verse: needs program = N"),
+    ("[presets.verse]\nprogram = 128", "program = 128: a Program Change number 0..127"),
+    ("[presets.a]\nprogram = 1\n[presets.b]\nprogram = 1", "presets.b: program 1 already picks preset 'a'"),
+    ("[presets.a]\nprogram = 1\nvolume = 3", "presets.a: 'volume' is not a setting a preset can change"),
+    ("[presets.a]\nprogram = 1\ntemperature = 9", "presets.a: temperature must be within 0..2"),
+    ("[presets.a]\nprogram = 1\nmode = 'dance'", "presets.a: mode 'dance'"),
+    ("presets = 3", "presets: tables like"),
+    ("config_path = 'x'", "unknown setting 'config_path'"),
 ])
 def test_bad_config_values_are_named(tmp_path, text, msg):
     f = tmp_path / "bad.toml"

@@ -67,7 +67,7 @@ def controlled(shift_model):
 def wait_for_loads() -> None:
     """The program controller loads a model on a thread of its own: let it finish."""
     for t in threading.enumerate():
-        if t.name == "livegen-program":
+        if t.name in ("livegen-program", "livegen-preset"):
             t.join(30)
 
 
@@ -281,3 +281,90 @@ def test_a_model_that_loads_too_slowly_is_abandoned_and_the_socket_answers(contr
     rig.run_until(t0 + 2 * PHRASE * STEP)
     assert rig.notes(STEP, t0) == sorted([(1, 69, 32.0), (2, 60, 32.0), (3, 48, 32.0)])   # the old model plays on
     assert request(ep, {"cmd": "status"})["status"]["model"] != str(other)
+
+
+RIG_TOML = """# my stage rig
+bpm = 120
+
+[presets.verse]  # the quiet one
+program = 3
+bpm = 90
+mute = ["tenor"]
+
+[presets.chorus]
+program = 5
+mode = "respond"
+model = "edit"
+"""
+
+
+def test_presets_by_program_change_by_name_and_saved_into_the_config(controlled, tmp_path, caplog):
+    from livegen.config import load_toml
+
+    caplog.set_level(logging.INFO)
+    config = tmp_path / "rig.toml"
+    config.write_text(RIG_TOML)
+    rig, ep, tep = controlled(presets=load_toml(config)["presets"], config_path=str(config))
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.RCVTIMEO, 8000)
+    sub.connect(tep)
+    time.sleep(0.2)
+    try:
+        t = rig.t0 + 0.1
+        rig.at(t, [0xC0, 7])                              # a Program Change no preset has: nothing changes
+        rig.at(t + 0.1, [0xC0, 3])                        # the verse, from the next phrase
+        rig.run_until(t + 0.1)
+        wait_for_loads()
+        assert "Program Change 7: no preset has program = 7" in caplog.text
+        assert request(ep, {"cmd": "status"})["status"]["preset"] is None   # (not before the boundary)
+        t0 = t + 1.0
+        rig.play([(72, 0, 4), (74, 4, 8), (76, 8, 12)], t0, STEP)
+        rig.run_until(t0 + 3 * PHRASE * STEP)
+        st = request(ep, {"cmd": "status"})["status"]
+        assert st["preset"] == "verse" and st["bpm"] == 90 and st["muted"] == ["tenor"], st
+        assert st["presets"] == {"verse": 3, "chorus": 5}
+        assert rig.note_ons() and 2 not in {ch for _, ch, _, _ in rig.note_ons()}    # the tenor is silent
+        events = [json.loads(sub.recv()) for _ in range(2)]
+        assert {"event": "preset", "mode": "loop", "model": rig.engine.model.info.path, "preset": "verse"} in events
+        assert any(e["event"] == "phrase" and e["preset"] == "verse" for e in events), events
+        # by name, over the control socket; a name the config lacks lists those it has
+        assert request(ep, {"cmd": "preset", "name": "nosuch"}) == \
+            {"ok": False, "error": "no preset 'nosuch'; the config has verse, chorus"}
+        assert request(ep, {"cmd": "preset", "name": "chorus"})["ok"]
+        step = 60 / (90 * 4)
+        t1 = rig.clock.t + step
+        rig.play([(72, 0, 4), (74, 4, 8)], t1, step)
+        rig.run_until(t1 + 3 * PHRASE * step)
+        st = request(ep, {"cmd": "status"})["status"]
+        assert (st["preset"], st["mode"], st["kind"]) == ("chorus", "respond", "edit"), st
+        # saved: a new table at the end, the file's comments and tables kept, a backup of it
+        assert request(ep, {"cmd": "set", "key": "temperature", "value": 0.42})["ok"]
+        reply = request(ep, {"cmd": "save-preset", "name": "late night"})
+        assert reply["ok"] and reply["program"] == 0, reply       # the lowest number free
+        text = config.read_text()
+        assert text.startswith(RIG_TOML) and '[presets."late night"]\nprogram = 0\nmode = "respond"\n' \
+            'model = "edit"\n' in text, text
+        assert (tmp_path / "rig.toml.bak").read_text() == RIG_TOML
+        saved = load_toml(config)["presets"]["late night"]
+        assert saved["temperature"] == 0.42 and saved["bpm"] == 90 and saved["mute"] == []   # (the edit model has no tenor)
+        # saved again under an existing name: that table changes in place, its comment kept
+        assert request(ep, {"cmd": "save-preset", "name": "verse"})["program"] == 3
+        text = config.read_text()
+        assert "[presets.verse]  # the quiet one\nprogram = 3\nmode = \"respond\"" in text
+        assert text.count("[presets.verse]") == 1 and "[presets.chorus]\nprogram = 5\n" in text
+        assert load_toml(config)["bpm"] == 120 and load_toml(config)["presets"]["verse"]["model"] == "edit"
+        assert request(ep, {"cmd": "status"})["status"]["presets"] == {"verse": 3, "chorus": 5, "late night": 0}
+        rig.stop()
+        assert rig.sounding() == set()
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_save_preset_needs_a_config_file(controlled):
+    rig, ep, _ = controlled()
+    reply = request(ep, {"cmd": "save-preset", "name": "x"})
+    assert reply["ok"] is False and "started without a config file" in reply["error"]
+    assert request(ep, {"cmd": "preset"})["error"] == 'preset needs "name", a preset\'s name'

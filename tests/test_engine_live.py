@@ -264,6 +264,62 @@ def test_unplugged_keyboard_is_picked_up_again(shift_model):
         kbd.delete()
 
 
+def test_input_all_listens_to_every_keyboard_plugged_in_but_never_to_itself(shift_model):
+    from livegen.ports import JackLinks
+
+    def source(client, port="keys"):
+        out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, client)
+        out.open_virtual_port(port)
+        return out
+
+    def listened(links, port):
+        return [c for c in links.connections(port) or [] if c.startswith("lgall")]
+
+    first = source("testkbd1")
+    wait_for_ports(["testkbd1:keys"])
+    d = Daemon("lgall", "--model", str(shift_model), "--bpm", str(BPM), "--input", "all", "--ignore", "testpads")
+    listener = Listener(d.out_port, "lgall-listener")
+    made = [first]
+    try:
+        assert "input testkbd1:keys connected" in d.output()
+        assert re.search(r"listening on lgall:in and testkbd1:keys \(and every MIDI input plugged in\)",
+                         d.output()), d.output()
+        made += [source("testkbd2"), source("testpads"), source("livegen-other", "out")]
+        time.sleep(2.5)                                   # the daemon looks once a second
+        links = JackLinks("lgall-test")
+        out = d.output()
+        assert "input testkbd2:keys connected" in out, out
+        assert listened(links, "testkbd1:keys") and listened(links, "testkbd2:keys")
+        assert not listened(links, "testpads:keys") and not listened(links, "livegen-other:out")   # ignored; another livegen
+        assert links.connections(d.out_port) == ["lgall-listener:in"] and "lgall-01:out connected" not in out  # never itself
+        # both keyboards are heard: one note each, answered in the next phrase
+        t0 = time.perf_counter()
+        for kbd, pitch in ((made[0], MELODY[0][0]), (made[1], MELODY[1][0])):
+            kbd.send_message([0xFE])
+            kbd.send_message([0x90, pitch, 100])
+            time.sleep(2 * STEP)
+            kbd.send_message([0x80, pitch, 0])
+        time.sleep(max(0.0, t0 + 2 * PHRASE * STEP + 0.5 - time.perf_counter()))
+        got = {(ch, p) for _, ch, p, _ in listener.note_ons()}
+        voices = [{(1 + k, p - sh) for k, sh in enumerate(SHIFTS)} for p in (MELODY[0][0], MELODY[1][0])]
+        assert voices[0] <= got or voices[1] <= got, (got, d.output())     # (one JACK cycle may be lost)
+        # unplugged, then plugged in again: forgotten, then found again
+        made[1].close_port()
+        made[1].delete()
+        time.sleep(2.5)
+        assert "input testkbd2:keys is gone" in d.output()
+        made[1] = source("testkbd2")
+        time.sleep(2.5)
+        assert d.output().count("input testkbd2:keys connected") == 2, d.output()
+        assert listened(links, "testkbd2:keys")
+        assert d.stop() == 0
+    finally:
+        d.stop()
+        listener.close()
+        for port in made:
+            port.delete()
+
+
 def test_send_clock_makes_livegen_the_clock_master(session):
     d, player, listener = session("lgmaster", "--send-clock")
     time.sleep(0.3)

@@ -74,3 +74,13 @@ def test_connections_are_read_through_rtmidis_own_libjack(jack_server):
         synth.delete()
         out.close_port()
         out.delete()
+
+
+def test_input_all_leaves_out_our_own_ports_other_livegens_and_the_ignored():
+    from livegen.hub import wanted_inputs
+
+    sources = ["KeyStep 37:KeyStep 37 MIDI 1 20:0", "Midi Through:Midi Through Port-0 14:0", "rig:out",
+               "rig-01:out", "rig-guard:sysex-guard", "rig-guard-01:sysex-guard", "livegen-01:out",
+               "system:midi_capture_1", "a2j:Launchpad [24] (capture): Launchpad MIDI 1", "rigby:notes"]
+    assert wanted_inputs(sources, "rig", ["Midi Through", "launchpad"]) == [
+        "KeyStep 37:KeyStep 37 MIDI 1 20:0", "system:midi_capture_1", "rigby:notes"]

@@ -194,3 +194,38 @@ def test_render_writes_what_live_plays_for_the_same_seed(tmp_path, mode, model):
     render(str(song), str(out), Settings(model=loaded.info.path, mode=mode, seed=5).check(), loaded, progress=False)
     rendered = sorted((ch, p, s) for ch, p, s, _ in rendered_notes(out) if ch != 0)
     assert len(live) > 20 and rendered == live
+
+
+def test_render_draws_the_player_and_each_voice_as_a_piano_roll(tmp_path, shift_model):
+    import numpy as np
+    from PIL import Image
+
+    from livegen.picture import PLAYER_COLOUR, VOICE_COLOURS
+
+    song, out, png = tmp_path / "in.mid", tmp_path / "out.mid", tmp_path / "roll.png"
+    write_song(song, [(72, 0, 4), (74, 4, 8), (76, 8, 16)])
+    r = livegen("render", str(song), str(out), "--model", str(shift_model), "--png", str(png))
+    assert r.returncode == 0 and f"wrote {png}" in r.stdout, r.stderr
+    pixels = np.asarray(Image.open(png).convert("RGB")).astype(int)
+
+    def columns(colour):          # the image columns where a colour is painted
+        rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
+        return np.nonzero((np.abs(pixels - rgb).sum(axis=2) < 6).any(axis=0))[0]
+
+    width = pixels.shape[1]
+    player = columns(PLAYER_COLOUR)
+    assert len(player) > width / 10             # the tune, drawn across its bar
+    for colour in VOICE_COLOURS[:3]:            # alto, tenor, bass: each its own colour...
+        voice = columns(colour)
+        assert len(voice) > width / 10
+        assert voice.min() > player.min() + width / 5    # ...a phrase later than the tune
+
+
+def test_render_png_without_matplotlib_says_how_to_get_it(tmp_path, shift_model):
+    song = tmp_path / "in.mid"
+    write_song(song, [(72, 0, 4)])
+    code = ("import sys; sys.modules['matplotlib'] = None; from livegen.cli import main; "
+            f"sys.exit(main(['render', {str(song)!r}, {str(tmp_path / 'o.mid')!r}, '--model', {str(shift_model)!r}, "
+            f"'--png', {str(tmp_path / 'o.png')!r}]))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "pip install 'livegen[plot]'" in r.stderr, r.stderr

@@ -76,6 +76,7 @@ class Mode:
     and `relocate`; the worker calls `start_playing`, `run`, `adopt` and `close`."""
 
     sounds_while_played = False   # it plays over the phrase it starts in (the old mode's answer would clash)
+    on_start = None               # called when it takes over from the mode before (a preset's settings)
 
     def __init__(self, stage: Stage, model: Model, name: str, steps: int, lead_ms: float = 0.0,
                  strict_mute: bool = True):

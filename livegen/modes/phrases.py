@@ -155,6 +155,8 @@ class PhraseAnswers(PhraseCut):
         self.start_playing(self.stage.rng)
         log.info("now playing %s in %s mode; tracks %s on channels %s", self.model.info.path, self.name,
                  ",".join(self.tracks), ",".join(str(c + 1) for c in self.channels))
+        if new.on_start is not None:      # (a preset's other settings, between the phrases)
+            new.on_start()
 
     def remote_need(self) -> float:
         """Seconds to leave for a remote worker's answer before the local fallback's time."""
