@@ -1,7 +1,7 @@
 """Timing of generated notes over real JACK ports, idle CPU and memory of the daemon.
 
     python benchmarks/live_timing.py [--seconds 120] [--bpm 120] [--mode loop] [--model accompany]
-                                     [--device cpu|cuda|auto] [--jsb PATH]
+                                     [--device cpu|cuda|auto] [--jsb PATH] [--web]
 
 Starts a JACK dummy server of its own, runs `livegen run` as a subprocess, plays the soprano
 lines of JSB test chorales into it in time, listens to its output, and prints a table:
@@ -77,6 +77,46 @@ def melody(seconds: float, step: float, jsb: Path = JSB) -> list[tuple[int, int,
     return notes
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PageOpen:
+    """What a phone with the control page open asks of the daemon: its live stream, read as
+    it comes, and (more than the page does) its status 4 times a second."""
+
+    def __init__(self, address: str):
+        import threading
+        import urllib.request
+
+        self.halt, self.events, self.polls = threading.Event(), 0, 0
+        self.stream = urllib.request.urlopen(f"http://{address}/api/events", timeout=10)
+
+        def read():
+            while not self.halt.is_set():
+                if not self.stream.readline():
+                    break
+                self.events += 1
+
+        def poll():
+            while not self.halt.wait(0.25):
+                urllib.request.urlopen(f"http://{address}/api/status", timeout=10).read()
+                self.polls += 1
+
+        self.threads = [threading.Thread(target=read, daemon=True), threading.Thread(target=poll, daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def close(self) -> None:
+        self.halt.set()
+        self.threads[1].join(2)
+        print(f"control page: {self.events} stream lines read, {self.polls} status requests", file=sys.stderr)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=120)
@@ -86,13 +126,17 @@ def main() -> int:
     ap.add_argument("--idle-seconds", type=float, default=10)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="the daemon's inference device")
     ap.add_argument("--jsb", default=str(JSB), help="the JSB chorales JSON (its test sopranos are played)")
+    ap.add_argument("--web", action="store_true", help="with the control page open the whole time (its live "
+                                                         "stream read, its status asked for 4 times a second)")
     args = ap.parse_args()
     jack = start_jack()
     step = 60 / (args.bpm * 4)
     try:
+        web = f"127.0.0.1:{free_port()}"
         d = Daemon("lgbench", "--model", args.model, "--mode", args.mode, "--bpm", str(args.bpm), "--seed", "1",
-                   "--device", args.device, "--backend", "jack")
+                   "--device", args.device, "--backend", "jack", *(["--web", web] if args.web else []))
         player, listener = Player(d.in_port, "bench-player"), Listener(d.out_port, "bench-listener")
+        page = PageOpen(web) if args.web else None
         pid = d.proc.pid
         c0 = cpu_seconds(pid)
         time.sleep(args.idle_seconds)
@@ -109,6 +153,8 @@ def main() -> int:
                 sent_ons.append(t_sent)
         time.sleep(t0 + (notes[-1][2] + 2 * 32) * step - time.perf_counter())
         rss = rss_mib(pid)
+        if page is not None:
+            page.close()
         d.stop()
         out = d.output()
         ons = listener.note_ons()
@@ -151,7 +197,7 @@ def main() -> int:
         print(f"| daemon resident memory after the session | {rss:.0f} MiB |")
         return 0
     print(f"\nlivegen live timing ({args.mode}): {args.seconds:.0f} s at {args.bpm:g} BPM, model {args.model}, "
-          f"{len(notes)} player notes, {inference}")
+          f"{len(notes)} player notes, {inference}{', control page open' if args.web else ''}")
     print("| generated note-ons vs grid | notes | p50 ms | p99 ms | max ms |")
     print("|---|---|---|---|---|")
     print(row("player's grid (end to end, 2 JACK hops)", err_ms))

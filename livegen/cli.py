@@ -59,6 +59,9 @@ def add_settings_flags(p: argparse.ArgumentParser, live: bool) -> None:
     p.add_argument("--late-ms", type=float, help="drop a note-on later than this instead of playing it (default 10)")
     p.add_argument("--control", help="ZeroMQ control socket, e.g. tcp://127.0.0.1:5555 (see `livegen ctl`)")
     p.add_argument("--telemetry", help="ZeroMQ publisher of per-phrase telemetry, e.g. tcp://127.0.0.1:5556")
+    p.add_argument("--web", help="serve the control page for a phone, e.g. 127.0.0.1:8080 (beyond loopback "
+                                 "needs a token: --keys DIR with its web.token, or --web-token)")
+    p.add_argument("--web-token", help="a file holding the control page's secret token")
     p.add_argument("--keys", help="CURVE key folder from `livegen keys`: required to bind beyond loopback "
                                   "and to reach a worker beyond loopback")
     p.add_argument("--inference", type=lambda t: [x for x in t.split(",") if x],
@@ -143,8 +146,12 @@ def cmd_worker(args) -> int:
 def cmd_keys(args) -> int:
     from livegen.control import make_keys
 
+    from livegen.web import make_token
+
     made = make_keys(args.folder)
+    token = make_token(args.folder)
     print(f"server keys: {made['server']} (+ _secret); client keys: {made['client']} (+ _secret)")
+    print(f"control page token (--web beyond loopback): {token}")
     print(f"allowed clients: public keys in {made['authorized'].parent}; copy client.key_secret and "
           "server.key to each client")
     return 0

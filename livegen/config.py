@@ -5,7 +5,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from livegen.endpoints import check_endpoint
+from livegen.endpoints import check_endpoint, parse_address
 from livegen.errors import ConfigError
 
 MODES = ("loop", "respond", "follow")
@@ -54,6 +54,8 @@ class Settings:
     control: str = ""               # ZeroMQ control socket, e.g. tcp://127.0.0.1:5555
     telemetry: str = ""             # ZeroMQ telemetry publisher, e.g. tcp://127.0.0.1:5556
     keys: str = ""                  # CURVE key folder (livegen keys DIR): required off loopback
+    web: str = ""                   # the control page, e.g. 127.0.0.1:8080
+    web_token: str = ""             # a file holding its token (else KEYS/web.token): required off loopback
     inference: list[str] = field(default_factory=list)   # remote workers, e.g. ["tcp://10.0.0.5:5560"]
     cc_map: dict = field(default_factory=dict)      # setting -> MIDI CC number, e.g. {temperature = 20}
     # what the `program` controller (cc_map) picks from: "MODE MODEL", its 0..127 split evenly
@@ -106,6 +108,8 @@ class Settings:
         if not isinstance(self.inference, list) or not all(isinstance(e, str) for e in self.inference):
             raise ConfigError(f"inference {self.inference!r}: worker addresses like tcp://10.0.0.5:5560")
         self.presets = check_presets(self.presets)
+        if self.web:
+            parse_address(self.web)
         for what, endpoint in [("control", self.control), ("telemetry", self.telemetry)] + \
                 [("inference", e) for e in self.inference]:
             if endpoint:

@@ -160,53 +160,13 @@ class Loader:
         return result["path"]
 
 
-class ControlServer(threading.Thread):
-    """REP (requests) and PUB (telemetry) sockets, served from one thread."""
+class Requests:
+    """The control requests, whatever carries them (the ZeroMQ socket, the control page):
+    JSON in, a JSON-able reply out, every bad request answered with an error."""
 
-    def __init__(self, engine, endpoint: str, telemetry: str = "", keys: str = ""):
-        super().__init__(name="livegen-control", daemon=True)
-        import zmq
-
-        if not keys and not (loopback(endpoint) and (not telemetry or loopback(telemetry))):
-            raise ConfigError(f"{endpoint}: binding beyond loopback needs CURVE keys: make them with "
-                              "`livegen keys DIR` and pass --keys DIR")
+    def __init__(self, engine):
         self.engine = engine
-        self.ctx = zmq.Context()
-        self.auth = None
-        self.rep = self.ctx.socket(zmq.REP)
-        self.pub = self.ctx.socket(zmq.PUB) if telemetry else None
-        if keys:
-            self.auth = curve_server(self.ctx, [self.rep, self.pub], keys)
-        self.rep.setsockopt(zmq.LINGER, 0)
-        self.rep.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)    # a bigger frame ends that peer's connection
-        try:
-            self.rep.bind(endpoint)
-            if self.pub:
-                self.pub.setsockopt(zmq.LINGER, 0)
-                self.pub.bind(telemetry)
-        except zmq.ZMQError as err:
-            self.close()
-            raise ConfigError(f"cannot bind the control socket: {err}") from err
-        self.halt = threading.Event()
         self.loader = Loader(engine)
-        engine.publish_to(self.publish)
-
-    def run(self) -> None:
-        import zmq
-
-        poller = zmq.Poller()
-        poller.register(self.rep, zmq.POLLIN)
-        while not self.halt.is_set():
-            if not poller.poll(200):
-                continue
-            frames = self.rep.recv_multipart()
-            try:
-                reply = self.handle(frames[0]) if len(frames) == 1 else \
-                    {"ok": False, "error": f"one frame per request, not {len(frames)}"}
-            except Exception as err:   # a request must never take the daemon down
-                log.exception("control request failed")
-                reply = {"ok": False, "error": f"internal error: {err}"}
-            self.rep.send(json.dumps(reply).encode())
 
     def handle(self, raw: bytes) -> dict:
         try:
@@ -265,6 +225,56 @@ class ControlServer(threading.Thread):
         log.info("saved preset %s (program %d) into %s", name, checked["program"], settings.config_path)
         return {"ok": True, "saved": name, "program": checked["program"], "file": settings.config_path,
                 "backup": str(backup)}
+
+
+class ControlServer(threading.Thread):
+    """REP (requests) and PUB (telemetry) sockets, served from one thread."""
+
+    def __init__(self, engine, endpoint: str, telemetry: str = "", keys: str = ""):
+        super().__init__(name="livegen-control", daemon=True)
+        import zmq
+
+        if not keys and not (loopback(endpoint) and (not telemetry or loopback(telemetry))):
+            raise ConfigError(f"{endpoint}: binding beyond loopback needs CURVE keys: make them with "
+                              "`livegen keys DIR` and pass --keys DIR")
+        self.engine = engine
+        self.ctx = zmq.Context()
+        self.auth = None
+        self.rep = self.ctx.socket(zmq.REP)
+        self.pub = self.ctx.socket(zmq.PUB) if telemetry else None
+        if keys:
+            self.auth = curve_server(self.ctx, [self.rep, self.pub], keys)
+        self.rep.setsockopt(zmq.LINGER, 0)
+        self.rep.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)    # a bigger frame ends that peer's connection
+        try:
+            self.rep.bind(endpoint)
+            if self.pub:
+                self.pub.setsockopt(zmq.LINGER, 0)
+                self.pub.bind(telemetry)
+        except zmq.ZMQError as err:
+            self.close()
+            raise ConfigError(f"cannot bind the control socket: {err}") from err
+        self.halt = threading.Event()
+        self.requests = Requests(engine)
+        self.loader = self.requests.loader
+        engine.publish_to(self.publish)
+
+    def run(self) -> None:
+        import zmq
+
+        poller = zmq.Poller()
+        poller.register(self.rep, zmq.POLLIN)
+        while not self.halt.is_set():
+            if not poller.poll(200):
+                continue
+            frames = self.rep.recv_multipart()
+            try:
+                reply = self.requests.handle(frames[0]) if len(frames) == 1 else \
+                    {"ok": False, "error": f"one frame per request, not {len(frames)}"}
+            except Exception as err:   # a request must never take the daemon down
+                log.exception("control request failed")
+                reply = {"ok": False, "error": f"internal error: {err}"}
+            self.rep.send(json.dumps(reply).encode())
 
     def publish(self, event: dict) -> None:
         if self.pub is not None:
@@ -336,7 +346,8 @@ def describe(event: dict) -> str:
         return (f"phrase {event.get('phrase')}: {event.get('notes')} notes, {event.get('inference_ms')} ms "
                 f"({event.get('source')}), late dropped so far {event.get('late_dropped')}, "
                 f"{event.get('tempo')} BPM, {event.get('mode')}"
-                + (f", preset {event['preset']}" if event.get("preset") else ""))
+                + (f", preset {event['preset']}" if event.get("preset") else "")
+                + (f", key {event['key']}" if event.get("key") else ""))
     if event.get("event") == "preset":
         return f"preset {event.get('preset')}: {event.get('mode')} {event.get('model')}"
     return json.dumps(event)

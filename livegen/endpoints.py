@@ -1,4 +1,5 @@
-"""ZeroMQ addresses: well formed, and whether they stay on this machine (pure; no ZeroMQ)."""
+"""Network addresses: ZeroMQ endpoints and the control page's HOST:PORT, well formed, and
+whether they stay on this machine (pure; no ZeroMQ)."""
 from __future__ import annotations
 
 import ipaddress
@@ -28,3 +29,16 @@ def loopback(endpoint: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """--web HOST:PORT -> (host, port)."""
+    host, _, port = address.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not host or not 0 < number < 65536:
+        raise ConfigError(f"web {address!r}: HOST:PORT, e.g. 127.0.0.1:8080 (0.0.0.0:8080 for the stage "
+                          "network, with a token)")
+    return host.strip("[]"), number

@@ -21,11 +21,13 @@ drive the same engine on a virtual clock without the threads (`capture`, `work`)
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import replace
 
 import numpy as np
@@ -34,6 +36,7 @@ from livegen.capture import Capture, parse, split
 from livegen.config import Settings
 from livegen.errors import ConfigError
 from livegen.generate.continue_ import SamplingSettings
+from livegen.key import played_key
 from livegen.live_controls import LiveControls
 from livegen.messages import Dispatch
 from livegen.models import Model
@@ -48,6 +51,7 @@ log = logging.getLogger(__name__)
 
 INPUT_QUEUE = 4096
 JOB_QUEUE = 64
+MONITOR_SIZE = 4096   # notes kept for the control page
 
 
 class Engine:
@@ -56,8 +60,11 @@ class Engine:
         self.settings, self.steps, self.now, self.on_stopped = settings, phrase_steps(settings, model), now, on_stopped
         self.transport = Transport(settings.clock, settings.bpm, model.info.steps_per_beat, settings.send_clock)
         self.recorder = Recorder() if settings.record else None
-        self.scheduler = Scheduler(send, self.transport.time_of, settings.late_ms,
-                                   on_sent=self.recorder.add if self.recorder else None, now=now)
+        # the notes of the last seconds, played and sent: (number, time, "player" or "out", message),
+        # for the control page's piano roll (appended by the capture and scheduler threads)
+        self.monitor: deque = deque(maxlen=MONITOR_SIZE)
+        self._monitored = itertools.count()
+        self.scheduler = Scheduler(send, self.transport.time_of, settings.late_ms, on_sent=self._sent, now=now)
         self.transport.scheduler = self.scheduler
         self.inq: queue.Queue = queue.Queue(maxsize=INPUT_QUEUE)
         self.jobs: queue.Queue = queue.Queue(maxsize=JOB_QUEUE)
@@ -101,6 +108,15 @@ class Engine:
     @property
     def muted(self) -> set[int]:
         return self.playing.muted
+
+    def _sent(self, t: float, msg: list[int]) -> None:
+        if self.recorder:
+            self.recorder.add(t, msg)
+        self.watch_note(t, "out", msg)
+
+    def watch_note(self, t: float, who: str, msg) -> None:
+        if len(msg) == 3 and msg[0] & 0xE0 == 0x80:      # note-on or note-off
+            self.monitor.append((next(self._monitored), t, who, list(msg)))
 
     def _post(self, job) -> None:
         try:
@@ -251,8 +267,9 @@ class Engine:
 
     def publish_to(self, telemetry) -> None:
         """Telemetry: one event (a dict) per phrase answered, and one per preset taken up;
-        each names the preset playing."""
-        self.stage.telemetry = lambda event: telemetry(event | {"preset": self.controls.preset})
+        each names the preset playing and the key of what the player played."""
+        self.stage.telemetry = lambda event: telemetry(event | {"preset": self.controls.preset,
+                                                                "key": played_key(self.monitor, self.now())})
 
     def learn(self, key: str) -> None:
         """The next MIDI CC moved controls `key`."""

@@ -32,6 +32,7 @@ class Dispatch:
         if kind == "note_on":
             e.transport.note_played(t)
         pos = e.transport.position(t)
+        e.watch_note(t, "player", raw)
         if e.settings.thru and kind in ("note_on", "note_off"):
             e.thru_channels.add(ev.channel)
             e.scheduler.send_now(list(raw))   # recorded when sent

@@ -41,6 +41,7 @@ class LiveSession:
         self.engine = None
         self.hub = None
         self.control = None
+        self.web = None
         self.server: JackServerProbe | None = None
         if settings.backend == "auto" and self.backend == "jack":
             log.info("no ALSA sequencer here (/dev/snd/seq): using JACK")
@@ -71,7 +72,8 @@ class LiveSession:
         engine = self.engine
         log.info("listening on %s%s, playing to %s; tracks %s on channels %s; %d-step phrases at %s",
                  " and ".join(i.name for i in self.hub.inputs),
-                 " (and every MIDI input plugged in)" if self.hub.auto else "", self.hub.out_name, ",".join(engine.tracks),
+                 " (and every MIDI input plugged in)" if self.hub.auto else "", self.hub.out_name,
+                 ",".join(engine.tracks),
                  ",".join(str(c + 1) for c in engine.channels), engine.steps,
                  "MIDI clock" if s.clock == "midi" else f"{s.bpm:g} BPM")
 
@@ -80,16 +82,25 @@ class LiveSession:
 
     def _open_control(self) -> None:
         s = self.settings
-        self.control = ControlServer(self.engine, s.control, s.telemetry, s.keys)
-        self.control.start()
-        log.info("control socket on %s%s%s", s.control, f", telemetry on {s.telemetry}" if s.telemetry else "",
-                 " (CURVE)" if s.keys else "")
+        if s.control:
+            self.control = ControlServer(self.engine, s.control, s.telemetry, s.keys)
+            self.control.start()
+            log.info("control socket on %s%s%s", s.control, f", telemetry on {s.telemetry}" if s.telemetry else "",
+                     " (CURVE)" if s.keys else "")
+        if s.web:
+            from livegen.control import Requests
+            from livegen.web import WebPage, read_token
+
+            requests = self.control.requests if self.control else Requests(self.engine)
+            self.web = WebPage(self.engine, requests, s.web, read_token(s.web_token, s.keys))
+            self.web.start()
+            log.info("control page on %s", self.web.url)
 
     def run(self) -> int:
         faulthandler.enable()                   # a crash in a native library prints every thread's stack
         faulthandler.register(signal.SIGUSR1)   # and so does `kill -USR1 PID`
         self.open()
-        if self.settings.control:
+        if self.settings.control or self.settings.web:
             self._open_control()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stopped.set())
@@ -161,6 +172,9 @@ class LiveSession:
         if self.control is not None:
             self.control.close()
             self.control = None
+        if self.web is not None:
+            self.web.close()
+            self.web = None
         if self.hub is not None:
             self.hub.close()
             self.hub = None

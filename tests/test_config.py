@@ -38,6 +38,7 @@ def test_toml_sets_any_flag_and_the_command_line_wins(tmp_path):
     ("[presets.a]\nprogram = 1\nmode = 'dance'", "presets.a: mode 'dance'"),
     ("presets = 3", "presets: tables like"),
     ("config_path = 'x'", "unknown setting 'config_path'"),
+    ("web = 'localhost'", "web 'localhost': HOST:PORT"),
 ])
 def test_bad_config_values_are_named(tmp_path, text, msg):
     f = tmp_path / "bad.toml"

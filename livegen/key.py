@@ -1,0 +1,48 @@
+"""The key of what the player played: the time each pitch class sounded, correlated with the
+Krumhansl-Kessler key profiles (Krumhansl, "Cognitive Foundations of Musical Pitch", 1990),
+the best of the 24 major and minor keys."""
+from __future__ import annotations
+
+import numpy as np
+
+MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+NAMES = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
+MIN_NOTES = 8          # fewer notes than this say too little to name a key
+
+
+def estimate(weights: np.ndarray) -> tuple[str, float] | None:
+    """12 pitch-class weights (C first) -> ("D minor", correlation), or None for silence."""
+    if weights.sum() <= 0 or np.ptp(weights) == 0:
+        return None
+    best = None
+    for tonic in range(12):
+        for mode, profile in (("major", MAJOR), ("minor", MINOR)):
+            r = float(np.corrcoef(weights, np.roll(profile, tonic))[0, 1])
+            if best is None or r > best[1]:
+                best = (f"{NAMES[tonic]} {mode}", r)
+    return best
+
+
+def played_key(monitor, now: float, last_notes: int = 64) -> str | None:
+    """The key of the player's last notes in `Engine.monitor` ((n, time, who, message) with
+    note-ons and note-offs): each weighted by how long it sounded (until now if still held)."""
+    sounding: dict[tuple[int, int], float] = {}
+    notes: list[tuple[int, float]] = []
+    for _, t, who, msg in list(monitor)[-1024:]:
+        if who != "player":
+            continue
+        key = (msg[0] & 0x0F, msg[1])
+        if key in sounding:
+            notes.append((msg[1], t - sounding.pop(key)))
+        if msg[0] & 0xF0 == 0x90 and msg[2] > 0:
+            sounding[key] = t
+    notes += [(pitch, now - t) for (_, pitch), t in sounding.items()]
+    notes = notes[-last_notes:]
+    if len(notes) < MIN_NOTES:
+        return None
+    weights = np.zeros(12)
+    for pitch, seconds in notes:
+        weights[pitch % 12] += max(seconds, 0.05)
+    found = estimate(weights)
+    return found[0] if found else None
