@@ -104,6 +104,40 @@ def test_a_note_stops_the_guess_pass_that_is_running(model):
     assert h.dec.tokens == full.dec.tokens
 
 
+def test_a_note_stops_the_context_slide_that_comes_before_the_guesses(model):
+    """Near the end of the context the guesses begin with a slide (the context fed again from
+    its last steps, one long pass): a note that comes meanwhile stops it too, the context is
+    left as it was, and its step is decoded at once."""
+    import threading
+
+    h = Harmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(5), live=True)
+    tune = [67, 69, 71, 72, 74, 72, 71, 69]
+    k = 0
+    while h.dec.cached + 12 <= h.dec.max_tokens:
+        h.step(tune[k % len(tune)], urgent=True)     # (urgent: never slides on its own)
+        k += 1
+    before = (list(h.dec.tokens), h.dec.cached, h.pending_bass)
+    running = threading.Event()
+    run = h.model.run
+
+    def run_and_say(*args):
+        running.set()
+        return run(*args)
+
+    h.model = SimpleNamespace(run=run_and_say, info=model.info)
+    h.dec.model = h.model
+    worker = threading.Thread(target=h.speculate)
+    worker.start()
+    assert running.wait(10)      # the slide's pass has begun
+    h.stop_guessing()
+    worker.join()
+    h.model = h.dec.model = model
+    assert h.guess_stats["stopped"] == 1 and h.guesses == []
+    assert (list(h.dec.tokens), h.dec.cached, h.pending_bass) == before     # the context as it was
+    voices = h.step(tune[k % len(tune)], urgent=True)
+    assert len(voices) == 3 and all(v == -1 or 30 <= v <= 90 for v in voices)
+
+
 def test_in_a_long_silence_the_voices_rest_and_the_guesses_are_made_once(model):
     h = Harmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(4), live=True)
     for p in (67, 69, 71, 72):

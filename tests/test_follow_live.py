@@ -50,10 +50,15 @@ def test_follow_harmonises_each_note_as_it_is_played():
     # lost on the way in, when the daemon's log says so, is the JACK cycle of all_but_one_cycle)
     unheard = [(pitch, start) for pitch, start, _ in MELODY if f"follow step {start}: soprano {pitch} -> " not in out]
     assert not unheard or (len(unheard) == 1 and received(out) < player.sent), (unheard, out)
-    # and every voice heard came on its step: with a note, or on the grid under a held one
+    # and every voice heard came on its step: with the note (within a third of a step of when
+    # the player's note actually left: a busy test machine sends some late), or on the grid
+    # under a held one
+    played = [(ts - t0) / step for ts in sent]
     for t, *_ in ons:
         pos = (t - t0) / step
-        assert abs(pos - round(pos)) < 1 / 3, ((t - t0) / step, heard_at)
+        if any(0 <= pos - p < 1 / 3 for p in played):
+            continue
+        assert abs(pos - round(pos)) < 1 / 3, ((t - t0) / step, heard_at, [round(p, 2) for p in played])
     assert all(p < 81 for _, _, p, _ in ons)
     assert "follow: harmony sent after the player's note" in out
     stuck = listener.stuck()

@@ -57,28 +57,34 @@ class TokenDecoder:
         self.tokens: list[int] = []          # every token fed since BOS, BOS excluded
         self.logits: np.ndarray | None = None
 
-    def feed(self, ids: list[int]) -> np.ndarray:
-        """Feed tokens; returns the logits after the last one."""
+    def feed(self, ids: list[int], options=None) -> np.ndarray:
+        """Feed tokens; returns the logits after the last one. With `options` (RunOptions)
+        another thread may stop the pass: it raises, and nothing has changed."""
         if not self.tokens and self.past.shape[4] == 0 and self.info.bos_id is not None:
             ids = [self.info.bos_id] + list(ids)
             body = ids[1:]
         else:
             body = list(ids)
         if self.past.shape[4] + len(ids) > self.max_tokens:
-            return self.slide(body)
-        out = self.model.run({"input_ids": np.asarray([ids], np.int64), "past": self.past})
+            return self.slide(body, options)
+        out = self.model.run({"input_ids": np.asarray([ids], np.int64), "past": self.past}, options)
         self.past = out["present"]
         self.tokens += body
         self.logits = out["logits"][0, -1]
         return self.logits
 
-    def slide(self, body: list[int]) -> np.ndarray:
+    def slide(self, body: list[int], options=None) -> np.ndarray:
         history = self.tokens + body
         done = len(history) - len(history) % 4         # keep whole steps, then the partial one
         start = max(0, done - self.keep_steps * 4)
         recent = history[start:]
+        before = self.past, self.tokens, self.logits
         self.past, self.tokens = self.empty, []
-        return self.feed(recent)
+        try:
+            return self.feed(recent, options)
+        except Exception:      # stopped (or failed): the context as it was
+            self.past, self.tokens, self.logits = before
+            raise
 
 
 class Harmoniser:
@@ -234,9 +240,15 @@ class Harmoniser:
             head = [self.model.info.bos_id] if self.model.info.bos_id is not None else []
             ranked = self.candidates(None)
         elif self.pending_bass is not None:
-            if self.dec.cached + 12 > self.dec.max_tokens:
-                self.dec.slide([])
-            logits = self.dec.feed([self.pending_bass])     # what the model expects the soprano to be
+            try:      # (a note that comes meanwhile stops these too: its step is decoded without them)
+                if self.dec.cached + 12 > self.dec.max_tokens:
+                    self.dec.slide([], self.run_options)
+                logits = self.dec.feed([self.pending_bass], self.run_options)   # what the model expects next
+            except Exception:
+                if not self.run_options.terminate:
+                    raise
+                self.guess_stats["stopped"] += 1
+                return
             self.pending_bass = None
             head = []
             ranked = self.candidates(logits)
