@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from livegen.errors import LivegenError
-from livegen.ports import InputPoller, JackLinks, PortWatcher, list_ports, open_guard, open_port, release
+from livegen.ports import InputPoller, JackLinks, PortWatcher, open_guard, open_port, release
 
 log = logging.getLogger("livegen")
 
@@ -108,11 +108,12 @@ class Hub:
                 if entry.device:
                     self._guard(entry)
         if self.auto:
-            self.discover(list_ports(self.backend)[0])
+            self.discover(self._ports()[0])
 
     def discover(self, sources: list[str]) -> None:
         """`--input all`: open each wanted source that is not open yet."""
         have = {e.name for e in self.inputs if e.device}
+        seen = time.perf_counter()
         for name in wanted_inputs(sources, self.client_name, self.ignore):
             if name in have:
                 continue
@@ -128,6 +129,7 @@ class Hub:
             self.refused.discard(name)
             self.inputs.append(entry)
             log.info("input %s connected", entry.name)
+            log.debug("input %s: seen and opened in %.0f ms", entry.name, (time.perf_counter() - seen) * 1000)
 
     def _open_input(self, entry: Input) -> None:
         spec = entry.name if entry.port is None and entry.name else entry.spec
@@ -146,6 +148,28 @@ class Hub:
         if self.out is not None:     # (None: the server is gone, see `abandon`)
             self.out.send_message(msg)
 
+    def _ports(self) -> tuple[list[str], list[str]]:
+        """(sources, destinations): the ports an input can listen to and an output play to.
+        JACK: read from the server's shared memory by the connections' client, which is never
+        activated (a client made and closed for each look took 100 to 600 ms, longer the more
+        clients there were: a keyboard plugged in was heard up to 2 s later). Elsewhere
+        through one long-lived pair of rtmidi clients."""
+        if self.backend == "jack" and self._links() is not None:
+            return self.links.ports(sources=True), self.links.ports(sources=False)
+        if self.watcher is None:
+            self.watcher = PortWatcher(self.backend, self.client_name)
+        return self.watcher.inputs(), self.watcher.outputs()
+
+    def _links(self) -> JackLinks | None:
+        if self.links is None:
+            try:
+                self.links = JackLinks(self.client_name)
+            except (OSError, LivegenError) as err:
+                log.warning("cannot watch the output's connections (%s): a synth disconnected while a note "
+                            "sounds may hold it", err)
+                self.links = False
+        return self.links or None
+
     def _own_port(self, port_name: str, ports: list[str]) -> str | None:
         """The full JACK name of a port of ours among `ports` (JACK may have renamed the client)."""
         pattern = re.escape(self.client_name) + r"(-\d+)?:" + re.escape(port_name)
@@ -159,13 +183,13 @@ class Hub:
         sources each cycle, and with the dummy driver that lost a few more messages: 3.2 vs
         1.4 of 3,000 played into `livegen run`, mean of 9 runs each way, livegen 0.1.0
         on 2026-11-26. Virtual ports, which a DAW or a test plays into, are left alone.)"""
-        own = self._own_port(entry.port_name, list_ports(self.backend)[1])   # (inputs are among destinations)
+        own = self._own_port(entry.port_name, self._ports()[1])   # (inputs are among destinations)
         if own is not None:
             entry.poller.guard = open_guard(self.backend, self.client_name, own)
 
     def _name_virtual_ports(self) -> None:
         """JACK renames a second client of the same name (livegen-01): report the real names."""
-        ins, outs = list_ports(self.backend)
+        ins, outs = self._ports()
         for entry in self.inputs:
             if not entry.device:
                 entry.name = self._own_port(entry.port_name, outs) or entry.name
@@ -176,10 +200,9 @@ class Hub:
         """Reconnect an unplugged keyboard; call `on_output_lost` (silence) and reconnect a lost output."""
         if not self.auto and not any(e.device for e in self.inputs) and self.out_spec == "virtual":
             return
-        if self.watcher is None:
-            # one long-lived probe: making JACK clients every second upsets the JACK graph
-            self.watcher = self.quiet(lambda: PortWatcher(self.backend, self.client_name))
-        ins, outs = self.watcher.inputs(), self.watcher.outputs()
+        if self.backend != "jack" and self.watcher is None:
+            self.quiet(self._ports)
+        ins, outs = self._ports()
         for entry in list(self.inputs):
             if not entry.device:
                 continue
@@ -227,14 +250,7 @@ class Hub:
         """JACK, our virtual output: a connection removed (a cable, a DAW's routing): the notes
         sounding are ended; when a connection is made again, it gets the note-offs it missed.
         (An output opened by name is watched by `watch`: "is gone".)"""
-        if self.links is None:
-            try:
-                self.links = JackLinks(self.client_name)
-            except (OSError, LivegenError) as err:
-                log.warning("cannot watch the output's connections (%s): a synth disconnected while a note "
-                            "sounds may hold it", err)
-                self.links = False
-        if not self.links:
+        if self._links() is None:
             return
         now = time.perf_counter()
         found = self.links.connections(self.out_name)

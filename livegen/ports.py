@@ -188,6 +188,8 @@ class JackLinks:
         jack.jack_port_by_name.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
         jack.jack_port_get_all_connections.restype = ctypes.POINTER(ctypes.c_char_p)
         jack.jack_port_get_all_connections.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        jack.jack_get_ports.restype = ctypes.POINTER(ctypes.c_char_p)
+        jack.jack_get_ports.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong]
         jack.jack_free.argtypes = [ctypes.c_void_p]
         jack.jack_client_close.argtypes = [ctypes.c_void_p]
         status = ctypes.c_int(0)
@@ -198,12 +200,19 @@ class JackLinks:
 
     def connections(self, port: str) -> list[str] | None:
         """The ports `port` is connected to, or None when there is no such port."""
-        import ctypes
-
         handle = self.jack.jack_port_by_name(self.client, port.encode())
         if not handle:
             return None
-        names = self.jack.jack_port_get_all_connections(self.client, handle)
+        return self._names(self.jack.jack_port_get_all_connections(self.client, handle))
+
+    def ports(self, sources: bool) -> list[str]:
+        """The MIDI ports that send (`sources`: what an input can listen to) or receive, in
+        rtmidi's names; read from the server's shared memory, no client made."""
+        return self._names(self.jack.jack_get_ports(self.client, None, b"8 bit raw midi", 0x2 if sources else 0x1))
+
+    def _names(self, names) -> list[str]:
+        import ctypes
+
         if not names:
             return []
         out, i = [], 0

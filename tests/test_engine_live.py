@@ -203,14 +203,15 @@ def test_a_keyboard_that_cuts_off_a_sysex_does_not_make_livegen_deaf(shift_model
     try:
         time.sleep(0.3)
         kbd.send([0xFE])                                 # (the first message after a connect can be lost)
-        kbd.send([0xF0, 0x43, 0x10, 0x4C])               # a dump cut off: no F7, ever
-        time.sleep(0.2)
+        for _ in range(3):     # a dump cut off: no F7, ever (three times: JACK's dummy server may lose one)
+            kbd.send([0xF0, 0x43, 0x10, 0x4C])
+            time.sleep(0.15)                             # (the guard ends each after 50 ms of quiet)
         t0 = time.perf_counter() + 0.3
         play(kbd, t0, MELODY)
         time.sleep(t0 + 2 * PHRASE * STEP + 0.2 - time.perf_counter())
         assert d.stop() == 0
         out = d.output()
-        assert "sysex 1," in out and "malformed 0," in out, out   # the guard ended it: a whole sysex
+        assert re.search(r"sysex [123],", out) and "malformed 0," in out, out   # the guard ended them: whole sysexes
         # and livegen heard the phrase after it and answered it. (Not note for note: the guard
         # is a second source into the input, and JACK's dummy server then loses a few more
         # messages on the way in: 4 of 16 in one run of ten. The notes themselves are checked
@@ -336,9 +337,12 @@ def test_send_clock_makes_livegen_the_clock_master(session):
     ticks = [t for t, m in msgs if m == [0xF8]]
     gaps = sorted(b - a for a, b in zip(ticks, ticks[1:]))
     assert abs(gaps[len(gaps) // 2] - 60 / (BPM * 24)) < 0.001
-    # Stop when the daemon stops; it leaves in the same JACK cycle as the panic's CC 123s, so
-    # when none of those came either, that one cycle was lost (all_but_one_cycle)
-    assert 0xFC in kinds or not [m for _, m in msgs if m[0] & 0xF0 == 0xB0 and m[1] == 123]
+    # Stop when the daemon stops. A stop silences first (one burst of CC 123s), then sends the
+    # Stop in the same JACK cycle as a second burst: when the Stop is missing, so is that burst
+    # (one lost cycle, all_but_one_cycle)
+    all_off = [m for _, m in msgs if m == [0xB1, 123, 0]]
+    print("CC 123 on channel 2 heard", len(all_off), "times; Stop heard:", 0xFC in kinds)
+    assert 0xFC in kinds or len(all_off) <= 1, all_off
 
 
 def test_lost_output_is_silenced_and_picked_up_again(shift_model):
