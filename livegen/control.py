@@ -178,6 +178,7 @@ class Requests:
             return {"ok": True, "status": self.engine.status()}
         if cmd == "panic":
             self.engine.panic()
+            log.info("panic: every note ended (asked for by a control request)")
             return {"ok": True}
         if cmd in ("set", "reload") and (req.get("key") in ("model", "mode") or cmd == "reload"):
             # {"cmd": "set", "key": "mode", "value": "follow", "model": "continue"} changes both at once
