@@ -64,6 +64,17 @@ def controlled(shift_model):
         server.close()
 
 
+def subscriber(endpoint: str):
+    """(context, SUB socket) on the telemetry publisher, 8 s for each message."""
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.RCVTIMEO, 8000)
+    sub.connect(endpoint)
+    return ctx, sub
+
+
 def wait_for_loads() -> None:
     """The program controller loads a model on a thread of its own: let it finish."""
     for t in threading.enumerate():
@@ -94,12 +105,7 @@ def test_status_set_and_bad_requests_change_nothing(controlled):
 
 def test_mute_tempo_telemetry_and_midi_controllers_while_playing(controlled):
     rig, ep, tep = controlled(cc_map={"temperature": 20})
-    ctx = zmq.Context()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.LINGER, 0)
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.setsockopt(zmq.RCVTIMEO, 8000)
-    sub.connect(tep)
+    ctx, sub = subscriber(tep)
     try:
         assert request(ep, {"cmd": "set", "key": "mute", "value": ["tenor"]})["ok"]
         t = rig.t0 + 0.1
@@ -305,12 +311,7 @@ def test_presets_by_program_change_by_name_and_saved_into_the_config(controlled,
     config = tmp_path / "rig.toml"
     config.write_text(RIG_TOML)
     rig, ep, tep = controlled(presets=load_toml(config)["presets"], config_path=str(config))
-    ctx = zmq.Context()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.LINGER, 0)
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.setsockopt(zmq.RCVTIMEO, 8000)
-    sub.connect(tep)
+    ctx, sub = subscriber(tep)
     time.sleep(0.2)
     try:
         t = rig.t0 + 0.1

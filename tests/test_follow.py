@@ -68,29 +68,36 @@ def test_an_unguessed_note_is_decoded_and_a_note_during_the_guess_uses_what_is_d
     assert h.dec.cached <= h.FOLLOW_TOKENS
 
 
+def stop_during_a_pass(h, model, decoder: bool = False) -> None:
+    """`speculate` on a thread of its own, and `stop_guessing` once its first model pass has
+    begun (`decoder`: the decoder's passes too, such as the slide), as a note would."""
+    import threading
+
+    running = threading.Event()
+
+    def run_and_say(*args):
+        running.set()
+        return model.run(*args)
+
+    h.model = SimpleNamespace(run=run_and_say, info=model.info)
+    if decoder:
+        h.dec.model = h.model
+    worker = threading.Thread(target=h.speculate)
+    worker.start()
+    assert running.wait(10)
+    h.stop_guessing()
+    worker.join()
+    h.model = h.dec.model = model
+
+
 def test_a_note_stops_the_guess_pass_that_is_running(model):
     """stop_guessing (called by the capture thread when a note comes) ends the running
     batched pass; the step is then decoded from what the guess had finished. (How soon, in
     ms, is machine time: benchmarks/live_timing.py --mode follow measures it.)"""
-    import threading
-
     h = Harmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(3), live=True)
     for p in (67, 67, 69):
         h.step(p, urgent=True)
-    running = threading.Event()
-    run = h.model.run
-
-    def run_and_say(*args):
-        running.set()
-        return run(*args)
-
-    h.model = SimpleNamespace(run=run_and_say, info=model.info)
-    worker = threading.Thread(target=h.speculate)
-    worker.start()
-    assert running.wait(10)      # the guess's first pass has begun
-    h.stop_guessing()
-    worker.join()
-    h.model = model
+    stop_during_a_pass(h, model)      # the guess's first pass
     assert h.guess_stats["stopped"] == 1
     full = Harmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(3), live=True)
     for p in (67, 67, 69):
@@ -108,8 +115,6 @@ def test_a_note_stops_the_context_slide_that_comes_before_the_guesses(model):
     """Near the end of the context the guesses begin with a slide (the context fed again from
     its last steps, one long pass): a note that comes meanwhile stops it too, the context is
     left as it was, and its step is decoded at once."""
-    import threading
-
     h = Harmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(5), live=True)
     tune = [67, 69, 71, 72, 74, 72, 71, 69]
     k = 0
@@ -117,21 +122,7 @@ def test_a_note_stops_the_context_slide_that_comes_before_the_guesses(model):
         h.step(tune[k % len(tune)], urgent=True)     # (urgent: never slides on its own)
         k += 1
     before = (list(h.dec.tokens), h.dec.cached, h.pending_bass)
-    running = threading.Event()
-    run = h.model.run
-
-    def run_and_say(*args):
-        running.set()
-        return run(*args)
-
-    h.model = SimpleNamespace(run=run_and_say, info=model.info)
-    h.dec.model = h.model
-    worker = threading.Thread(target=h.speculate)
-    worker.start()
-    assert running.wait(10)      # the slide's pass has begun
-    h.stop_guessing()
-    worker.join()
-    h.model = h.dec.model = model
+    stop_during_a_pass(h, model, decoder=True)      # the slide's pass
     assert h.guess_stats["stopped"] == 1 and h.guesses == []
     assert (list(h.dec.tokens), h.dec.cached, h.pending_bass) == before     # the context as it was
     voices = h.step(tune[k % len(tune)], urgent=True)
