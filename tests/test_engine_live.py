@@ -466,6 +466,8 @@ def test_a_synth_disconnected_while_notes_sound_gets_their_note_offs_when_it_com
     g_voices = {(1 + k, 79 - s) for k, s in enumerate(SHIFTS)}
     assert g_voices & heard_before, heard_before              # (all but one JACK cycle: at least one voice)
     # the voices sounding at the disconnect got their own note-offs (sent twice, a look apart,
-    # so that one JACK cycle lost on the way, as the dummy server does, cannot leave them on)
-    assert own_note_offs_missing(listener) & heard_before == set()
+    # so that one JACK cycle lost on the way, as the dummy server does, cannot leave them on).
+    # Only those: a note-off of an earlier voice lost in one JACK cycle (CI once lost the
+    # first C's three at step 36, long before the disconnect) is not what this test is about
+    assert own_note_offs_missing(listener) & g_voices == set()
     assert d.stop() == 0
