@@ -13,6 +13,7 @@ Prints a table: messages sent and lost, bursts with a loss, and jackd's "not fin
 from __future__ import annotations
 
 import argparse
+import itertools
 import multiprocessing
 import os
 import subprocess
@@ -26,10 +27,10 @@ def spin(stop_at: float) -> None:
         pass
 
 
-def start_jack(name: str, log_path: str) -> subprocess.Popen:
+def start_jack(name: str, log_path: str, period: int = 64) -> subprocess.Popen:
     os.environ["JACK_DEFAULT_SERVER"] = name
     os.environ["JACK_NO_START_SERVER"] = "1"
-    proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "64"],
+    proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", str(period)],
                             stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
     for _ in range(150):
         if subprocess.run(["jack_lsp"], capture_output=True).returncode == 0:
@@ -40,12 +41,12 @@ def start_jack(name: str, log_path: str) -> subprocess.Popen:
     raise SystemExit("jackd did not start:\n" + open(log_path).read()[-2000:])
 
 
-def run(bursts: int, burst: int, gap_s: float, busy: int) -> dict:
+def run(bursts: int, burst: int, gap_s: float, busy: int, period: int = 64) -> dict:
     import rtmidi
 
     name = f"lgdrops-{uuid.uuid4().hex[:6]}"
     log_path = f"/tmp/{name}.log"
-    jack = start_jack(name, log_path)
+    jack = start_jack(name, log_path, period)
     helpers = []
     try:
         listener = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, "drops-listener", queue_size_limit=8192)
@@ -93,16 +94,17 @@ def run(bursts: int, burst: int, gap_s: float, busy: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bursts", type=int, default=300, help="at most 2048")
+    ap.add_argument("--bursts", type=int, default=300, help="at most 900 (the listener queues 8,192 messages until the end)")
     ap.add_argument("--burst", type=int, default=9)
     ap.add_argument("--gap-ms", type=float, default=50)
     ap.add_argument("--busy", type=int, nargs="*", default=[0, 2])
+    ap.add_argument("--period", type=int, nargs="*", default=[64], help="jackd -p: frames per cycle (48 kHz)")
     args = ap.parse_args()
-    print(f"{'busy procs':>10} {'burst':>5} {'sent':>6} {'lost':>5} {'loss %':>7} {'bursts w/ loss':>15} "
+    print(f"{'period':>6} {'busy procs':>10} {'burst':>5} {'sent':>6} {'lost':>5} {'loss %':>7} {'bursts w/ loss':>15} "
           f"{'jackd not finished':>19}")
-    for busy in args.busy:
-        r = run(args.bursts, args.burst, args.gap_ms / 1000, busy)
-        print(f"{busy:>10} {args.burst:>5} {r['sent']:>6} {r['lost']:>5} {100 * r['lost'] / r['sent']:>7.3f} "
+    for period, busy in itertools.product(args.period, args.busy):
+        r = run(args.bursts, args.burst, args.gap_ms / 1000, busy, period)
+        print(f"{period:>6} {busy:>10} {args.burst:>5} {r['sent']:>6} {r['lost']:>5} {100 * r['lost'] / r['sent']:>7.3f} "
               f"{r['bursts_with_loss']:>10} of {r['bursts']:<4d}{r['not_finished']:>19}", flush=True)
     return 0
 

@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from livegen.config import Settings  # noqa: E402
 from livegen.models import Model  # noqa: E402
 from livegen.offline import VirtualRun  # noqa: E402
+from livegen.ports import JACK_DUMMY_ARGS  # noqa: E402
 from tests.virtual import MELODY  # noqa: E402
 
 WAYS = [("loop", "accompany"), ("loop", "edit"), ("respond", "continue"), ("respond", "edit"),
@@ -216,7 +217,7 @@ def start_jack() -> subprocess.Popen:
     os.environ["JACK_NO_START_SERVER"] = "1"
     log_path = f"/tmp/{name}.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "64"],
+        proc = subprocess.Popen(["jackd", "-n", name, *JACK_DUMMY_ARGS],
                                 stdout=log, stderr=subprocess.STDOUT)
     proc.log_path = log_path
     for _ in range(150):

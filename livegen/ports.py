@@ -374,11 +374,18 @@ class JackServerProbe:
             sock.close()
 
 
+# The dummy driver's settings: 256 frames at 48 kHz, a cycle every 5.3 ms. With 64 frames (1.33 ms)
+# and no real-time scheduling, a busy 2-core machine misses cycles all the time (jackd logged 284
+# "client ... was not finished" lines and lost 2 of 900 bursts of MIDI in 30 s beside two busy
+# processes; with 256 frames: 3 lines, nothing lost: `benchmarks/jack_drops.py --period 64 256`).
+JACK_DUMMY_ARGS = ["--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"]
+
+
 def start_jack_dummy(server: str | None = None, wait_s: float = 10.0) -> subprocess.Popen:
     """Start `jackd -d dummy` (no sound hardware needed) and wait until it answers."""
     if shutil.which("jackd") is None:
         raise PortError("no ALSA sequencer and no jackd here: install jackd2 (apt-get install jackd2)")
-    cmd = ["jackd"] + (["-n", server] if server else []) + ["--no-realtime", "-d", "dummy", "-r", "48000", "-p", "64"]
+    cmd = ["jackd"] + (["-n", server] if server else []) + JACK_DUMMY_ARGS
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:

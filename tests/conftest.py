@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from livegen.ports import JACK_DUMMY_ARGS
 from tests import tinymodels
 from tests.jackmidi import Daemon
 
@@ -28,7 +29,7 @@ def jack_server():
     os.environ["JACK_DEFAULT_SERVER"] = name
     os.environ["JACK_NO_START_SERVER"] = "1"
     log = open(f"/tmp/{name}.log", "w+")
-    proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "64"],
+    proc = subprocess.Popen(["jackd", "-n", name, *JACK_DUMMY_ARGS],
                             stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 15
     while subprocess.run(["jack_lsp"], capture_output=True).returncode != 0:

@@ -11,6 +11,7 @@ import mido
 import pytest
 import rtmidi
 
+from livegen.ports import JACK_DUMMY_ARGS
 from tests.jackmidi import Daemon, Listener, Player, all_but_one_cycle, answered, received, wait_for_ports
 from tests.virtual import MELODY, SHIFTS
 
@@ -400,7 +401,7 @@ def test_a_lost_jack_server_is_noticed_and_livegen_exits_for_a_restart(shift_mod
 
     name = f"lglost-{uuid.uuid4().hex[:8]}"
     env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1")
-    jackd = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "64"],
+    jackd = subprocess.Popen(["jackd", "-n", name, *JACK_DUMMY_ARGS],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     log = tmp_path / "daemon.log"
     daemon = None
