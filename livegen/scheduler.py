@@ -67,6 +67,37 @@ def panic_messages(ledger: NoteLedger, extra_channels: set[int] = frozenset()) -
     return msgs
 
 
+class Lateness:
+    """How many ms late things went out: the whole session in a histogram (0.05 ms bins up to
+    1 s, the last bin holds the rest), so that memory stays fixed however long it runs, and the
+    last `recent` values as they are."""
+
+    BIN_MS, BINS = 0.05, 20_000
+
+    def __init__(self, recent: int = 256):
+        self.counts = np.zeros(self.BINS + 1, dtype=np.int64)
+        self.recent: deque = deque(maxlen=recent)
+        self.max_ms = 0.0
+
+    def add(self, ms: float) -> None:
+        self.counts[min(int(max(ms, 0.0) / self.BIN_MS), self.BINS)] += 1
+        self.recent.append(ms)
+        self.max_ms = max(self.max_ms, ms)
+
+    def __len__(self) -> int:
+        return int(self.counts.sum())
+
+    def percentile(self, q: float) -> float:
+        """The upper edge of the bin that holds the q-th percentile (at most the largest value)."""
+        cum = np.cumsum(self.counts)
+        k = int(np.searchsorted(cum, q / 100 * cum[-1]))
+        return min((k + 1) * self.BIN_MS, self.max_ms)
+
+    def line(self) -> str:
+        return (f"p50 {self.percentile(50):.2f} ms, p99 {self.percentile(99):.2f} ms, max {self.max_ms:.2f} ms "
+                f"({len(self)} notes)")
+
+
 class Chores:
     """Work for the scheduler's thread, done where the music leaves a gap (`Scheduler.in_gap`):
     each (latest start, fn, done event, result) runs once, in order."""
@@ -125,8 +156,8 @@ class Scheduler(threading.Thread):
         self._recent_offs: deque = deque(maxlen=4096)   # (time, channel, pitch) of the note-offs sent
         self._missed: set[tuple[int, int]] = set()     # note-offs a removed connection missed
         self.stats = {"sent": 0, "late_dropped": 0, "send_errors": 0}
-        self.timing: deque = deque(maxlen=100_000)   # (deadline, sent) pairs for telemetry and benchmarks
-        self.follow_delays: deque = deque(maxlen=100_000)   # ms from a player's note to its harmony
+        self.late = Lateness()              # ms after its deadline each note-on left
+        self.follow_delays = Lateness()     # ms from a player's note to its harmony (follow)
         self.clock_ticks_per_step: float | None = None
         self._next_clock_step: float | None = None
 
@@ -242,14 +273,10 @@ class Scheduler(threading.Thread):
 
     def log_timing(self) -> None:
         """At the end of a session: how late the note-ons went out, and follow mode's delays."""
-        if self.timing:
-            late = np.array([sent - deadline for deadline, sent in self.timing]) * 1000
-            log.info("note-ons sent after their deadline: p50 %.2f ms, p99 %.2f ms, max %.2f ms (%d notes)",
-                     np.percentile(late, 50), np.percentile(late, 99), late.max(), len(late))
-        if self.follow_delays:
-            d = np.array(self.follow_delays)
-            log.info("follow: harmony sent after the player's note: p50 %.2f ms, p99 %.2f ms, max %.2f ms (%d notes)",
-                     np.percentile(d, 50), np.percentile(d, 99), d.max(), len(d))
+        if len(self.late):
+            log.info("note-ons sent after their deadline: %s", self.late.line())
+        if len(self.follow_delays):
+            log.info("follow: harmony sent after the player's note: %s", self.follow_delays.line())
 
     # ---------------------------------------------------------------- the thread
 
@@ -278,7 +305,7 @@ class Scheduler(threading.Thread):
             self._emit([NOTE_OFF | (msg[0] & 0x0F), msg[1], 0])
         self._emit(msg)
         if since is not None:
-            self.follow_delays.append((self.now() - since) * 1000)
+            self.follow_delays.add((self.now() - since) * 1000)
 
     def _deliver(self, msg: list[int], note_id: int | None, deadline: float, now: float) -> None:
         kind, ch, pitch = msg[0] & 0xF0, msg[0] & 0x0F, msg[1]
@@ -292,7 +319,7 @@ class Scheduler(threading.Thread):
             if self.ledger.on(ch, pitch, note_id):
                 self._emit([NOTE_OFF | ch, pitch, 0])
             self._emit(msg)
-            self.timing.append((deadline, self.now()))
+            self.late.add((self.now() - deadline) * 1000)
         elif kind == NOTE_OFF:
             if note_id in self._dropped_ids:
                 self._dropped_ids.discard(note_id)

@@ -124,12 +124,10 @@ class WebPage(threading.Thread):
         """What the page shows: the daemon's status, the sliders' ranges, the latency figures."""
         e = self.engine
         st = e.status()
-        timing = e.scheduler.timing      # (up to 100,000: the last 200 only, without a copy of the rest)
-        late = sorted(sent - deadline for deadline, sent in
-                      (timing[-k] for k in range(1, min(200, len(timing)) + 1)))
+        late = sorted(e.scheduler.late.recent)      # (the last 256 notes)
         st["latency"] = {"inference_ms": st.get("last_inference_ms"),
-                         "note_late_p50_ms": round(late[len(late) // 2] * 1000, 2) if late else None,
-                         "note_late_max_ms": round(late[-1] * 1000, 2) if late else None}
+                         "note_late_p50_ms": round(late[len(late) // 2], 2) if late else None,
+                         "note_late_max_ms": round(late[-1], 2) if late else None}
         st["controls"] = {k: [c.low, c.high, c.kind.__name__] for k, c in CONTROLS.items() if k not in ("mute", "seed")}
         st["tracks_all"] = list(e.tracks)
         return st

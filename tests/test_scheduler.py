@@ -2,7 +2,7 @@ import threading
 import time
 
 from livegen.clock import InternalClock
-from livegen.scheduler import NoteLedger, Scheduler, panic_messages
+from livegen.scheduler import Lateness, NoteLedger, Scheduler, panic_messages
 
 
 def test_ledger_tracks_sounding_notes_and_orphan_offs():
@@ -172,3 +172,20 @@ def test_a_chore_waits_for_a_gap_in_the_music():
         pass
     s.stop()
     assert s.in_gap(lambda: "direct") == "direct"      # no thread: at once, in the caller
+
+
+def test_how_late_notes_left_is_kept_for_a_whole_night_in_fixed_memory():
+    """The figures a session ends with ("note-ons sent after their deadline: p50 ... p99 ...")
+    cover every note of the session, however long, and take no more memory after a night."""
+    late = Lateness()
+    size = late.counts.nbytes
+    for k in range(1_000):
+        late.add(k / 100)                       # 0.00 ... 9.99 ms
+    late.add(2_500.0)                            # one far beyond the histogram
+    assert len(late) == 1_001 and late.max_ms == 2_500.0
+    assert abs(late.percentile(50) - 5.0) <= Lateness.BIN_MS + 1e-9         # (to one bin)
+    assert abs(late.percentile(99) - 9.9) <= Lateness.BIN_MS + 1e-9
+    assert late.line().startswith("p50 5.0") and "max 2500.00 ms (1001 notes)" in late.line()
+    for _ in range(100_000):
+        late.add(1.0)
+    assert late.counts.nbytes == size and len(late.recent) == 256 and len(late) == 101_001
