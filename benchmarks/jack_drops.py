@@ -1,13 +1,16 @@
 """Does the JACK dummy server lose MIDI events between two clients? No livegen here: only
 python-rtmidi and jackd.
 
-    python benchmarks/jack_drops.py [--bursts 300] [--burst 9] [--gap-ms 50] [--busy 2]
+    python benchmarks/jack_drops.py [--bursts 300] [--burst 9] [--gap-ms 50] [--busy 0 2]
+                                    [--period 64 256] [--second 0 1]
 
 Starts `jackd -d dummy` (as the tests do), a python-rtmidi output and a python-rtmidi input
 connected to it, and sends bursts of messages in one go (a burst of 9 is what livegen's panic
 sends for three voices: three note-offs, then CC 123 and CC 120 on three channels), each burst
 numbered in its data bytes so every message lost is known. `--busy N` runs N busy processes
 beside it (the test suite's own daemon, player and listener keep a 2-core machine busy).
+`--period` sets jackd's frames per cycle; `--second 1` connects a second source to the same
+input (livegen's sysex guard), which then makes JACK mix two sources each cycle.
 Prints a table: messages sent and lost, bursts with a loss, and jackd's "not finished" lines.
 """
 from __future__ import annotations
@@ -41,7 +44,7 @@ def start_jack(name: str, log_path: str, period: int = 64) -> subprocess.Popen:
     raise SystemExit("jackd did not start:\n" + open(log_path).read()[-2000:])
 
 
-def run(bursts: int, burst: int, gap_s: float, busy: int, period: int = 64) -> dict:
+def run(bursts: int, burst: int, gap_s: float, busy: int, period: int = 64, second: bool = False) -> dict:
     import rtmidi
 
     name = f"lgdrops-{uuid.uuid4().hex[:6]}"
@@ -55,6 +58,10 @@ def run(bursts: int, burst: int, gap_s: float, busy: int, period: int = 64) -> d
         sender = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, "drops-sender")
         time.sleep(0.3)
         sender.open_port(sender.get_ports().index("drops-listener:in"), "out")
+        guard = None
+        if second:      # a second source into the same input, as livegen's sysex guard is
+            guard = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, "drops-guard")
+            guard.open_port(guard.get_ports().index("drops-listener:in"), "guard")
         time.sleep(0.5)
         sender.send_message([0xFE])      # the first message after a connect can be lost
         time.sleep(0.2)
@@ -70,6 +77,8 @@ def run(bursts: int, burst: int, gap_s: float, busy: int, period: int = 64) -> d
             msgs = [[0xB0 | (b // 128) % 16, k, b % 128] for k in range(burst)]
             for m in msgs:
                 sender.send_message(m)
+            if guard is not None and b % 10 == 5:
+                guard.send_message([0xF7])     # (what the guard sends when an input is quiet)
             sent += [tuple(m) for m in msgs]
             time.sleep(gap_s)
         time.sleep(0.5)
@@ -78,6 +87,9 @@ def run(bursts: int, burst: int, gap_s: float, busy: int, period: int = 64) -> d
             got.append(tuple(msg[0]))
         sender.close_port()
         sender.delete()
+        if guard is not None:
+            guard.close_port()
+            guard.delete()
         listener.close_port()
         listener.delete()
     finally:
@@ -85,6 +97,7 @@ def run(bursts: int, burst: int, gap_s: float, busy: int, period: int = 64) -> d
             h.terminate()
         jack.terminate()
         jack.wait(10)
+    got = [m for m in got if m != (0xF7,)]
     lost = set(sent) - set(got)
     lost_bursts = len({(m[0] & 0x0F) * 128 + m[2] for m in lost})
     not_finished = sum("not finished" in line for line in open(log_path))
@@ -99,12 +112,14 @@ def main() -> int:
     ap.add_argument("--gap-ms", type=float, default=50)
     ap.add_argument("--busy", type=int, nargs="*", default=[0, 2])
     ap.add_argument("--period", type=int, nargs="*", default=[64], help="jackd -p: frames per cycle (48 kHz)")
+    ap.add_argument("--second", type=int, nargs="*", default=[0],
+                    help="1: a second source connected to the input too (livegen's sysex guard), sending F7 now and then")
     args = ap.parse_args()
-    print(f"{'period':>6} {'busy procs':>10} {'burst':>5} {'sent':>6} {'lost':>5} {'loss %':>7} {'bursts w/ loss':>15} "
+    print(f"{'period':>6} {'second':>6} {'busy procs':>10} {'burst':>5} {'sent':>6} {'lost':>5} {'loss %':>7} {'bursts w/ loss':>15} "
           f"{'jackd not finished':>19}")
-    for period, busy in itertools.product(args.period, args.busy):
-        r = run(args.bursts, args.burst, args.gap_ms / 1000, busy, period)
-        print(f"{period:>6} {busy:>10} {args.burst:>5} {r['sent']:>6} {r['lost']:>5} {100 * r['lost'] / r['sent']:>7.3f} "
+    for period, second, busy in itertools.product(args.period, args.second, args.busy):
+        r = run(args.bursts, args.burst, args.gap_ms / 1000, busy, period, bool(second))
+        print(f"{period:>6} {second:>6} {busy:>10} {args.burst:>5} {r['sent']:>6} {r['lost']:>5} {100 * r['lost'] / r['sent']:>7.3f} "
               f"{r['bursts_with_loss']:>10} of {r['bursts']:<4d}{r['not_finished']:>19}", flush=True)
     return 0
 

@@ -10,12 +10,13 @@ Prints one table per part:
   sounding after the stop, and whether the melody's phrase was answered.
 - requests: malformed requests to a real control socket (ZeroMQ, loopback) in front of the
   engine: answered, "internal error" answers, unanswered, settings changed.
-- stops: `livegen run` on a JACK dummy server of its own, follow mode with the bundled
-  Transformer, a player and a listener (its own process) that tracks every note; random
-  events while voices sound (panic over the control socket, a mode/model switch, the
-  output's connection removed and made again, SIGTERM and a restart): notes left sounding
-  at the listener, and the time from the event to the last note-off the listener heard for
-  the notes sounding at the event (p50 / p99 / max).
+- stops: `livegen run --clock midi` on a JACK dummy server of its own, every way of listening
+  in turn (an equal share of the events each), a player that is the clock master and plays a
+  melody in every phrase, and a listener (its own process) that tracks every note; random
+  events while the voices sound (a MIDI Stop, then Start again; a panic over the control
+  socket; a switch to another way and back; the output's connection removed and made again;
+  SIGTERM and a restart): notes sounding at the event that never got their own note-off, and
+  the time from the event to the last note-off the listener heard for them (p50 / p99 / max).
 - restarts: start, play a phrase, hear the answer, SIGTERM: answered and exit status.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -251,87 +253,182 @@ def sounding(messages, upto: float | None = None) -> dict[tuple[int, int], float
     return on
 
 
-def stops(count: int, seed: int) -> list[dict]:
+SWITCH_TO = {("loop", "accompany"): ("loop", "edit"), ("loop", "edit"): ("respond", "edit"),
+             ("respond", "continue"): ("follow", "continue"), ("respond", "edit"): ("loop", "edit"),
+             ("follow", "continue"): ("respond", "continue")}
+STOP_EVENTS = ["stop", "panic", "switch", "disconnect", "sigterm"]
+
+
+class ClockMaster(threading.Thread):
+    """The player as the MIDI clock master: Start, 24 ticks a quarter, and the melody in every
+    phrase, from this one thread (an rtmidi output is not to be used from two); other threads
+    hand it messages with `send`, which returns when they left."""
+
+    def __init__(self, player, bpm: float, phrase_steps: int = 32):
+        super().__init__(daemon=True)
+        self.player, self.tick_s = player, 60 / (bpm * 24)
+        self.cycle = phrase_steps * 6
+        self.melody: dict[int, list[list[int]]] = {}
+        for pitch, s, e in MELODY:
+            self.melody.setdefault(s * 6, []).append([0x90, pitch, 90])
+            self.melody.setdefault(e * 6 - 1, []).append([0x80, pitch, 0])
+        self.asked: list = []
+        self.cond = threading.Condition()
+        self.halt = False
+        self.tick = 0
+        self.playing = True     # (after a Stop only the melody's note-offs, until Start)
+
+    def send(self, msgs: list[list[int]], restart: bool = False) -> float:
+        """Send `msgs` now; `restart`: then Start again, the melody from its first step."""
+        item = [msgs, restart, None]
+        with self.cond:
+            self.asked.append(item)
+            self.cond.notify()
+            while item[2] is None:
+                self.cond.wait(0.5)
+        return item[2]
+
+    def stop(self) -> None:
+        with self.cond:
+            self.halt = True
+            self.cond.notify()
+        self.join(2)
+
+    def run(self) -> None:
+        self.player.send([0xFA])
+        next_tick = time.perf_counter()
+        with self.cond:
+            while not self.halt:
+                for item in self.asked:
+                    for msg in item[0]:
+                        self.player.send(msg)
+                        self.playing = self.playing and msg != [0xFC]
+                    item[2] = time.perf_counter()
+                    if item[1]:
+                        self.player.send([0xFA])
+                        self.tick, next_tick, self.playing = 0, time.perf_counter(), True
+                self.asked.clear()
+                self.cond.notify_all()
+                wait = next_tick - time.perf_counter()
+                if wait > 0:
+                    self.cond.wait(wait)
+                    continue
+                self.player.send([0xF8])
+                for msg in self.melody.get(self.tick % self.cycle, ()):
+                    if self.playing or msg[0] == 0x80:
+                        self.player.send(msg)
+                self.tick += 1
+                next_tick += self.tick_s
+
+
+def stops(count: int, seed: int, bpm: float = BPM) -> list[dict]:
+    """`count` stop events over every way of listening, an equal share each, in turn."""
     from livegen.control import request
     from tests.jackmidi import Daemon, Listener, Player
 
     jack = start_jack()
     rng = random.Random(seed)
-    latencies: dict[str, list[float]] = {}
-    left: dict[str, int] = {}
-    counts: dict[str, int] = {}
+    latencies: dict[tuple[str, str], list[float]] = {}
+    left: dict[tuple[str, str], int] = {}
+    counts: dict[tuple[str, str], int] = {}
     control = f"ipc:///tmp/lgrel-{os.getpid()}"
-    args = ("--model", "continue", "--mode", "follow", "--bpm", str(BPM), "--control", control, "--late-ms", "40")
-    d = Daemon("lgrel", *args)
-    player, listener = Player(d.in_port, "lgrel-player"), Listener(d.out_port, "lgrel-listener")
+    phrase_s = 32 * 60 / (bpm * 4)
     started = time.perf_counter()
-    since, examples = 0.0, []
-    try:
-        for i in range(count):
-            kind = rng.choice(["panic", "switch", "disconnect", "sigterm"])
-            counts[kind] = counts.get(kind, 0) + 1
-            pitch = rng.choice([67, 69, 71, 72, 74, 76])
-            t0 = time.perf_counter() + 0.05
-            player.at(t0, [0x90, pitch, 90])
-            time.sleep(max(0.0, t0 + rng.uniform(0.3, 0.6) - time.perf_counter()))
-            before = sounding(listener.messages())
-            at = time.perf_counter()       # (the event itself; the silence is timed from here)
-            if kind == "panic":
-                request(control, {"cmd": "panic"})
-            elif kind == "switch":         # follow -> respond (same model): at the next phrase boundary
-                request(control, {"cmd": "set", "key": "mode", "value": "respond"})
-            elif kind == "disconnect":     # the synth misses what is sent: timed from its return
-                subprocess.run(["jack_disconnect", d.out_port, "lgrel-listener:in"], check=True)
-                time.sleep(0.4)
-                subprocess.run(["jack_connect", d.out_port, "lgrel-listener:in"], check=True)
-                at = time.perf_counter()
-            else:
-                d.proc.send_signal(signal.SIGTERM)
-                d.proc.wait(10)
-            player.send([0x80, pitch, 0])
-            if kind == "switch":           # both switches take effect at a boundary: wait for them
-                time.sleep(2 * 32 * STEP + 0.2)
-                request(control, {"cmd": "set", "key": "mode", "value": "follow"})
-                time.sleep(2 * 32 * STEP + 0.2)
-            else:
-                time.sleep(1.0)
-            msgs = listener.messages()
-            ends = []
-            for key in before:
-                offs = [t for t, m in msgs if t >= at and m[0] & 0xF0 in (0x80, 0x90) and
-                        (m[0] & 0x0F, m[1]) == key and (m[0] & 0xF0 == 0x80 or m[2] == 0)]
-                if offs:
-                    ends.append(offs[0] - at)
-            if ends and kind != "switch":    # (a switch ends the voices at its boundary, by design)
-                latencies.setdefault(kind, []).append(max(ends) * 1000)
-            # a note begun since the last event, before this one, and still on: it lost its note-off
-            stuck = {key: t for key, t in sounding(msgs).items() if since <= t < at}
-            left[kind] = left.get(kind, 0) + len(stuck)
-            if stuck and len(examples) < 10:
-                examples.append(f"{kind} at {at - started:.1f} s: {sorted(stuck)}")
-            since = at
-            if kind == "sigterm":
-                listener.close()
-                player.close()
-                d = Daemon("lgrel", *args)
-                player, listener = Player(d.in_port, "lgrel-player"), Listener(d.out_port, "lgrel-listener")
-            print(f"\rstops: {i + 1}/{count}", end="", file=sys.stderr, flush=True)
-        print(file=sys.stderr)
-    finally:
+    examples = []
+
+    def start(mode: str, model: str):
+        d = Daemon("lgrel", "--model", model, "--mode", mode, "--clock", "midi", "--control", control,
+                   "--late-ms", "40")
+        player, listener = Player(d.in_port, "lgrel-player"), Listener(d.out_port, "lgrel-listener")
+        master = ClockMaster(player, bpm)
+        master.start()
+        return d, player, listener, master
+
+    def close(d, player, listener, master) -> None:
+        master.stop()
         d.stop()
         listener.close()
         player.close()
+        player.out.delete()
+
+    share = [count // len(WAYS) + (k < count % len(WAYS)) for k in range(len(WAYS))]
+    done = 0
+    try:
+        for (mode, model), n in zip(WAYS, share):
+            rig = start(mode, model)
+            time.sleep(2 * phrase_s)            # the first phrase played and its answer sounding
+            for _ in range(n):
+                d, player, listener, master = rig
+                kind = rng.choice(STOP_EVENTS)
+                key = (f"{mode}, {model}", kind)
+                counts[key] = counts.get(key, 0) + 1
+                time.sleep(rng.uniform(0.2, 0.8))
+                before = sounding(listener.messages())
+                at = time.perf_counter()   # (the event itself; the silence is timed from here)
+                if kind == "stop":
+                    at = master.send([[0xFC]])
+                elif kind == "panic":
+                    request(control, {"cmd": "panic"})
+                elif kind == "switch":     # to another way and back, each at a phrase boundary
+                    other = SWITCH_TO[(mode, model)]
+                    request(control, {"cmd": "set", "key": "mode", "value": other[0], "model": other[1]})
+                    time.sleep(phrase_s + 0.3)
+                    request(control, {"cmd": "set", "key": "mode", "value": mode, "model": model})
+                    time.sleep(phrase_s + 0.3)
+                elif kind == "disconnect":  # the synth misses what is sent: timed from its return
+                    subprocess.run(["jack_disconnect", d.out_port, "lgrel-listener:in"], check=True)
+                    time.sleep(0.4)
+                    subprocess.run(["jack_connect", d.out_port, "lgrel-listener:in"], check=True)
+                    at = time.perf_counter()
+                else:
+                    d.proc.send_signal(signal.SIGTERM)
+                    d.proc.wait(10)
+                time.sleep(0.6)                  # (the slowest, a removed connection, took 117 ms)
+                msgs = listener.messages()
+                ends, unended = [], []
+                for note in before:
+                    offs = [t for t, m in msgs if t >= at and m[0] & 0xF0 in (0x80, 0x90) and
+                            (m[0] & 0x0F, m[1]) == note and (m[0] & 0xF0 == 0x80 or m[2] == 0)]
+                    if offs:
+                        ends.append(offs[0] - at)
+                    else:
+                        unended.append(note)
+                if ends and kind != "switch":    # (a switch ends the voices at its boundary, by design)
+                    latencies.setdefault(key, []).append(max(ends) * 1000)
+                left[key] = left.get(key, 0) + len(unended)
+                if unended and len(examples) < 10:
+                    examples.append(f"{key} at {at - started:.1f} s: {sorted(unended)}")
+                if kind == "stop":
+                    master.send([], restart=True)
+                    time.sleep(phrase_s)         # a phrase played again, its answer to come
+                if kind == "sigterm":
+                    close(*rig)
+                    rig = start(mode, model)
+                    time.sleep(phrase_s + 0.5)   # (the melody's first phrase; its answer begins)
+                done += 1
+                print(f"\rstops: {done}/{count} ({mode}, {model}: {kind})      ", end="", file=sys.stderr, flush=True)
+            close(*rig)
+        print(file=sys.stderr)
+    finally:
         jack.terminate()
         jack.wait(10)
     rows = []
-    for kind in sorted(counts):
-        row = {"event": kind, "events": counts[kind], "left_sounding": left.get(kind, 0)}
-        if latencies.get(kind):
-            a = np.array(latencies[kind])
+    for key in sorted(counts):
+        row = {"way": key[0], "event": key[1], "events": counts[key], "left_sounding": left.get(key, 0)}
+        if latencies.get(key):
+            a = np.array(latencies[key])
             row |= {"timed": len(a), "p50_ms": round(float(np.percentile(a, 50)), 1),
                     "p99_ms": round(float(np.percentile(a, 99)), 1), "max_ms": round(float(a.max()), 1)}
         rows.append(row)
-    rows.append({"event": "all", "events": sum(counts.values()), "left_sounding": sum(left.values()),
+    for kind in STOP_EVENTS:                      # each kind over every way
+        a = np.concatenate([latencies.get(key, []) for key in counts if key[1] == kind] or [[]])
+        row = {"way": "all", "event": kind, "events": sum(c for key, c in counts.items() if key[1] == kind),
+               "left_sounding": sum(n for key, n in left.items() if key[1] == kind)}
+        if len(a):
+            row |= {"timed": len(a), "p50_ms": round(float(np.percentile(a, 50)), 1),
+                    "p99_ms": round(float(np.percentile(a, 99)), 1), "max_ms": round(float(a.max()), 1)}
+        rows.append(row)
+    rows.append({"way": "all", "event": "all", "events": sum(counts.values()), "left_sounding": sum(left.values()),
                  "seconds": round(time.perf_counter() - started, 1)})
     for r in rows:
         print(json.dumps(r), flush=True)
@@ -388,6 +485,7 @@ def main() -> int:
     ap.add_argument("--restarts", type=int, default=100)
     ap.add_argument("--only", default="fuzz,requests,stops,restarts")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--stops-bpm", type=float, default=BPM, help="the tempo of the stops part's MIDI clock")
     args = ap.parse_args()
     import logging
     logging.basicConfig(level=logging.CRITICAL)      # (the fuzz makes the engine log a lot)
@@ -397,7 +495,7 @@ def main() -> int:
     if "requests" in parts:
         requests(args.requests, args.seed)
     if "stops" in parts:
-        stops(args.stops, args.seed)
+        stops(args.stops, args.seed, args.stops_bpm)
     if "restarts" in parts:
         restarts(args.restarts, args.seed)
     return 0
