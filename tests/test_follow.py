@@ -187,3 +187,22 @@ def test_an_answer_after_a_cadence_still_sings_in_four_voices(model):
         for voice in range(4):
             steps = sorted(s for n in answer if n.track == voice for s in range(n.start, n.end))
             assert steps == list(range(32)), (seed, voice, steps)    # sounding on every step of the phrase
+
+
+def test_the_player_may_start_anywhere_and_move_to_another_register(model):
+    """The octaves the model hears the player in are chosen again when the player goes to
+    another register, or began with a lone low or high note: the tune is harmonised, under
+    the player's note, wherever it is played. (They were fixed by the first note: after a
+    lone C3 every step of the tune rested.)"""
+    tune = [67] * 4 + [69] * 2 + [71] * 2 + [72] * 4 + [74] * 4 + [72] * 2 + [71] * 2 + [69] * 4 + [67] * 8
+    line = tune + [p + 24 for p in tune] + [p - 24 for p in tune]       # G4, then two octaves up, then down
+    for first in (None, 36, 48, 60, 96):
+        h = Harmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(1), live=False)
+        for s in [first] * 4 + [None] * 4 if first else []:
+            h.step(s)
+        outs = [h.step(s) for s in line]
+        for k in range(3):                      # each register
+            part = outs[k * len(tune):(k + 1) * len(tune)]
+            voiced = sum(any(p >= 0 for p in o) for o in part)
+            assert voiced >= 0.9 * len(tune), (first, k, voiced)
+        assert all(p <= s for s, o in zip(line, outs) for p in o if p >= 0), first

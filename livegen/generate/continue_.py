@@ -143,12 +143,21 @@ class Harmoniser:
     def soprano_token(self, soprano: int | None) -> int:
         info = self.model.info
         rest = info.pitch_count
-        if soprano is not None and not self.shift_set:
+        if soprano is not None and (not self.shift_set or self._misplaced(soprano + self.shift)):
             self.shift = R.octave_shift([soprano], info.pitch_low, info.pitch_count, MELODY_TARGET)
             self.shift_set = True
         if soprano is not None and 0 <= soprano + self.shift - info.pitch_low < rest:
             return soprano + self.shift - info.pitch_low
         return rest
+
+    def _misplaced(self, moved: int) -> bool:
+        """The soprano, moved by the octaves chosen so far, lies outside the model's range or
+        more than an octave from where the models expect it: the player has gone to another
+        register (or the first note was a lone low or high one), so the octaves are chosen
+        again from this note. Within an octave the placement holds, so that a tune is not
+        moved about in the middle of a line."""
+        info = self.model.info
+        return not 0 <= moved - info.pitch_low < info.pitch_count or abs(moved - MELODY_TARGET) > 12
 
     def step(self, soprano: int | None, urgent: bool = False, undo: bool = False) -> list[int]:
         """Soprano MIDI pitch (None = rest) -> [alto, tenor, bass] MIDI pitches or -1.
