@@ -75,6 +75,7 @@ def drive(index: int, mode: str, model: str, minutes: float, results) -> None:
     from reliability import start_jack
     from tests.jackmidi import Daemon, Listener, Player
 
+    time.sleep(8 * index)      # (JACK servers started at the same moment failed to open clients)
     jack = start_jack()
     name = f"lgsoak{index}"
     d = Daemon(name, "--model", model, "--mode", mode, "--clock", "midi", "--seed", "1")

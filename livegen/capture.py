@@ -5,12 +5,15 @@ fractional step positions, and asks it for the notes of a phrase.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from livegen.roll import DEFAULT_TOLERANCE, Note, quantise, quantise_end
 
 # length of each channel message by its high nibble
 CHANNEL_LENGTHS = {0x80: 3, 0x90: 3, 0xA0: 3, 0xB0: 3, 0xC0: 2, 0xD0: 2, 0xE0: 3}
+log = logging.getLogger("livegen.engine")
+
 SYSTEM_LENGTHS = {0xF1: 2, 0xF2: 3, 0xF3: 2, 0xF6: 1, 0xF8: 1, 0xFA: 1, 0xFB: 1, 0xFC: 1, 0xFE: 1, 0xFF: 1}
 
 
@@ -95,8 +98,13 @@ def parse(data) -> Event:
 class Capture:
     """The player's notes on the grid, with the sustain pedal holding released notes."""
 
-    def __init__(self, tolerance: float = DEFAULT_TOLERANCE):
+    def __init__(self, tolerance: float = DEFAULT_TOLERANCE, hold_limit: int = 0):
+        """`hold_limit`: a key down for this many steps or more when another is struck is
+        taken as stuck (its note-off was lost: a dropped message, garbage on the line) and
+        ended there; 0: never."""
         self.tolerance = tolerance
+        self.hold_limit = hold_limit
+        self.stuck = 0                                   # keys ended so
         self.held: dict[int, tuple[int, int]] = {}       # pitch -> (start step, velocity), key down
         self.pedalled: dict[int, tuple[int, int]] = {}   # released while the pedal is down
         self.pedal = False
@@ -108,6 +116,13 @@ class Capture:
         for table in (self.held, self.pedalled):   # the same key again ends the earlier note
             if pitch in table:
                 self._finish(pitch, table.pop(pitch), position)
+        if self.hold_limit:
+            for other, start in list(self.held.items()):
+                if step - start[0] >= self.hold_limit:
+                    self._finish(other, self.held.pop(other), position)
+                    self.stuck += 1
+                    log.warning("key %d down for %d steps while others are played: taken as stuck (its "
+                                "note-off was lost) and ended", other, step - start[0])
         self.held[pitch] = (step, velocity)
         return step
 

@@ -39,6 +39,8 @@ class Settings:
     seed: int | None = None
     threshold: float | None = None
     tolerance: float = 1 / 3        # of a step, early/late onset snap
+    # a key down this many bars when another is struck has lost its note-off: ended (0 = never)
+    stuck_after_bars: float = 8.0
     late_ms: float = 10.0           # a note-on later than this is dropped, not played
     start_jack: bool = True         # start `jackd -d dummy` when JACK is needed and none runs
     jack_server: str = ""           # JACK server name (JACK_DEFAULT_SERVER)
@@ -85,6 +87,8 @@ class Settings:
                 raise ConfigError(f"channel {ch}: MIDI channels are 1..16")
         if not 0 <= self.tolerance < 0.5:
             raise ConfigError(f"tolerance {self.tolerance}: use 0 up to 0.5 of a step")
+        if not 0 <= self.stuck_after_bars <= 1000:
+            raise ConfigError(f"stuck_after_bars {self.stuck_after_bars}: use 0 (never) up to 1000 bars")
         if self.threshold is not None and not 0 < self.threshold < 1:
             raise ConfigError(f"threshold {self.threshold}: use a number between 0 and 1")
         for key, control in CONTROLS.items():   # the live controls' ranges hold at start-up too
@@ -218,7 +222,8 @@ def build_settings(file_values: dict, cli_values: dict) -> Settings:
         raise ConfigError(str(err)) from None
     for f in fields(Settings):
         v = getattr(s, f.name)
-        if f.name in ("bpm", "tolerance", "late_ms") and not isinstance(v, (int, float)):
+        if f.name in ("bpm", "tolerance", "late_ms", "stuck_after_bars") and (
+                not isinstance(v, (int, float)) or isinstance(v, bool)):
             raise ConfigError(f"{f.name} must be a number, not {v!r}")
         if f.name in ("bars",) and not isinstance(v, int):
             raise ConfigError(f"{f.name} must be a whole number, not {v!r}")

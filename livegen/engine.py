@@ -70,7 +70,7 @@ class Engine:
         self.jobs: queue.Queue = queue.Queue(maxsize=JOB_QUEUE)
         self.stats = {"received": 0, "input_dropped": 0, "malformed": 0, "sysex": 0, "ignored": 0,
                       "phrases": 0, "phrases_dropped": 0, "worker_errors": 0, "generated_notes": 0}
-        self.stage = Stage(settings, self.scheduler, self.transport, Capture(settings.tolerance),
+        self.stage = Stage(settings, self.scheduler, self.transport, self.new_capture(),
                            np.random.default_rng(settings.seed), SamplingSettings(settings.temperature, settings.top_p),
                            self.stats, self._post, lambda: not self.jobs.empty(), now,
                            RemoteInference(settings.inference, settings.keys) if settings.inference else None)
@@ -85,6 +85,12 @@ class Engine:
         self.beats = {"capture": time.monotonic(), "worker": time.monotonic()}   # see `alive`
         self._threads = [threading.Thread(target=self._capture_loop, name="livegen-capture", daemon=True),
                          threading.Thread(target=self._worker_loop, name="livegen-worker", daemon=True)]
+
+    def new_capture(self) -> Capture:
+        """An empty capture (at start, and after a Start or SPP)."""
+        s = self.settings
+        steps_per_bar = s.beats_per_bar * self.transport.steps_per_beat
+        return Capture(s.tolerance, round(s.stuck_after_bars * steps_per_bar))
 
     def _mode(self, model: Model, name: str, strict_mute: bool = False, calibrate: bool = True) -> Mode:
         """A way of listening, with the time its answer takes measured (the model is warm)."""

@@ -64,5 +64,5 @@ class Dispatch:
             e.silence()
         else:   # relocate: forget old notes and schedules, count phrases from here
             e.silence()
-            e.stage.capture = Capture(e.settings.tolerance)
+            e.stage.capture = e.new_capture()
             e.listening.relocate(step)

@@ -67,3 +67,29 @@ def test_a_cut_off_sysex_does_not_swallow_the_notes_after_it():
     assert split([0xF0, 1, 2, 0xF7]) == [[0xF0, 1, 2, 0xF7]] and parse([0xF0, 1, 2, 0xF7]).kind == "sysex"
     assert split([0xF7]) == []                            # the input guard's lone F7 is no message
     assert split([0x90, 60, 90]) == [[0x90, 60, 90]]
+
+
+def test_a_key_down_past_the_limit_is_ended_when_another_is_struck():
+    """A note-off lost (a dropped message, garbage on the line) would leave the key down for
+    ever, sounding in every later phrase. Past the limit, the next key struck ends it; a key
+    held alone, or notes held by the pedal, stay."""
+    c = Capture(hold_limit=32)
+    c.note_on(84, 90, 0.0)                          # its note-off never comes
+    c.note_on(67, 80, 10.0)
+    c.note_off(67, 14.0)
+    assert 84 in c.held and c.stuck == 0            # 10 steps: a held note, as far as anyone knows
+    c.sustain(True, 20.0)
+    c.note_on(60, 80, 20.0)
+    c.note_off(60, 22.0)                            # held by the pedal from here
+    c.note_on(69, 80, 40.0)                         # 40 steps after the 84
+    assert 84 not in c.held and c.stuck == 1
+    assert 60 in c.pedalled and 69 in c.held
+    assert [n for n in c.phrase(40, 72) if n.pitch == 84] == []       # not in the phrases after
+    assert (84, 0, 40) in [(n.pitch, n.start, n.end) for n in c.notes]
+    alone = Capture(hold_limit=32)
+    alone.note_on(72, 90, 0.0)
+    assert 72 in alone.held and alone.phrase(64, 96)[0].pitch == 72     # nothing struck since
+    never = Capture(hold_limit=0)
+    never.note_on(84, 90, 0.0)
+    never.note_on(67, 80, 400.0)
+    assert 84 in never.held

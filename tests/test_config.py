@@ -39,6 +39,8 @@ def test_toml_sets_any_flag_and_the_command_line_wins(tmp_path):
     ("presets = 3", "presets: tables like"),
     ("config_path = 'x'", "unknown setting 'config_path'"),
     ("web = 'localhost'", "web 'localhost': HOST:PORT"),
+    ("stuck-after-bars = -1", "stuck_after_bars -1: use 0 \\(never\\) up to 1000 bars"),
+    ("stuck-after-bars = 'long'", "stuck_after_bars must be a number"),
 ])
 def test_bad_config_values_are_named(tmp_path, text, msg):
     f = tmp_path / "bad.toml"

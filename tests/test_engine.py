@@ -330,3 +330,32 @@ def test_a_stop_silences_at_once_while_the_worker_is_still_busy(shift_model):
     ccs = [i for i, (_, m) in enumerate(sent) if m[0] == 0xB1 and m[1] in (123, 120)]
     assert offs and ccs and offs[0] < ccs[0], "its own note-off first, then CC 123/120"
     assert len(offs) == 1
+
+
+def test_follow_ends_a_key_whose_note_off_was_lost_and_harmonises_the_tune_again(bundled, caplog):
+    """A high C whose note-off never came was the soprano for ever: the tune played under it
+    was never harmonised. After `stuck_after_bars` (2 here) the next key struck ends it."""
+    tune = [(p, s + 8 + 24 * k, e + 8 + 24 * k) for k in range(3) for p, s, e in FOLLOW_TUNE]
+
+    def voices_after(step_from: int, stuck_after_bars: float):
+        rig = Rig(bundled["continue"], bpm=BPM, seed=2, mode="follow", stuck_after_bars=stuck_after_bars)
+        t0 = rig.t0 + 1.0
+        rig.at(t0, [0x90, 84, 90])                     # its note-off is lost
+        for pitch, start, end in tune:
+            rig.at(t0 + start * STEP, [0x90, pitch, 90])
+            rig.at(t0 + end * STEP - 0.01, [0x80, pitch, 0])
+        rig.run_until(t0 + 82 * STEP)
+        rig.stop()
+        out = []
+        for t, _, pitch, _ in rig.note_ons():
+            step = (t - t0) / STEP
+            if step >= step_from:
+                out.append((pitch, next(p for p, s, e in tune if s <= int(step + 0.01) < e)))
+        return out, rig
+
+    with caplog.at_level("WARNING", logger="livegen.engine"):
+        after, rig = voices_after(40, 2)
+    assert rig.engine.stage.capture.stuck == 1 and "key 84 down for 32 steps" in caplog.text
+    assert len(after) >= 20 and all(voice <= played for voice, played in after), after
+    kept, _ = voices_after(40, 0)                     # never ended: the tune under it is not harmonised
+    assert kept == []
