@@ -4,7 +4,7 @@ listening and the capture, other controllers to the live controls; thru and `--r
 the notes first."""
 from __future__ import annotations
 
-from livegen.capture import Capture, Event
+from livegen.capture import Event
 
 TRANSPORT = ("clock", "start", "continue", "stop", "spp")
 
