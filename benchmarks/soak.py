@@ -83,7 +83,7 @@ def drive(index: int, mode: str, model: str, minutes: float, results) -> None:
     rng = random.Random(index)
     cycle_ticks = 2 * PHRASE * STEP_TICKS
     cycle = events_of_cycle(rng)
-    samples = []
+    samples, died = [], ""
     start = time.perf_counter() + 0.2
     end = start + minutes * 60
     next_sample = start
@@ -103,6 +103,9 @@ def drive(index: int, mode: str, model: str, minutes: float, results) -> None:
             if tick % cycle_ticks == 0:
                 cycle = events_of_cycle(rng)
             if at >= next_sample:
+                if d.proc.poll() is not None:     # it died: what it said last is in its log
+                    died = f"exit {d.proc.returncode} after {(at - start) / 60:.1f} min"
+                    break
                 rss, cpu = proc_figures(d.proc.pid)
                 samples.append((at - start, rss, cpu))
                 next_sample += SAMPLE_S
@@ -111,13 +114,15 @@ def drive(index: int, mode: str, model: str, minutes: float, results) -> None:
                           f"resident {rss:.1f} MiB", file=sys.stderr, flush=True)
         player.send([0xFC])                      # Stop: every note ends
         time.sleep(1.0)
-        rss, cpu = proc_figures(d.proc.pid)
-        samples.append((time.perf_counter() - start, rss, cpu))
+        if not died:
+            rss, cpu = proc_figures(d.proc.pid)
+            samples.append((time.perf_counter() - start, rss, cpu))
         code = d.stop()
         heard = len(listener.note_ons())
         left = len(listener.sounding_after())
-        results.put({"mode": mode, "model": model, "samples": samples, "exit": code, "heard": heard,
-                     "left_sounding": left, "log": parse_log(d.output()), "clock_ticks": tick})
+        results.put({"mode": mode, "model": model, "samples": samples, "exit": died or code, "heard": heard,
+                     "left_sounding": left, "log": parse_log(d.output()), "clock_ticks": tick,
+                     "log_path": d.log_path})
     finally:
         d.stop()
         listener.close()
@@ -130,7 +135,7 @@ def drive(index: int, mode: str, model: str, minutes: float, results) -> None:
 def summary(r: dict) -> dict:
     import numpy as np
 
-    s = np.array(r["samples"])
+    s = np.array(r["samples"]) if len(r["samples"]) > 1 else np.zeros((2, 3))
     after = s[s[:, 0] >= min(WARM_UP_S, s[-1, 0] / 2)]
     slope = float(np.polyfit(after[:, 0] / 3600, after[:, 1], 1)[0]) if len(after) > 2 else float("nan")
     log = r["log"]
@@ -169,6 +174,7 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=60)
     ap.add_argument("--ways", default=",".join(f"{m}/{k}" for m, k in WAYS), help="mode/model,...")
     ap.add_argument("--png", help="draw resident memory over time into this file")
+    ap.add_argument("--json", help="write every way's samples and counts into this file")
     args = ap.parse_args()
     ways = [tuple(w.split("/")) for w in args.ways.split(",")]
     ctx = multiprocessing.get_context("spawn")
@@ -194,6 +200,8 @@ def main() -> int:
     print("|" + "---|" * len(cols))
     for row in rows:
         print("| " + " | ".join(str(row[c]) for c in cols) + " |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(got))
     if args.png and got:
         draw(got, args.png)
     return 0 if len(rows) == len(ways) else 1

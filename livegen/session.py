@@ -56,6 +56,11 @@ class LiveSession:
         server = self.settings.jack_server or os.environ.get("JACK_DEFAULT_SERVER") or None
         if server:
             os.environ["JACK_DEFAULT_SERVER"] = server
+        if self.settings.client_name == (server or "default"):
+            # libjack (1.9.21, 1.9.22) opens no client in a process after one named like its
+            # server was closed: livegen opens several, and would fail half-way
+            raise PortError(f"client name {self.settings.client_name!r} is the JACK server's name: "
+                            "choose another --client-name")
         if not jack_server_running(server):
             if not self.settings.start_jack:
                 raise PortError("no JACK server is running; start one (jackd -d dummy) or drop --no-start-jack")

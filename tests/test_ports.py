@@ -84,3 +84,16 @@ def test_input_all_leaves_out_our_own_ports_other_livegens_and_the_ignored():
                "system:midi_capture_1", "a2j:Launchpad [24] (capture): Launchpad MIDI 1", "rigby:notes"]
     assert wanted_inputs(sources, "rig", ["Midi Through", "launchpad"]) == [
         "KeyStep 37:KeyStep 37 MIDI 1 20:0", "system:midi_capture_1", "rigby:notes"]
+
+
+def test_a_client_named_like_the_jack_server_is_refused_with_a_reason(jack_server):
+    """libjack opens no further client in a process after one named like its server was
+    closed, so `livegen run --client-name SERVER` would fail half-way through opening its
+    ports ("JACK server not running?" while it runs): it is refused at once, saying why."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "livegen", "run", "--client-name", jack_server], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert f"client name {jack_server!r} is the JACK server's name" in r.stderr and "Traceback" not in r.stderr
