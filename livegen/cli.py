@@ -29,6 +29,9 @@ def add_settings_flags(p: argparse.ArgumentParser, live: bool) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="inference device (default auto)")
     p.add_argument("--seed", type=int, help="seed for reproducible output")
     p.add_argument("--threshold", type=float, help="cut for note probabilities (default: the model's)")
+    p.add_argument("--key", help='the key, e.g. "D minor" (default: the key of what is played)')
+    p.add_argument("--scale-lock", action="store_const", const=True,
+                   help="every generated note inside the key (the --key, else the key of what is played)")
     p.add_argument("--temperature", type=float, help="continue: sampling temperature (default 0.9)")
     p.add_argument("--top-p", type=float, help="continue: nucleus sampling (default 0.95)")
     p.add_argument("--edit-passes", type=int, help="edit: network passes (default 10)")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from livegen.endpoints import check_endpoint, parse_address
 from livegen.errors import ConfigError
+from livegen.key import parse_key
 
 MODES = ("loop", "respond", "follow")
 # which model kinds each mode plays
@@ -39,6 +40,8 @@ class Settings:
     seed: int | None = None
     threshold: float | None = None
     tolerance: float = 1 / 3        # of a step, early/late onset snap
+    key: str = ""                   # e.g. "D minor"; "" = the key of what is played
+    scale_lock: bool = False        # every generated note inside the key
     # a key down this many bars when another is struck has lost its note-off: ended (0 = never)
     stuck_after_bars: float = 8.0
     late_ms: float = 10.0           # a note-on later than this is dropped, not played
@@ -87,6 +90,8 @@ class Settings:
                 raise ConfigError(f"channel {ch}: MIDI channels are 1..16")
         if not 0 <= self.tolerance < 0.5:
             raise ConfigError(f"tolerance {self.tolerance}: use 0 up to 0.5 of a step")
+        if self.key:
+            self.key = CONTROLS["key"].parse("key", self.key)
         if not 0 <= self.stuck_after_bars <= 1000:
             raise ConfigError(f"stuck_after_bars {self.stuck_after_bars}: use 0 (never) up to 1000 bars")
         if self.threshold is not None and not 0 < self.threshold < 1:
@@ -240,6 +245,13 @@ class Control:
     high: float = 1.0
 
     def parse(self, key: str, value):
+        if self.kind is str:      # (the only one: a key name; "" = the key of what is played)
+            if not isinstance(value, str):
+                raise ConfigError(f"{key} must be a text such as \"D minor\"")
+            try:
+                return parse_key(value) if value.strip() else ""
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         if self.kind is bool:
             if isinstance(value, bool):
                 return value
@@ -277,16 +289,18 @@ CONTROLS = {
     "max_add": Control(int, 0, 256),
     "keep_player": Control(bool),
     "bpm": Control(float, 20, 400),
+    "key": Control(str),
+    "scale_lock": Control(bool),
     "seed": Control(int, 0, 2 ** 31 - 1),
     "mute": Control(list),
 }
 
 
-CC_TARGETS = (", ".join(k for k in CONTROLS if k != "mute") +
+CC_TARGETS = (", ".join(k for k in CONTROLS if k not in ("mute", "key")) +
               ", program (mode and model from `programs`), mute_TRACK (e.g. mute_tenor: on at 64 and up)")
 
 
 def cc_target(key) -> bool:
     """Whether a MIDI controller can drive `key` (cc_map, MIDI learn)."""
-    return isinstance(key, str) and (key in CONTROLS and key != "mute" or key == "program"
+    return isinstance(key, str) and (key in CONTROLS and key not in ("mute", "key") or key == "program"
                                      or key.startswith("mute_") and len(key) > len("mute_"))

@@ -78,6 +78,8 @@ class Engine:
         self.listening = self.playing = self._mode(model, settings.mode, strict_mute=True, calibrate=False)
         self.pending: Mode | None = None       # a switch waiting for the next phrase boundary
         self._switch_lock = threading.Lock()
+        self._key, self._key_at = None, None
+        self.stage.played_key = self.played_key
         self.controls = LiveControls(self)
         self.dispatch = Dispatch(self)
         self.thru_channels: set[int] = set()
@@ -275,7 +277,14 @@ class Engine:
         """Telemetry: one event (a dict) per phrase answered, and one per preset taken up;
         each names the preset playing and the key of what the player played."""
         self.stage.telemetry = lambda event: telemetry(event | {"preset": self.controls.preset,
-                                                                "key": played_key(self.monitor, self.now())})
+                                                                "key": self.settings.key or self.played_key()})
+
+    def played_key(self) -> str | None:
+        """The key of what the player played lately (worked out at most once a second)."""
+        now = self.now()
+        if self._key_at is None or now - self._key_at >= 1.0:
+            self._key, self._key_at = played_key(self.monitor, now), now
+        return self._key
 
     def learn(self, key: str) -> None:
         """The next MIDI CC moved controls `key`."""

@@ -10,7 +10,6 @@ import numpy as np
 
 from livegen.config import CONTROLS, Settings
 from livegen.errors import ConfigError
-from livegen.key import played_key
 from livegen.phrase import muted_tracks, same_model
 
 log = logging.getLogger("livegen.engine")
@@ -156,6 +155,6 @@ class LiveControls:
                 "cc_map": dict(settings.cc_map), "programs": list(settings.programs),
                 "program": None if self.program is None else self.program + 1,
                 "preset": self.preset, "presets": {n: p["program"] for n, p in settings.presets.items()},
-                "key": played_key(e.monitor, e.now()),
+                "key": settings.key or e.played_key(), "key_from": "set" if settings.key else "played",
                 "last_inference_ms": e.playing.last_ms(),
                 "stats": e.stats | e.scheduler.stats | (remote.stats if remote else {})}

@@ -122,9 +122,11 @@ class VoiceStream:
         self.notes: list[Note] = []
         self.count = 0
         self.since: float | None = None    # follow mode: arrival of the player's note being answered
+        self.lock = lambda pitch: pitch    # --scale-lock: into the key (`Stage.in_key`)
 
     def step(self, step: int, pitches: list[int]) -> None:
         for v, pitch in enumerate(pitches):
+            pitch = self.lock(pitch) if pitch >= 0 else pitch
             if v in self.muted or v >= len(self.channels):
                 continue
             cur = self.current[v]

@@ -128,7 +128,7 @@ class WebPage(threading.Thread):
         st["latency"] = {"inference_ms": st.get("last_inference_ms"),
                          "note_late_p50_ms": round(late[len(late) // 2], 2) if late else None,
                          "note_late_max_ms": round(late[-1], 2) if late else None}
-        st["controls"] = {k: [c.low, c.high, c.kind.__name__] for k, c in CONTROLS.items() if k not in ("mute", "seed")}
+        st["controls"] = {k: [c.low, c.high, c.kind.__name__] for k, c in CONTROLS.items() if k not in ("mute", "seed", "key")}
         st["tracks_all"] = list(e.tracks)
         return st
 

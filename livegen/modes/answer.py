@@ -85,6 +85,7 @@ class ContinueAnswers(PhraseCut):
             return 0
         stage = self.stage
         stream = VoiceStream(stage.scheduler, self.channels, answer_velocity(job.notes), self.muted)
+        stream.lock = stage.in_key
         offset = job.steps
         t = stage.now()
         for s_off, pitches in self.harmoniser.answer(job.steps):

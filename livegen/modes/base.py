@@ -12,6 +12,7 @@ from livegen.capture import Capture
 from livegen.config import Settings
 from livegen.errors import ConfigError
 from livegen.generate.continue_ import SamplingSettings
+from livegen.key import into_scale, scale
 from livegen.models import Model
 from livegen.phrase import muted_tracks, output_tracks, track_channels
 from livegen.roll import Note
@@ -36,8 +37,17 @@ class Stage:
     remote: object = None                   # livegen.remote.RemoteInference, or None
     telemetry: Callable[[dict], None] = lambda event: None
 
+    played_key: Callable[[], str | None] = lambda: None     # the key of what was played lately
+
     def time_of(self, step: float) -> float | None:
         return self.transport.time_of(step)
+
+    def in_key(self, pitch: int) -> int:
+        """`scale_lock`: the pitch moved into the key (the one set, else the played one)."""
+        if not self.settings.scale_lock:
+            return pitch
+        key = self.settings.key or self.played_key()
+        return into_scale(pitch, scale(key)) if key else pitch
 
 
 @dataclass

@@ -114,6 +114,7 @@ class Follow(Mode):
             pitches = harmoniser.step(job.soprano, urgent=job.heard_at is not None, undo=job.provisional)
         if self.stream is None:
             self.stream = VoiceStream(self.stage.scheduler, self.channels, job.velocity, self.muted, immediate=True)
+            self.stream.lock = self.stage.in_key
         self.stream.velocity = job.velocity
         self.stream.since = job.heard_at
         self.stream.step(job.step, pitches)

@@ -178,7 +178,7 @@ class PhraseAnswers(PhraseCut):
             if n.track in self.muted:
                 continue
             self.stage.scheduler.schedule_note(n.start + job.steps, n.end + job.steps, self.channels[n.track],
-                                               n.pitch, velocity)
+                                               self.stage.in_key(n.pitch), velocity)
             count += 1
         return count
 
