@@ -21,9 +21,13 @@ class SamplingSettings:
     top_p: float = 0.95
 
 
-def sample(logits: np.ndarray, settings: SamplingSettings, rng: np.random.Generator, allowed: int) -> int:
-    """One token id from the first `allowed` logits, with temperature and nucleus (top-p)."""
-    z = np.asarray(logits[:allowed], dtype=np.float64)
+def sample(logits: np.ndarray, settings: SamplingSettings, rng: np.random.Generator, allowed: int,
+           banned: list[int] = ()) -> int:
+    """One token id from the first `allowed` logits, with temperature and nucleus (top-p);
+    never one of `banned` while anything else is left."""
+    z = np.array(logits[:allowed], dtype=np.float64)
+    if len(banned) and len(banned) < allowed:
+        z[list(banned)] = -np.inf
     if settings.temperature <= 0:
         return int(np.argmax(z))
     z = (z - z.max()) / settings.temperature
@@ -33,6 +37,29 @@ def sample(logits: np.ndarray, settings: SamplingSettings, rng: np.random.Genera
     keep = order[: int(np.searchsorted(np.cumsum(p[order]), settings.top_p) + 1)]
     q = p[keep] / p[keep].sum()
     return int(keep[rng.choice(len(keep), p=q)])
+
+
+def banned(step: list[int], before: list[int] | None, rest: int) -> list[int]:
+    """The tokens the next voice of `step` (soprano first, then the voices chosen so far)
+    must not take: above the soprano (the player's tune stays on top), or moving in parallel
+    fifths or octaves (unisons too) with a voice above it from the step `before` (all four
+    voices), as Bach's voices do not."""
+    k = len(step)
+    out = set(range(step[0] + 1, rest)) if step[0] != rest else set()
+    if before is None or k >= len(before) or before[k] == rest:
+        return sorted(out)
+    was = before[k]
+    for j, (now, then) in enumerate(zip(step, before)):
+        if now == rest or then == rest or now == then:
+            continue
+        interval = (then - was) % 12
+        if interval not in (0, 7):
+            continue
+        up = now > then     # the other voice's motion; the same interval, the same way: parallel
+        for c in range(rest):
+            if c != was and (c > was) == up and (now - c) % 12 == interval:
+                out.add(c)
+    return sorted(out)
 
 
 class TokenDecoder:
@@ -116,6 +143,7 @@ class Harmoniser:
         self.seed = int(rng.integers(2**63))
         self.count = 0                  # steps harmonised
         self.last_token: int | None = None
+        self.before: list[int] | None = None   # the last step's soprano, alto, tenor, bass tokens
         self.rest_run = 0               # steps in a row with no soprano
         self.guesses: list[dict] = []   # speculation for step `count`: see `speculate`
         # steps answered from a guess; guessed but not that note; no guess ready; passes stopped
@@ -185,20 +213,21 @@ class Harmoniser:
             logits = self.dec.feed(ids)
             out = []
             for k in range(3):
-                tok = sample(logits, self.settings, rng, rest + 1)
+                tok = sample(logits, self.settings, rng, rest + 1, banned([s_tok] + out, self.before, rest))
                 out.append(tok)
                 if k < 2:
                     logits = self.dec.feed([tok])
         self.pending_bass = out[2]   # fed with the next step's soprano: one pass fewer per step
         self.count += 1
         self.last_token = s_tok
+        self.before = [s_tok] + out
         self.rest_run = self.rest_run + 1 if s_tok == rest else 0
         return [info.pitch_low + t - self.shift if t < rest else -1 for t in out]
 
     def _state(self) -> tuple:
         d = self.dec
         return (d.past, list(d.tokens), d.logits, self.pending_bass, self.count, self.last_token, self.rest_run,
-                list(self.guesses), self.shift, self.shift_set)
+                list(self.guesses), self.shift, self.shift_set, self.before)
 
     def redo(self, soprano: int | None) -> list[int] | None:
         """The last step again with this soprano (a late note for it): the state before it
@@ -209,7 +238,7 @@ class Harmoniser:
         state, self.undo = self.undo, None
         d = self.dec
         (d.past, tokens, d.logits, self.pending_bass, self.count, self.last_token, self.rest_run, self.guesses,
-         self.shift, self.shift_set) = state
+         self.shift, self.shift_set, self.before) = state
         d.tokens = list(tokens)
         self.guess_stats["corrected"] += 1
         return self.step(soprano, urgent=True)
@@ -288,7 +317,8 @@ class Harmoniser:
                 past, logits = out["present"], out["logits"][:, -1]
                 guess["past"], guess["logits"] = past, logits
                 for r in range(n):
-                    guess["tokens"][r].append(sample(logits[r], self.settings, guess["rngs"][r], rest + 1))
+                    ban = banned([sopranos[r]] + guess["tokens"][r], self.before, rest)
+                    guess["tokens"][r].append(sample(logits[r], self.settings, guess["rngs"][r], rest + 1, ban))
                 if k == 0:
                     self.guesses.append(guess)
                 if k == 2 or interrupt():
@@ -309,7 +339,8 @@ class Harmoniser:
         rng = copy.deepcopy(guess["rngs"][row])     # (the guess may be taken up again by `redo`)
         while len(out) < 3:
             logits = self.dec.feed([out[-1]])
-            out.append(sample(logits, self.settings, rng, rest + 1))
+            out.append(sample(logits, self.settings, rng, rest + 1,
+                              banned([guess["sopranos"][row]] + out, self.before, rest)))
         return out
 
     def answer(self, steps: int):

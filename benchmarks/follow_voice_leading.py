@@ -1,0 +1,63 @@
+"""Follow mode's voice leading against Bach's, on the JSB test chorales played as the soprano.
+
+    python benchmarks/follow_voice_leading.py [--chorales 20] [--steps 128] [--seed 1]
+
+The bundled Transformer harmonises each chorale's soprano step by step, as follow mode does
+(`Harmoniser.step`, the same decoding live and in render); prints, for its voices and for
+Bach's alto, tenor and bass under the same sopranos: parallel fifths and octaves per move
+(a move: both voices of a pair change pitch), voices above the soprano per voice-step, and
+voice-steps at rest.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from livegen.generate.continue_ import Harmoniser, SamplingSettings  # noqa: E402
+from livegen.models import Model  # noqa: E402
+from tests.test_follow import parallel_moves  # noqa: E402
+
+JSB = ROOT.parent / "shared" / "data" / "jsb" / "Jsb16thSeparated.json"
+
+
+def figures(rows: list[list[int]]) -> dict:
+    found, moves = parallel_moves(rows)
+    voice_steps = [(r[0], v) for r in rows for v in r[1:]]
+    sung = [(s, v) for s, v in voice_steps if s >= 0]
+    return {"parallels": found, "moves": moves,
+            "above": sum(v > s for s, v in sung if v >= 0), "rests": sum(v < 0 for _, v in sung), "voice_steps": len(sung)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--chorales", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    model = Model("continue", "cpu")
+    chorales = json.loads(JSB.read_text())["test"][:args.chorales]
+    totals = {"follow": {}, "Bach": {}}
+    for chorale in chorales:
+        rows = [list(r) for r in chorale[:args.steps]]
+        h = Harmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(args.seed), live=False)
+        ours = [[r[0]] + h.step(r[0] if r[0] >= 0 else None) for r in rows]
+        for name, part in (("follow", ours), ("Bach", rows)):
+            for k, v in figures(part).items():
+                totals[name][k] = totals[name].get(k, 0) + v
+    print(f"{len(chorales)} JSB test chorales, first {args.steps} steps, seed {args.seed}")
+    print("| voices | parallel 5ths/8ves per move | above the soprano per voice-step | at rest per voice-step |")
+    print("|---|---|---|---|")
+    for name, t in totals.items():
+        print(f"| {name} | {t['parallels'] / t['moves']:.4f} ({t['parallels']} of {t['moves']}) | "
+              f"{t['above'] / t['voice_steps']:.4f} | {t['rests'] / t['voice_steps']:.4f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
