@@ -5,8 +5,9 @@
 The bundled Transformer harmonises each chorale's soprano step by step, as follow mode does
 (`Harmoniser.step`, the same decoding live and in render); prints, for its voices and for
 Bach's alto, tenor and bass under the same sopranos: parallel fifths and octaves per move
-(a move: both voices of a pair change pitch), voices above the soprano per voice-step, and
-voice-steps at rest.
+(a move: both voices of a pair change pitch), voices above the soprano per voice-step,
+voice-steps at rest, notes per bar per voice, and the share of the voices' notes in the
+chorale's key (Krumhansl-Kessler, from all of Bach's notes; minor keys with both sevenths).
 """
 from __future__ import annotations
 
@@ -20,18 +21,23 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from livegen.generate.continue_ import Harmoniser, SamplingSettings  # noqa: E402
+from livegen.key import estimate, scale  # noqa: E402
 from livegen.models import Model  # noqa: E402
 from tests.test_follow import parallel_moves  # noqa: E402
 
 JSB = ROOT.parent / "shared" / "data" / "jsb" / "Jsb16thSeparated.json"
 
 
-def figures(rows: list[list[int]]) -> dict:
+def figures(rows: list[list[int]], pcs: frozenset[int]) -> dict:
     found, moves = parallel_moves(rows)
     voice_steps = [(r[0], v) for r in rows for v in r[1:]]
     sung = [(s, v) for s, v in voice_steps if s >= 0]
+    onsets = sum(1 for k in range(1, 4) for a, b in zip([[-1] * 4] + rows, rows) if b[k] >= 0 and b[k] != a[k])
+    pitched = [v for _, v in voice_steps if v >= 0]
     return {"parallels": found, "moves": moves,
-            "above": sum(v > s for s, v in sung if v >= 0), "rests": sum(v < 0 for _, v in sung), "voice_steps": len(sung)}
+            "above": sum(v > s for s, v in sung if v >= 0), "rests": sum(v < 0 for _, v in sung), "voice_steps": len(sung),
+            "onsets": onsets, "voice_bars": 3 * len(rows) / 16, "in_scale": sum(v % 12 in pcs for v in pitched),
+            "pitched": len(pitched)}
 
 
 def main() -> int:
@@ -47,15 +53,23 @@ def main() -> int:
         rows = [list(r) for r in chorale[:args.steps]]
         h = Harmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(args.seed), live=False)
         ours = [[r[0]] + h.step(r[0] if r[0] >= 0 else None) for r in rows]
+        weights = np.zeros(12)
+        for r in rows:
+            for p in r:
+                if p >= 0:
+                    weights[p % 12] += 1
+        pcs = scale(estimate(weights)[0])       # the chorale's key, from all of Bach's notes
         for name, part in (("follow", ours), ("Bach", rows)):
-            for k, v in figures(part).items():
+            for k, v in figures(part, pcs).items():
                 totals[name][k] = totals[name].get(k, 0) + v
     print(f"{len(chorales)} JSB test chorales, first {args.steps} steps, seed {args.seed}")
-    print("| voices | parallel 5ths/8ves per move | above the soprano per voice-step | at rest per voice-step |")
-    print("|---|---|---|---|")
+    print("| voices | parallel 5ths/8ves per move | above the soprano per voice-step | at rest per voice-step "
+          "| notes per bar per voice | in the chorale's key |")
+    print("|---|---|---|---|---|---|")
     for name, t in totals.items():
         print(f"| {name} | {t['parallels'] / t['moves']:.4f} ({t['parallels']} of {t['moves']}) | "
-              f"{t['above'] / t['voice_steps']:.4f} | {t['rests'] / t['voice_steps']:.4f} |")
+              f"{t['above'] / t['voice_steps']:.4f} | {t['rests'] / t['voice_steps']:.4f} | "
+              f"{t['onsets'] / t['voice_bars']:.2f} | {t['in_scale'] / t['pitched']:.3f} |")
     return 0
 
 
