@@ -105,8 +105,7 @@ class Hub:
         if self.backend == "jack":
             self._name_virtual_ports()
             for entry in self.inputs:
-                if entry.device:
-                    self._guard(entry)
+                self._guard(entry)
         if self.auto:
             self.discover(self._ports()[0])
 
@@ -177,12 +176,12 @@ class Hub:
         return hits[-1] if hits else None
 
     def _guard(self, entry: Input) -> None:
-        """JACK: let the input's poller end a cut-off sysex (see InputPoller). Only on inputs
-        opened by name, i.e. devices: a sysex cut off by an unplugged cable or a firmware
-        fault comes from them. (A second connection into an input makes JACK mix its
-        sources each cycle, and with the dummy driver that lost a few more messages: 3.2 vs
-        1.4 of 3,000 played into `livegen run`, mean of 9 runs each way, livegen 0.1.0
-        on 2026-11-26. Virtual ports, which a DAW or a test plays into, are left alone.)"""
+        """JACK: let the input's poller end a cut-off sysex (see InputPoller): on every input,
+        a device's (an unplugged cable, a firmware fault) and our virtual one (a DAW or a
+        program that sends garbage). The guard is a second source into the input, which JACK
+        then mixes each cycle: with a 1.33 ms cycle that lost a few more messages (3.2 vs 1.4
+        of 3,000, livegen 0.1.0, 2026-11-26); with 5.3 ms, on a busy machine, it lost no more
+        (1 vs 2 bursts of 900: `benchmarks/jack_drops.py --period 256 --second 0 1`)."""
         own = self._own_port(entry.port_name, self._ports()[1])   # (inputs are among destinations)
         if own is not None:
             entry.poller.guard = open_guard(self.backend, self.client_name, own)

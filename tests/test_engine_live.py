@@ -198,12 +198,18 @@ def test_survives_garbage_and_a_flood_then_plays_in_time_again(session):
     assert listener.stuck() == set()
 
 
-def test_a_keyboard_that_cuts_off_a_sysex_does_not_make_livegen_deaf(shift_model):
+@pytest.mark.parametrize("source", ["keyboard", "program"])
+def test_a_sysex_cut_off_does_not_make_livegen_deaf(shift_model, source):
     # rtmidi's JACK input holds back everything after a sysex with no F7 until an F7 comes:
-    # without the daemon's guard on a keyboard's input this phrase would never be heard
-    kbd = Player(None, "lgsxkbd")
-    d = Daemon("lgsysex", "--model", str(shift_model), "--bpm", str(BPM), "--late-ms", LATE_MS,
-               "--input", "lgsxkbd:keys")
+    # without the daemon's guard this phrase would never be heard. From a keyboard (the
+    # daemon opens its port) or a program playing into livegen's own input
+    if source == "keyboard":
+        kbd = Player(None, "lgsxkbd")
+        d = Daemon("lgsysex", "--model", str(shift_model), "--bpm", str(BPM), "--late-ms", LATE_MS,
+                   "--input", "lgsxkbd:keys")
+    else:
+        d = Daemon("lgsysex", "--model", str(shift_model), "--bpm", str(BPM), "--late-ms", LATE_MS)
+        kbd = Player(d.in_port, "lgsxprog")
     listener = Listener(d.out_port, "lgsysex-listener")
     try:
         time.sleep(0.3)
