@@ -354,59 +354,64 @@ def stops(count: int, seed: int, bpm: float = BPM) -> list[dict]:
     share = [count // len(WAYS) + (k < count % len(WAYS)) for k in range(len(WAYS))]
     done = 0
     try:
-        for (mode, model), n in zip(WAYS, share):
-            rig = start(mode, model)
-            time.sleep(2 * phrase_s)            # the first phrase played and its answer sounding
-            for _ in range(n):
-                d, player, listener, master = rig
-                kind = rng.choice(STOP_EVENTS)
-                key = (f"{mode}, {model}", kind)
-                counts[key] = counts.get(key, 0) + 1
-                time.sleep(rng.uniform(0.2, 0.8))
-                before = sounding(listener.messages())
-                at = time.perf_counter()   # (the event itself; the silence is timed from here)
-                if kind == "stop":
-                    at = master.send([[0xFC]])
-                elif kind == "panic":
-                    request(control, {"cmd": "panic"})
-                elif kind == "switch":     # to another way and back, each at a phrase boundary
-                    other = SWITCH_TO[(mode, model)]
-                    request(control, {"cmd": "set", "key": "mode", "value": other[0], "model": other[1]})
-                    time.sleep(phrase_s + 0.3)
-                    request(control, {"cmd": "set", "key": "mode", "value": mode, "model": model})
-                    time.sleep(phrase_s + 0.3)
-                elif kind == "disconnect":  # the synth misses what is sent: timed from its return
-                    subprocess.run(["jack_disconnect", d.out_port, "lgrel-listener:in"], check=True)
-                    time.sleep(0.4)
-                    subprocess.run(["jack_connect", d.out_port, "lgrel-listener:in"], check=True)
-                    at = time.perf_counter()
-                else:
-                    d.proc.send_signal(signal.SIGTERM)
-                    d.proc.wait(10)
-                time.sleep(0.6)                  # (the slowest, a removed connection, took 117 ms)
-                msgs = listener.messages()
-                ends, unended = [], []
-                for note in before:
-                    offs = [t for t, m in msgs if t >= at and m[0] & 0xF0 in (0x80, 0x90) and
-                            (m[0] & 0x0F, m[1]) == note and (m[0] & 0xF0 == 0x80 or m[2] == 0)]
-                    if offs:
-                        ends.append(offs[0] - at)
+        try:      # (Ctrl-C or `timeout -s INT`: the table of what was done so far)
+            for (mode, model), n in zip(WAYS, share):
+                rig = start(mode, model)
+                time.sleep(2 * phrase_s)            # the first phrase played and its answer sounding
+                for _ in range(n):
+                    d, player, listener, master = rig
+                    kind = rng.choice(STOP_EVENTS)
+                    key = (f"{mode}, {model}", kind)
+                    counts[key] = counts.get(key, 0) + 1
+                    time.sleep(rng.uniform(0.2, 0.8))
+                    before = sounding(listener.messages())
+                    at = time.perf_counter()   # (the event itself; the silence is timed from here)
+                    if kind == "stop":
+                        at = master.send([[0xFC]])
+                    elif kind == "panic":
+                        request(control, {"cmd": "panic"})
+                    elif kind == "switch":     # to another way and back, each at a phrase boundary
+                        other = SWITCH_TO[(mode, model)]
+                        request(control, {"cmd": "set", "key": "mode", "value": other[0], "model": other[1]})
+                        time.sleep(phrase_s + 0.3)
+                        request(control, {"cmd": "set", "key": "mode", "value": mode, "model": model})
+                        time.sleep(phrase_s + 0.3)
+                    elif kind == "disconnect":  # the synth misses what is sent: timed from its return
+                        subprocess.run(["jack_disconnect", d.out_port, "lgrel-listener:in"], check=True)
+                        time.sleep(0.4)
+                        subprocess.run(["jack_connect", d.out_port, "lgrel-listener:in"], check=True)
+                        at = time.perf_counter()
                     else:
-                        unended.append(note)
-                if ends and kind != "switch":    # (a switch ends the voices at its boundary, by design)
-                    latencies.setdefault(key, []).append(max(ends) * 1000)
-                left[key] = left.get(key, 0) + len(unended)
-                if unended and len(examples) < 10:
-                    examples.append(f"{key} at {at - started:.1f} s: {sorted(unended)}")
-                if kind == "stop":
-                    master.send([], restart=True)
-                    time.sleep(phrase_s)         # a phrase played again, its answer to come
-                if kind == "sigterm":
-                    close(*rig)
-                    rig = start(mode, model)
-                    time.sleep(phrase_s + 0.5)   # (the melody's first phrase; its answer begins)
-                done += 1
-                print(f"\rstops: {done}/{count} ({mode}, {model}: {kind})      ", end="", file=sys.stderr, flush=True)
+                        d.proc.send_signal(signal.SIGTERM)
+                        d.proc.wait(10)
+                    time.sleep(0.6)                  # (the slowest, a removed connection, took 117 ms)
+                    msgs = listener.messages()
+                    ends, unended = [], []
+                    for note in before:
+                        offs = [t for t, m in msgs if t >= at and m[0] & 0xF0 in (0x80, 0x90) and
+                                (m[0] & 0x0F, m[1]) == note and (m[0] & 0xF0 == 0x80 or m[2] == 0)]
+                        if offs:
+                            ends.append(offs[0] - at)
+                        else:
+                            unended.append(note)
+                    if ends and kind != "switch":    # (a switch ends the voices at its boundary, by design)
+                        latencies.setdefault(key, []).append(max(ends) * 1000)
+                    left[key] = left.get(key, 0) + len(unended)
+                    if unended and len(examples) < 10:
+                        examples.append(f"{key} at {at - started:.1f} s: {sorted(unended)}")
+                    if kind == "stop":
+                        master.send([], restart=True)
+                        time.sleep(phrase_s)         # a phrase played again, its answer to come
+                    if kind == "sigterm":
+                        close(*rig)
+                        rig = start(mode, model)
+                        time.sleep(phrase_s + 0.5)   # (the melody's first phrase; its answer begins)
+                    done += 1
+                    print(f"\rstops: {done}/{count} ({mode}, {model}: {kind})      ", end="", file=sys.stderr,
+                          flush=True)
+                close(*rig)
+        except KeyboardInterrupt:
+            print(f"\nstops: interrupted after {done} events", file=sys.stderr)
             close(*rig)
         print(file=sys.stderr)
     finally:
