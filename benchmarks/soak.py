@@ -138,10 +138,12 @@ def summary(r: dict) -> dict:
     s = np.array(r["samples"]) if len(r["samples"]) > 1 else np.zeros((2, 3))
     after = s[s[:, 0] >= min(WARM_UP_S, s[-1, 0] / 2)]
     slope = float(np.polyfit(after[:, 0] / 3600, after[:, 1], 1)[0]) if len(after) > 2 else float("nan")
+    late = s[s[:, 0] >= 1200]        # (follow's arena grows for its first quarter of an hour)
+    slope_20 = float(np.polyfit(late[:, 0] / 3600, late[:, 1], 1)[0]) if len(late) > 2 else float("nan")
     log = r["log"]
     return {"way": f"{r['mode']}, {r['model']}", "minutes": round(s[-1, 0] / 60, 1),
             "rss_after_warm_up_mib": round(float(after[0, 1]), 1), "rss_end_mib": round(float(s[-1, 1]), 1),
-            "rss_growth_mib_per_hour": round(slope, 2),
+            "rss_growth_mib_per_hour": round(slope, 2), "rss_growth_from_20_min": round(slope_20, 2),
             "cpu_percent": round(100 * float(s[-1, 2] - s[0, 2]) / float(s[-1, 0] - s[0, 0]), 1),
             "notes_heard": r["heard"], "left_sounding": r["left_sounding"], "exit": r["exit"],
             "phrases": log.get("phrases"), "worker_errors": log.get("worker_errors"),
@@ -194,7 +196,8 @@ def main() -> int:
     rows = [summary(r) for r in sorted(got, key=lambda r: ways.index((r["mode"], r["model"])))]
     for row in rows:
         print(json.dumps(row), flush=True)
-    cols = ["way", "minutes", "rss_after_warm_up_mib", "rss_end_mib", "rss_growth_mib_per_hour", "cpu_percent",
+    cols = ["way", "minutes", "rss_after_warm_up_mib", "rss_end_mib", "rss_growth_mib_per_hour",
+            "rss_growth_from_20_min", "cpu_percent",
             "notes_heard", "late_dropped", "sent_late_max_ms", "worker_errors", "left_sounding", "exit"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
