@@ -335,6 +335,7 @@ def stops(count: int, seed: int, bpm: float = BPM) -> list[dict]:
     phrase_s = 32 * 60 / (bpm * 4)
     started = time.perf_counter()
     examples = []
+    counted: set = set()     # ((channel, pitch), note-on time) already counted as left sounding
 
     def start(mode: str, model: str):
         d = Daemon("lgrel", "--model", model, "--mode", mode, "--clock", "midi", "--control", control,
@@ -364,7 +365,8 @@ def stops(count: int, seed: int, bpm: float = BPM) -> list[dict]:
                     key = (f"{mode}, {model}", kind)
                     counts[key] = counts.get(key, 0) + 1
                     time.sleep(rng.uniform(0.2, 0.8))
-                    before = sounding(listener.messages())
+                    # (a note left on at an earlier event is not counted again at this one)
+                    before = {k: t for k, t in sounding(listener.messages()).items() if (k, t) not in counted}
                     at = time.perf_counter()   # (the event itself; the silence is timed from here)
                     if kind == "stop":
                         at = master.send([[0xFC]])
@@ -384,7 +386,8 @@ def stops(count: int, seed: int, bpm: float = BPM) -> list[dict]:
                     else:
                         d.proc.send_signal(signal.SIGTERM)
                         d.proc.wait(10)
-                    time.sleep(0.6)                  # (the slowest, a removed connection, took 117 ms)
+                    # (a connection made again took up to 627 ms to get its note-offs: 2026-12-03)
+                    time.sleep(1.0 if kind == "disconnect" else 0.6)
                     msgs = listener.messages()
                     ends, unended = [], []
                     for note in before:
@@ -394,6 +397,7 @@ def stops(count: int, seed: int, bpm: float = BPM) -> list[dict]:
                             ends.append(offs[0] - at)
                         else:
                             unended.append(note)
+                            counted.add((note, before[note]))
                     if ends and kind != "switch":    # (a switch ends the voices at its boundary, by design)
                         latencies.setdefault(key, []).append(max(ends) * 1000)
                     left[key] = left.get(key, 0) + len(unended)
