@@ -3,6 +3,8 @@ Krumhansl-Kessler key profiles (Krumhansl, "Cognitive Foundations of Musical Pit
 the best of the 24 major and minor keys."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
@@ -31,6 +33,7 @@ def parse_key(text: str) -> str:
     return f"{NAMES[pc]} {mode}"
 
 
+@lru_cache(maxsize=64)     # (asked for each note sent with --scale-lock)
 def scale(key: str) -> frozenset[int]:
     """The pitch classes of a key ("D minor")."""
     tonic, mode = parse_key(key).split()

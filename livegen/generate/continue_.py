@@ -56,8 +56,8 @@ def banned(step: list[int], before: list[int] | None, rest: int) -> list[int]:
         if interval not in (0, 7):
             continue
         up = now > then     # the other voice's motion; the same interval, the same way: parallel
-        for c in range(rest):
-            if c != was and (c > was) == up and (now - c) % 12 == interval:
+        for c in range((now - interval) % 12, rest, 12):     # (those at that interval under it)
+            if c != was and (c > was) == up:
                 out.add(c)
     return sorted(out)
 
