@@ -321,7 +321,55 @@ class ClockMaster(threading.Thread):
                 next_tick += self.tick_s
 
 
-def stops(count: int, seed: int, bpm: float = BPM) -> list[dict]:
+class Panic:
+    """`ctl panic` over a socket connected beforehand: the time of a panic is taken when the
+    request leaves (a new client's own set-up, some ms, is not the daemon's)."""
+
+    def __init__(self, endpoint: str):
+        import zmq
+
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.REQ)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVTIMEO, 3000)
+        self.sock.connect(endpoint)
+
+    def __call__(self) -> float:
+        at = time.perf_counter()
+        self.sock.send(json.dumps({"cmd": "panic"}).encode())
+        answer = json.loads(self.sock.recv())
+        assert answer.get("ok"), answer
+        return at
+
+    def close(self) -> None:
+        self.ctx.destroy(linger=0)
+
+
+class Patchbay:
+    """Connections made and removed by a JACK client of this process (a `jack_connect` process
+    makes its own client first, which takes 0.1-0.6 s: the moment of the connection would be
+    unknown)."""
+
+    def __init__(self):
+        import ctypes
+
+        from livegen.ports import JackLinks
+
+        self.links = JackLinks("lgrel-patchbay")
+        for name in ("jack_connect", "jack_disconnect"):
+            getattr(self.links.jack, name).argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
+
+    def connect(self, source: str, dest: str) -> float:
+        """The time the request left (the connection is made within it, some ms)."""
+        at = time.perf_counter()
+        assert self.links.jack.jack_connect(self.links.client, source.encode(), dest.encode()) == 0
+        return at
+
+    def disconnect(self, source: str, dest: str) -> None:
+        assert self.links.jack.jack_disconnect(self.links.client, source.encode(), dest.encode()) == 0
+
+
+def stops(count: int, seed: int, bpm: float = BPM, events=STOP_EVENTS, ways=WAYS) -> list[dict]:
     """`count` stop events over every way of listening, an equal share each, in turn."""
     from livegen.control import request
     from tests.jackmidi import Daemon, Listener, Player
@@ -343,25 +391,27 @@ def stops(count: int, seed: int, bpm: float = BPM) -> list[dict]:
         player, listener = Player(d.in_port, "lgrel-player"), Listener(d.out_port, "lgrel-listener")
         master = ClockMaster(player, bpm)
         master.start()
-        return d, player, listener, master
+        return d, player, listener, master, Panic(control)
 
-    def close(d, player, listener, master) -> None:
+    def close(d, player, listener, master, panic) -> None:
+        panic.close()
         master.stop()
         d.stop()
         listener.close()
         player.close()
         player.out.delete()
 
-    share = [count // len(WAYS) + (k < count % len(WAYS)) for k in range(len(WAYS))]
+    patchbay = Patchbay()
+    share = [count // len(ways) + (k < count % len(ways)) for k in range(len(ways))]
     done = 0
     try:
         try:      # (Ctrl-C or `timeout -s INT`: the table of what was done so far)
-            for (mode, model), n in zip(WAYS, share):
+            for (mode, model), n in zip(ways, share):
                 rig = start(mode, model)
                 time.sleep(2 * phrase_s)            # the first phrase played and its answer sounding
                 for _ in range(n):
-                    d, player, listener, master = rig
-                    kind = rng.choice(STOP_EVENTS)
+                    d, player, listener, master, panic = rig
+                    kind = rng.choice(events)
                     key = (f"{mode}, {model}", kind)
                     counts[key] = counts.get(key, 0) + 1
                     time.sleep(rng.uniform(0.2, 0.8))
@@ -371,7 +421,7 @@ def stops(count: int, seed: int, bpm: float = BPM) -> list[dict]:
                     if kind == "stop":
                         at = master.send([[0xFC]])
                     elif kind == "panic":
-                        request(control, {"cmd": "panic"})
+                        at = panic()
                     elif kind == "switch":     # to another way and back, each at a phrase boundary
                         other = SWITCH_TO[(mode, model)]
                         request(control, {"cmd": "set", "key": "mode", "value": other[0], "model": other[1]})
@@ -379,10 +429,9 @@ def stops(count: int, seed: int, bpm: float = BPM) -> list[dict]:
                         request(control, {"cmd": "set", "key": "mode", "value": mode, "model": model})
                         time.sleep(phrase_s + 0.3)
                     elif kind == "disconnect":  # the synth misses what is sent: timed from its return
-                        subprocess.run(["jack_disconnect", d.out_port, "lgrel-listener:in"], check=True)
+                        patchbay.disconnect(d.out_port, "lgrel-listener:in")
                         time.sleep(0.4)
-                        subprocess.run(["jack_connect", d.out_port, "lgrel-listener:in"], check=True)
-                        at = time.perf_counter()
+                        at = patchbay.connect(d.out_port, "lgrel-listener:in")
                     else:
                         d.proc.send_signal(signal.SIGTERM)
                         d.proc.wait(10)
@@ -400,6 +449,8 @@ def stops(count: int, seed: int, bpm: float = BPM) -> list[dict]:
                             counted.add((note, before[note]))
                     if ends and kind != "switch":    # (a switch ends the voices at its boundary, by design)
                         latencies.setdefault(key, []).append(max(ends) * 1000)
+                        if os.environ.get("LGREL_DEBUG"):     # each note-off heard, ms
+                            print(kind, [round(e * 1000, 1) for e in sorted(ends)], file=sys.stderr)
                     left[key] = left.get(key, 0) + len(unended)
                     if unended and len(examples) < 10:
                         examples.append(f"{key} at {at - started:.1f} s: {sorted(unended)}")
@@ -429,7 +480,7 @@ def stops(count: int, seed: int, bpm: float = BPM) -> list[dict]:
             row |= {"timed": len(a), "p50_ms": round(float(np.percentile(a, 50)), 1),
                     "p99_ms": round(float(np.percentile(a, 99)), 1), "max_ms": round(float(a.max()), 1)}
         rows.append(row)
-    for kind in STOP_EVENTS:                      # each kind over every way
+    for kind in events:                           # each kind over every way
         a = np.concatenate([latencies.get(key, []) for key in counts if key[1] == kind] or [[]])
         row = {"way": "all", "event": kind, "events": sum(c for key, c in counts.items() if key[1] == kind),
                "left_sounding": sum(n for key, n in left.items() if key[1] == kind)}
@@ -495,6 +546,8 @@ def main() -> int:
     ap.add_argument("--only", default="fuzz,requests,stops,restarts")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--stops-bpm", type=float, default=BPM, help="the tempo of the stops part's MIDI clock")
+    ap.add_argument("--stop-events", default=",".join(STOP_EVENTS), help="the kinds of stop event to draw from")
+    ap.add_argument("--ways", default="", help="e.g. follow:continue,loop:edit (default: every way)")
     args = ap.parse_args()
     import logging
     logging.basicConfig(level=logging.CRITICAL)      # (the fuzz makes the engine log a lot)
@@ -504,7 +557,8 @@ def main() -> int:
     if "requests" in parts:
         requests(args.requests, args.seed)
     if "stops" in parts:
-        stops(args.stops, args.seed, args.stops_bpm)
+        ways = [tuple(w.split(":")) for w in args.ways.split(",")] if args.ways else WAYS
+        stops(args.stops, args.seed, args.stops_bpm, args.stop_events.split(","), ways)
     if "restarts" in parts:
         restarts(args.restarts, args.seed)
     return 0

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 NOTE_ON, NOTE_OFF, CONTROL = 0x90, 0x80, 0xB0
 SPIN_S = 0.0008   # the last part of a wait is a spin; sleeping that close is not precise enough
+ECHO_S = 0.012    # a panic's note-offs go once more this much later (two JACK cycles of 5.3 ms)
 CHORE_GAP_S = 0.03   # `in_gap`: a chore runs where nothing is due for this long (opening a JACK
                      # port holds the GIL for up to 20 ms: python-rtmidi does not release it)
 
@@ -129,6 +130,33 @@ class Chores:
             self.run(self.items.popleft())
 
 
+class OffsAgain:
+    """Note-offs that are sent once more: a panic's, ECHO_S later (a lost MIDI cycle or a synth
+    busy for a moment must not leave a note sounding), except where the same key has been
+    struck since; and those a removed connection missed, when it is made again (`Scheduler.
+    unlinked`, `relinked`). The scheduler's thread and lock."""
+
+    def __init__(self):
+        self.recent: deque = deque(maxlen=4096)      # (time, channel, pitch) of the note-offs sent
+        self.missed: set[tuple[int, int]] = set()    # those a removed connection missed
+        self.echo_at: float | None = None
+        self.echo: list[list[int]] = []
+
+    def sent_since(self, since: float) -> set[tuple[int, int]]:
+        return {(ch, pitch) for t, ch, pitch in self.recent if t >= since}
+
+    def panicked(self, now: float, msgs: list[list[int]]) -> None:
+        echo = [msg for msg in msgs if msg[0] & 0xF0 == NOTE_OFF]
+        if echo:        # (added to an earlier panic's echo still to come)
+            self.echo, self.echo_at = (self.echo if self.echo_at else []) + echo, now + ECHO_S
+
+    def echo_due(self, now: float, sounding) -> list[list[int]]:
+        if self.echo_at is None or now < self.echo_at:
+            return []
+        self.echo_at = None
+        return [msg for msg in self.echo if (msg[0] & 0x0F, msg[1]) not in sounding]
+
+
 class Scheduler(threading.Thread):
     """Sends scheduled and immediate MIDI messages through `send(bytes_list)` from one thread."""
 
@@ -153,8 +181,7 @@ class Scheduler(threading.Thread):
         self._closed = False      # after `close_notes`: no new notes
         self._chores = Chores()
         self.beat = time.monotonic()
-        self._recent_offs: deque = deque(maxlen=4096)   # (time, channel, pitch) of the note-offs sent
-        self._missed: set[tuple[int, int]] = set()     # note-offs a removed connection missed
+        self.offs = OffsAgain()
         self.stats = {"sent": 0, "late_dropped": 0, "send_errors": 0}
         self.late = Lateness()              # ms after its deadline each note-on left
         self.follow_delays = Lateness()     # ms from a player's note to its harmony (follow)
@@ -219,20 +246,22 @@ class Scheduler(threading.Thread):
         other end missed the note-offs sent since, and will miss those of the notes sounding.
         They are ended now (panic) and kept for `relinked`."""
         with self._cond:
-            self._missed |= set(self.ledger.sounding)
-            self._missed |= {(ch, pitch) for t, ch, pitch in self._recent_offs if t >= since}
+            self.offs.missed |= set(self.ledger.sounding) | self.offs.sent_since(since)
         self.panic(clear=False)     # (the music goes on for the connections that remain)
 
     def relinked(self, again: bool = False) -> None:
         """A connection was made again: the note-offs it missed (a synth there would hold
-        those notes until the same key came again). With `again` they are kept to be sent
-        once more: JACK can lose what is sent in the cycle a connection is made."""
+        those notes until the same key came again). A key struck again meanwhile and sounding
+        gets one too: the synth missed its note-on and would hold the old note until the new
+        one ends (up to 0.74 s in `reliability.py`'s follow runs); the new note goes silent
+        (also on the connections that remained, the price of a rare event). With `again`
+        they are kept to be sent once more: JACK can lose what is sent in the cycle a
+        connection is made."""
         with self._cond:
-            for ch, pitch in sorted(self._missed):
-                if (ch, pitch) not in self.ledger.sounding:
-                    self._now.append((None, [NOTE_OFF | ch, pitch, 0], None))
+            for ch, pitch in sorted(self.offs.missed):
+                self._now.append((None, [NOTE_OFF | ch, pitch, 0], None))
             if not again:
-                self._missed = set()
+                self.offs.missed = set()
             self._cond.notify()
 
     def in_gap(self, fn: Callable[[], object], wait_s: float = 2.0):
@@ -285,7 +314,7 @@ class Scheduler(threading.Thread):
             self._send(msg)
             self.stats["sent"] += 1
             if msg[0] & 0xF0 == NOTE_OFF:
-                self._recent_offs.append((self.now(), msg[0] & 0x0F, msg[1]))
+                self.offs.recent.append((self.now(), msg[0] & 0x0F, msg[1]))
         except Exception as err:   # a lost port must not kill the thread that ends notes
             self.stats["send_errors"] += 1
             if self.stats["send_errors"] < 5:
@@ -294,8 +323,12 @@ class Scheduler(threading.Thread):
             self.on_sent(self.now(), msg)
 
     def _do_panic(self) -> None:
-        for msg in panic_messages(self.ledger, self._panic_channels):
+        """Every sounding note's own note-off, then CC 123/120 (the note-offs go once more
+        ECHO_S later: `OffsAgain`)."""
+        msgs = panic_messages(self.ledger, self._panic_channels)
+        for msg in msgs:
             self._emit(msg)
+        self.offs.panicked(self.now(), msgs)
 
     def _send_immediate(self, note_id: int | None, msg: list[int], since: float | None) -> None:
         if note_id is None:
@@ -338,6 +371,10 @@ class Scheduler(threading.Thread):
                     self._send_immediate(*self._now.popleft())
                 self._do_panic()
                 self._chores.run_all()
+                if self.offs.echo_at is not None:       # (the end waits for the echo: 12 ms at most)
+                    time.sleep(max(0.0, self.offs.echo_at - self.now()))
+                    for msg in self.offs.echo_due(self.offs.echo_at, self.ledger.sounding):
+                        self._emit(msg)
 
     def _next_due(self) -> tuple[str, float] | None:
         """("note" or "clock", deadline) of what is sent next; under the lock."""
@@ -378,12 +415,14 @@ class Scheduler(threading.Thread):
             self._do_panic()
         while self._now:
             self._send_immediate(*self._now.popleft())
+        for msg in self.offs.echo_due(self.now(), self.ledger.sounding):
+            self._emit(msg)
 
     def next_due(self) -> float | None:
         """When the next scheduled message is due (for a virtual clock)."""
         with self._cond:
-            due = self._next_due()
-            return None if due is None else due[1]
+            due = [d[1] for d in [self._next_due()] if d is not None]
+            return min(due + ([self.offs.echo_at] if self.offs.echo_at else []), default=None)
 
     def pump(self, now: float) -> None:
         """Without the thread (a virtual clock): send everything due by `now`."""
@@ -402,6 +441,8 @@ class Scheduler(threading.Thread):
                 chore = self._chores.take(now, None if due is None else due[1])
                 if chore is None:
                     wait = min(0.25, self._chores.wait_s(now))   # idle: wake rarely; new work notifies at once
+                    if self.offs.echo_at is not None:
+                        wait = min(wait, self.offs.echo_at - now)
                     if due is not None:
                         wait = min(wait, due[1] - now - SPIN_S)
                     if wait > 0:

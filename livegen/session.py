@@ -110,6 +110,8 @@ class LiveSession:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stopped.set())
         self.engine.start()
+        if self.backend == "jack" and self.settings.output == "virtual":
+            self.hub.watch_links(self.engine.scheduler)    # (a thread of its own)
         log.info("running; Ctrl-C stops")
         self.notify.send("READY=1", f"STATUS={self._status()}")
         code, beat = 0, 0
@@ -117,8 +119,6 @@ class LiveSession:
             while not self.stopped.wait(0.1):
                 beat += 1
                 self._feed_watchdog()
-                if self.backend == "jack" and self.settings.output == "virtual":
-                    self.hub.watch_links(self.engine.scheduler)    # (cheap: shared memory, no round trip)
                 if beat % 10:
                     continue
                 if self.server is not None and not self.server.alive():

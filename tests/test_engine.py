@@ -179,8 +179,10 @@ def test_midi_clock_start_stop_continue_and_song_position(shift_model):
     rig.at(stop_at, [0xFC])                      # Stop in the middle of the answer
     rig.run_until(stop_at + 0.5)
     assert rig.notes(step, t0) == shifted(notes[:2])      # the third answer note would come after Stop
-    ends = [t for t, m in rig.sent if m[0] & 0xF0 == 0x80 and t >= stop_at]
-    assert len(ends) == 3 and max(ends) == stop_at, "the voices sounding at Stop are ended at once"
+    ends = [(t, tuple(m)) for t, m in rig.sent if m[0] & 0xF0 == 0x80 and t >= stop_at]
+    at_once = [m for t, m in ends if t == stop_at]
+    assert len(at_once) == 3, "the voices sounding at Stop are ended at once"
+    assert sorted(m for t, m in ends if t > stop_at) == sorted(at_once), "and their note-offs go once more"
     assert not [t for t, m in rig.sent if m[0] & 0xF0 == 0x90 and t > stop_at]
     assert rig.sounding() == set() and rig.engine.scheduler.ledger.sounding == {}
     # Song Position Pointer to bar 3 (step 32), then Continue: phrases count from there
@@ -245,7 +247,8 @@ def test_panic_ends_every_sounding_note_then_tells_each_channel(shift_model):
     rig.run_until(t0 + 3 * PHRASE * STEP)
     after = [m for _, m in rig.sent[n:]]
     assert after[:3] == [[0x80 | ch, 79 - s, 0] for ch, s in zip((1, 2, 3), SHIFTS)]
-    assert after[3:] == [[0xB0 | ch, cc, 0] for ch in (1, 2, 3) for cc in (123, 120)]   # and nothing more is played
+    assert after[3:9] == [[0xB0 | ch, cc, 0] for ch in (1, 2, 3) for cc in (123, 120)]
+    assert after[9:] == after[:3], "the note-offs once more (a lost MIDI cycle), and nothing more is played"
     rig.stop()
     assert_all_ended(rig)
 
@@ -329,7 +332,7 @@ def test_a_stop_silences_at_once_while_the_worker_is_still_busy(shift_model):
     offs = [i for i, (_, m) in enumerate(sent) if m == [0x81, 67, 0]]
     ccs = [i for i, (_, m) in enumerate(sent) if m[0] == 0xB1 and m[1] in (123, 120)]
     assert offs and ccs and offs[0] < ccs[0], "its own note-off first, then CC 123/120"
-    assert len(offs) == 1
+    assert len(offs) <= 2, "one note-off, and the panic's once more"
 
 
 def test_follow_ends_a_key_whose_note_off_was_lost_and_harmonises_the_tune_again(bundled, caplog):

@@ -469,10 +469,10 @@ def test_a_synth_disconnected_while_notes_sound_gets_their_note_offs_when_it_com
     subprocess.run(["jack_connect", d.out_port, synth], check=True)
     time.sleep(t0 + 3 * PHRASE * STEP - time.perf_counter())
     out = d.output()
-    assert "disconnected from lglink-listener:in" in out and "sending the note-offs missed" in out, out
+    assert "disconnected from lglink-listener:in" in out and "sent the note-offs missed" in out, out
     g_voices = {(1 + k, 79 - s) for k, s in enumerate(SHIFTS)}
     assert g_voices & heard_before, heard_before              # (all but one JACK cycle: at least one voice)
-    # the voices sounding at the disconnect got their own note-offs (sent twice, a look apart,
+    # the voices sounding at the disconnect got their own note-offs (sent twice, 12 ms apart,
     # so that one JACK cycle lost on the way, as the dummy server does, cannot leave them on).
     # Only those: a note-off of an earlier voice lost in one JACK cycle (CI once lost the
     # first C's three at step 36, long before the disconnect) is not what this test is about

@@ -189,3 +189,30 @@ def test_how_late_notes_left_is_kept_for_a_whole_night_in_fixed_memory():
     for _ in range(100_000):
         late.add(1.0)
     assert late.counts.nbytes == size and len(late.recent) == 256 and len(late) == 101_001
+
+
+def test_a_panics_note_offs_go_once_more_but_not_for_a_note_struck_again():
+    """A lost MIDI cycle must not leave a note sounding: the note-offs of a panic are sent
+    again ECHO_S later; a note struck again meanwhile is left to sound."""
+    from livegen.scheduler import ECHO_S
+
+    clock = [0.0]
+    sent = []
+    s = Scheduler(lambda m: sent.append((clock[0], list(m))), lambda step: step * 0.1, now=lambda: clock[0])
+    s.note_now(0, 60, 90)
+    s.note_now(0, 64, 90)
+    s.pump(0.0)
+    clock[0] = 0.5
+    s.panic()
+    s.pump(0.5)
+    assert [m for t, m in sent if t == 0.5][:2] == [[0x80, 60, 0], [0x80, 64, 0]]
+    s.note_now(0, 64, 90)                # struck again before the echo
+    clock[0] = 0.5 + ECHO_S / 2
+    s.pump(clock[0])
+    assert not [m for t, m in sent if t > 0.5 and m[0] == 0x80], "not before ECHO_S"
+    clock[0] = 0.5 + ECHO_S
+    s.pump(clock[0])
+    assert [m for t, m in sent if t > 0.5 and m[0] == 0x80] == [[0x80, 60, 0]]
+    clock[0] = 1.0
+    s.pump(1.0)
+    assert [m for t, m in sent if t > 0.5 and m[0] == 0x80] == [[0x80, 60, 0]], "once only"

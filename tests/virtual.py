@@ -6,6 +6,7 @@ from __future__ import annotations
 from livegen.config import Settings
 from livegen.models import Model
 from livegen.offline import VirtualRun
+from livegen.scheduler import ECHO_S
 
 NOTE_ON, NOTE_OFF, CONTROL = 0x90, 0x80, 0xB0
 # (pitch, start step, end step): two bars that end on a cadence, played by the tests in phrase 0
@@ -65,13 +66,15 @@ class Rig(VirtualRun):
         return on
 
     def unmatched_offs(self) -> int:
-        """Note-offs sent for notes that were not sounding (a dropped note's off, say)."""
-        on, count = set(), 0
-        for _, m in self.sent:
+        """Note-offs sent for notes that were not sounding (a dropped note's off, say); a
+        panic's note-off sent once more ECHO_S later (by design) is not one."""
+        on, ended, count = set(), {}, 0
+        for t, m in self.sent:
             key = (m[0] & 0x0F, m[1] if len(m) > 1 else 0)
             if m[0] & 0xF0 == NOTE_ON and m[2] > 0:
                 on.add(key)
             elif m[0] & 0xF0 == NOTE_OFF:
-                count += key not in on
+                count += key not in on and not t - ended.get(key, -1.0) <= ECHO_S + 0.005
                 on.discard(key)
+                ended[key] = t
         return count
