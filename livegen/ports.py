@@ -193,6 +193,7 @@ class JackLinks:
         jack.jack_free.argtypes = [ctypes.c_void_p]
         jack.jack_client_close.argtypes = [ctypes.c_void_p]
         status = ctypes.c_int(0)
+        self.lock = threading.Lock()
         self.jack = jack
         self.client = jack.jack_client_open(f"{client_name}-links".encode(), 0x01, ctypes.byref(status))  # JackNoStartServer
         if not self.client:
@@ -200,15 +201,17 @@ class JackLinks:
 
     def connections(self, port: str) -> list[str] | None:
         """The ports `port` is connected to, or None when there is no such port."""
-        handle = self.jack.jack_port_by_name(self.client, port.encode())
-        if not handle:
-            return None
-        return self._names(self.jack.jack_port_get_all_connections(self.client, handle))
+        with self.lock:     # (the hub's LinkWatch thread and the main thread share the client)
+            handle = self.jack.jack_port_by_name(self.client, port.encode())
+            if not handle:
+                return None
+            return self._names(self.jack.jack_port_get_all_connections(self.client, handle))
 
     def ports(self, sources: bool) -> list[str]:
         """The MIDI ports that send (`sources`: what an input can listen to) or receive, in
         rtmidi's names; read from the server's shared memory, no client made."""
-        return self._names(self.jack.jack_get_ports(self.client, None, b"8 bit raw midi", 0x2 if sources else 0x1))
+        with self.lock:
+            return self._names(self.jack.jack_get_ports(self.client, None, b"8 bit raw midi", 0x2 if sources else 0x1))
 
     def _names(self, names) -> list[str]:
         import ctypes

@@ -21,7 +21,10 @@ sys.setswitchinterval(0.0005)
 def wait_for_ports(names: list[str], timeout: float = 20.0) -> None:
     """Until every name is among the JACK MIDI ports (inputs or outputs)."""
     deadline = time.monotonic() + timeout
-    probe_in, probe_out = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, "probe"), rtmidi.MidiOut(rtmidi.API_UNIX_JACK, "probe")
+    # (a name of this process's own: JACK's client sockets are named by client, not by server,
+    # so a "probe" on another server at the same moment made this one fail, and a benchmark with it)
+    name = f"probe{os.getpid()}"
+    probe_in, probe_out = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name), rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name)
     try:
         while time.monotonic() < deadline:
             have = set(probe_in.get_ports()) | set(probe_out.get_ports())
