@@ -2,6 +2,10 @@
 
     python benchmarks/reliability.py [--fuzz 100000] [--requests 10000] [--stops 1000]
                                      [--restarts 100] [--only fuzz,requests,stops,restarts]
+                                     [--stops-bpm 120] [--stop-events stop,panic,...]
+                                     [--ways follow:continue,...] [--period 256]
+
+LGREL_DEBUG=1 prints, for each timed stop event, the time of every note-off heard.
 
 Prints one table per part:
 - fuzz: random MIDI byte strings (stray status and data bytes, cut-off SysEx, real-time bytes
@@ -212,6 +216,9 @@ def requests(count: int, seed: int) -> list[dict]:
 
 # ---------------------------------------------------------------- over JACK: stops and restarts
 
+PERIOD = JACK_DUMMY_ARGS[-1]    # jackd's frames per cycle (--period)
+
+
 def start_jack() -> subprocess.Popen:
     """A JACK dummy server of our own; its log in proc.log_path."""
     name = f"lgrel-{uuid.uuid4().hex[:6]}"
@@ -219,7 +226,7 @@ def start_jack() -> subprocess.Popen:
     os.environ["JACK_NO_START_SERVER"] = "1"
     log_path = f"/tmp/{name}.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(["jackd", "-n", name, *JACK_DUMMY_ARGS],
+        proc = subprocess.Popen(["jackd", "-n", name, *JACK_DUMMY_ARGS[:-1], str(PERIOD)],
                                 stdout=log, stderr=subprocess.STDOUT)
     proc.log_path = log_path
     for _ in range(150):
@@ -548,7 +555,10 @@ def main() -> int:
     ap.add_argument("--stops-bpm", type=float, default=BPM, help="the tempo of the stops part's MIDI clock")
     ap.add_argument("--stop-events", default=",".join(STOP_EVENTS), help="the kinds of stop event to draw from")
     ap.add_argument("--ways", default="", help="e.g. follow:continue,loop:edit (default: every way)")
+    ap.add_argument("--period", type=int, default=int(PERIOD), help="JACK's frames per cycle (stops, restarts)")
     args = ap.parse_args()
+    global PERIOD
+    PERIOD = args.period
     import logging
     logging.basicConfig(level=logging.CRITICAL)      # (the fuzz makes the engine log a lot)
     parts = args.only.split(",")

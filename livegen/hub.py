@@ -75,6 +75,7 @@ class Hub:
         self.out_name = ""
         self.out_spec = "virtual"
         self.out_lost = False
+        self.out_seen = time.perf_counter()     # the output (opened by name) was last seen then
         self.watcher: PortWatcher | None = None
         self.links: JackLinks | None | bool = None     # JACK: the output's connections (False: cannot)
         self.linked: set[str] = set()
@@ -197,8 +198,10 @@ class Hub:
         if self.out_spec == "virtual":
             self.out_name = self._own_port("out", ins) or self.out_name
 
-    def watch(self, on_output_lost) -> None:
-        """Reconnect an unplugged keyboard; call `on_output_lost` (silence) and reconnect a lost output."""
+    def watch(self, scheduler) -> None:
+        """Reconnect an unplugged keyboard; silence and reconnect a lost output, which then
+        gets the note-offs it missed (`Scheduler.unlinked`, `relinked`): a synth behind a
+        replugged interface would hold them."""
         if not self.auto and not any(e.device for e in self.inputs) and self.out_spec == "virtual":
             return
         if self.backend != "jack" and self.watcher is None:
@@ -223,14 +226,21 @@ class Hub:
         if self.auto:
             self.discover(ins)
         if self.out_spec != "virtual":
-            if self.out is not None and self.out_name not in outs:
+            if self.resend_at is not None:          # (the note-offs once more, a look later)
+                scheduler.relinked()
+                self.resend_at = None
+            if self.out is not None and self.out_name not in outs and not self.out_lost:
                 log.warning("output %s is gone: silencing, waiting for it to come back", self.out_name)
-                on_output_lost()
+                scheduler.unlinked(since=self.out_seen)
                 self.out_lost = True
             elif self.out_lost and self.out_name in outs:
                 self.quiet(self._reopen_output)
                 self.out_lost = False
-                log.info("output %s is back", self.out_name)
+                scheduler.relinked(again=True)
+                self.resend_at = time.perf_counter()
+                log.info("output %s is back: sent the note-offs it missed", self.out_name)
+            if not self.out_lost:
+                self.out_seen = time.perf_counter()
 
     def _close_input(self, entry: Input) -> None:
         entry.poller.stop()

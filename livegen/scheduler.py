@@ -255,11 +255,12 @@ class Scheduler(threading.Thread):
         gets one too: the synth missed its note-on and would hold the old note until the new
         one ends (up to 0.74 s in `reliability.py`'s follow runs); the new note goes silent
         (also on the connections that remained, the price of a rare event). With `again`
-        they are kept to be sent once more: JACK can lose what is sent in the cycle a
-        connection is made."""
+        they are kept to be sent once more (then only for keys not sounding): JACK can lose
+        what is sent in the cycle a connection is made."""
         with self._cond:
             for ch, pitch in sorted(self.offs.missed):
-                self._now.append((None, [NOTE_OFF | ch, pitch, 0], None))
+                if again or (ch, pitch) not in self.ledger.sounding:
+                    self._now.append((None, [NOTE_OFF | ch, pitch, 0], None))
             if not again:
                 self.offs.missed = set()
             self._cond.notify()

@@ -129,7 +129,7 @@ class LiveSession:
                     self.hub.abandon()
                     code = EXIT_SERVER_LOST
                     break
-                self.hub.watch(on_output_lost=self.engine.panic)
+                self.hub.watch(self.engine.scheduler)
                 self.notify.set_status(self._status())
         finally:
             self.close()

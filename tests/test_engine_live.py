@@ -396,6 +396,51 @@ def test_lost_output_is_silenced_and_picked_up_again(shift_model):
         synth.delete()
 
 
+def test_an_output_port_lost_while_notes_sound_gets_their_note_offs_when_it_comes_back(shift_model):
+    """A MIDI interface unplugged while the answer's voices sound and plugged back in: the
+    synth behind it never heard their note-offs (sent into a port that was gone), and gets
+    them when the port is back."""
+    from livegen.ports import InputPoller
+
+    heard: list[list[int]] = []
+
+    def synth_port():
+        port = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, "testsynth3", queue_size_limit=4096)
+        port.ignore_types(sysex=False, timing=False, active_sense=False)
+        port.open_virtual_port("in")
+        poller = InputPoller(port, lambda t, m: heard.append(m))
+        poller.start()
+        return port, poller
+
+    synth, poller = synth_port()
+    wait_for_ports(["testsynth3:in"])
+    d = Daemon("lgreplug", "--model", str(shift_model), "--bpm", str(BPM), output="testsynth3:in")
+    player = Player(d.in_port, "lgreplug-p")
+    try:
+        t0 = time.perf_counter() + 0.3
+        play(player, t0, MELODY)
+        time.sleep(t0 + (PHRASE + 17.5) * STEP - time.perf_counter())   # the answer's G voices sound
+        g_voices = {(1 + k, 79 - s) for k, s in enumerate(SHIFTS)}
+        sounding = {(m[0] & 0x0F, m[1]) for m in heard if m[0] & 0xF0 == 0x90 and m[2] > 0} & g_voices
+        poller.stop()
+        synth.close_port()
+        synth.delete()                                   # unplugged: their note-offs go nowhere
+        time.sleep(2.5)                                  # (the daemon looks once a second)
+        assert "output testsynth3:in is gone" in d.output()
+        heard.clear()
+        synth, poller = synth_port()                     # plugged back in
+        time.sleep(2.5)
+        assert "output testsynth3:in is back" in d.output()
+        offs = {(m[0] & 0x0F, m[1]) for m in heard if m[0] & 0xF0 == 0x80}
+        assert sounding, "(at least one G voice was heard before the port went)"
+        assert sounding <= offs, (sounding, heard)
+    finally:
+        d.stop()
+        player.close()
+        poller.stop()
+        synth.delete()
+
+
 def test_a_lost_jack_server_is_noticed_and_livegen_exits_for_a_restart(shift_model, tmp_path):
     """The JACK server killed under the daemon (its own server here, not the suite's): within
     a second or two livegen says so in one line and exits with status 3, so that systemd's
