@@ -251,12 +251,10 @@ class Scheduler(threading.Thread):
 
     def relinked(self, again: bool = False) -> None:
         """A connection was made again: the note-offs it missed (a synth there would hold
-        those notes until the same key came again). A key struck again meanwhile and sounding
-        gets one too: the synth missed its note-on and would hold the old note until the new
-        one ends (up to 0.74 s in `reliability.py`'s follow runs); the new note goes silent
-        (also on the connections that remained, the price of a rare event). With `again`
-        they are kept to be sent once more (then only for keys not sounding): JACK can lose
-        what is sent in the cycle a connection is made."""
+        those notes until the same key came again), also for a key struck again meanwhile (the
+        synth missed that note-on and would hold the old note until the new one ends: up to
+        0.74 s in `reliability.py`'s follow runs). With `again` they are kept to be sent once
+        more, then for keys not sounding: JACK can lose what is sent as a connection is made."""
         with self._cond:
             for ch, pitch in sorted(self.offs.missed):
                 if again or (ch, pitch) not in self.ledger.sounding:
