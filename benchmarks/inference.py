@@ -3,8 +3,9 @@
     python benchmarks/inference.py [--runs 200] [--checkpoints runs/shipped]
 
 Needs the training extra (torch). The torch models are rebuilt from the training
-checkpoints (`--checkpoints`, the slim .pt files of the shipped models); without them the
-table has the ONNX Runtime column only. One thread each, batch 1, inputs as used live:
+checkpoints (`--checkpoints`, the slim .pt files of the shipped models) or, where there are
+none (a fresh clone), from the weights read back from the bundled ONNX files
+(`training.from_onnx`); without torch the table has the ONNX Runtime column only. One thread each, batch 1, inputs as used live:
 a 2-bar window (accompany, edit) and one new token on a cache of 64 (continue).
 """
 from __future__ import annotations
@@ -58,7 +59,7 @@ def main() -> int:
     try:
         import torch
         from export.onnx_export import build_model
-        from training.train import load_checkpoint
+        from training.train import load_checkpoint, load_start
         torch.set_num_threads(1)
     except ImportError:
         torch = None
@@ -70,8 +71,8 @@ def main() -> int:
         ort_ms = timed(lambda: model.run(feeds), args.runs)
         torch_ms = None
         ckpt = Path(args.checkpoints) / ckpt_name
-        if torch is not None and ckpt.exists():
-            net, _ = build_model(load_checkpoint(ckpt))
+        if torch is not None:
+            net, _ = build_model(load_checkpoint(ckpt) if ckpt.exists() else load_start(kind))
             net = net.float().to(args.device).eval()
             sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
 

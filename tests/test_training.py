@@ -148,3 +148,38 @@ def test_a_gan_fine_tunes_from_a_checkpoint_with_its_architecture(tmp_path, jsb_
     wrong = RunConfig(model="arcnn", data=f"jsb:{jsb_path}", out=str(tmp_path / "x"), steps=1, init=str(start))
     with pytest.raises(ValueError, match="is a gan checkpoint, not arcnn"):
         fit(wrong, show_progress=False)
+
+
+@pytest.mark.parametrize("model", ["gan", "arcnn", "transformer"])
+def test_the_weights_are_read_back_from_an_exported_file(model, tmp_path, jsb_path):
+    """A fine-tune can start from any exported model: its weights read back from the ONNX
+    file are the checkpoint's own (names, shapes and values), the architecture too."""
+    from export.onnx_export import export
+    from training.from_onnx import MODULE_OF_KIND, checkpoint_from_onnx
+
+    run_steps(model, tmp_path, jsb_path, 3)
+    ckpt = load_checkpoint(tmp_path / model / "best.pt")
+    export(tmp_path / model / "best.pt", tmp_path / f"{model}.onnx")
+    back = checkpoint_from_onnx(tmp_path / f"{model}.onnx")
+    assert back["model"] == model and back["read_back"]["max_abs_diff"] < 1e-4
+    assert {k: v for k, v in ckpt["config"].items() if k in back["config"]} == back["config"]
+    mine, theirs = ckpt["modules"][MODULE_OF_KIND[back["kind"]]], back["modules"][MODULE_OF_KIND[back["kind"]]]
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k].float(), theirs[k].float()) for k in mine)
+
+
+def test_a_fine_tune_starts_from_a_bundled_model_and_a_broken_file_is_refused(tmp_path, jsb_path):
+    from training.from_onnx import ReadBackError
+    from training.train import load_start
+
+    for name in ("accompany", "edit", "continue"):
+        assert load_start(name)["read_back"]["max_abs_diff"] < 1e-4
+    run = RunConfig(model="transformer", data=f"jsb:{jsb_path}", out=str(tmp_path / "tuned"), steps=2, batch_size=4,
+                    lr=1e-4, warmup=1, valid_every=2, max_chorales=4, init="continue")
+    fit(run, show_progress=False)
+    tuned = load_checkpoint(tmp_path / "tuned" / "last.pt")
+    assert tuned["config"]["layers"] == load_start("continue")["config"]["layers"] and tuned["step"] == 2
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(ReadBackError, match="not an ONNX file"):
+        load_start(str(broken))

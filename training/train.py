@@ -329,6 +329,19 @@ def save_checkpoint(path: Path, task: Task, step: int, history: list, best: floa
     os.replace(tmp, path)   # an interrupted save never leaves a broken checkpoint
 
 
+def load_start(spec: str) -> dict:
+    """The weights a fine-tune starts from: a checkpoint, or a contract ONNX file (a bundled
+    model's name, accompany / edit / continue, or a path) read back (`training.from_onnx`)."""
+    from livegen.models import BUNDLED
+
+    if spec in BUNDLED or str(spec).endswith(".onnx"):
+        from livegen.models import resolve
+        from training.from_onnx import checkpoint_from_onnx
+
+        return checkpoint_from_onnx(resolve(spec))
+    return load_checkpoint(spec)
+
+
 def load_checkpoint(path: str | Path) -> dict:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict) or ckpt.get("schema") != CHECKPOINT_SCHEMA:
@@ -413,7 +426,7 @@ def fit(run: RunConfig, model_config: dict | None = None, resume: bool = True, s
     splits = D.load_source(run.data, cache_dir=out / "cache")
     last = out / "last.pt"
     ckpt = load_checkpoint(last) if resume and last.exists() else None
-    start = load_checkpoint(run.init) if run.init and not ckpt else None
+    start = load_start(run.init) if run.init and not ckpt else None
     if start and start["model"] != run.model:
         raise ValueError(f"--init {run.init} is a {start['model']} checkpoint, not {run.model}")
     # resuming keeps the run's own config; --init takes the architecture of the weights it loads
@@ -517,8 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=None, help="JSON of model config fields, e.g. '{\"layers\": 4}'")
     p.add_argument("--minutes", type=float, default=0.0, help="stop after this much training time")
     p.add_argument("--fresh", action="store_true", help="ignore OUT/last.pt instead of resuming from it")
-    p.add_argument("--init", default="", help="start from this checkpoint's weights (e.g. a shipped one, "
-                   "to fine-tune with another --config); the optimisers start fresh")
+    p.add_argument("--init", default="", help="start from these weights: a checkpoint, a bundled model "
+                   "(accompany, edit, continue) or a contract ONNX file, read back; the optimisers start fresh")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     run = RunConfig(model=args.model, data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,

@@ -1,0 +1,141 @@
+"""Torch weights read back from a contract ONNX file, so that a fine-tune can start from a
+bundled model (`--init continue`) or any exported one (`--init FILE.onnx`) although the
+training checkpoints are not shipped.
+
+The exporter keeps most parameters under their own names; a Linear's weight becomes an
+anonymous MatMul constant (transposed), and a GroupNorm's weight and bias anonymous Mul and
+Add constants (shaped for broadcasting): those are found through the name of the node that
+uses them, which names the module (`scope_of`). The architecture comes
+from the contract metadata and the weights' shapes. Nothing is trusted: the module built from
+the weights is run against the ONNX file through ONNX Runtime on random inputs, and a
+difference over the export's own tolerance is an error. A GAN's critic is not in the file (the
+runtime never needs it): a fine-tune of `accompany` starts its critic afresh.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
+from training.arcnn import ARCNN, ARCNNConfig
+from training.gan import GANConfig, Generator
+from training.transformer import MusicTransformer, TransformerConfig
+
+MODEL_OF_KIND = {"accompany": "gan", "edit": "arcnn", "continue": "transformer"}
+MODULE_OF_KIND = {"accompany": "generator", "edit": "arcnn", "continue": "transformer"}
+
+
+class ReadBackError(ValueError):
+    pass
+
+
+def _unet_shape(names: dict[str, np.ndarray], prefix: str) -> dict:
+    """width and levels of a U-Net from its encoder's convolutions."""
+    downs = sorted({int(m.group(1)) for n in names if (m := re.fullmatch(re.escape(prefix) + r"down\.(\d+)\.0\.weight", n))})
+    if not downs:
+        raise ReadBackError(f"no U-Net weights ({prefix}down.N.0.weight) in the file")
+    return {"width": int(names[f"{prefix}down.0.0.weight"].shape[0]), "levels": len(downs) - 1}
+
+
+def build(proto: onnx.ModelProto) -> tuple[str, torch.nn.Module, dict]:
+    """(kind, an untrained module of the file's architecture, its config)."""
+    meta = {p.key: p.value for p in proto.metadata_props}
+    kind = meta.get("livegen.kind")
+    if kind not in MODEL_OF_KIND:
+        raise ReadBackError(f"not a livegen contract model (livegen.kind {kind!r})")
+    named = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    pitch_count = int(meta["livegen.pitch_count"])
+    if kind == "continue":
+        past = next(i for i in proto.graph.input if i.name == "past").type.tensor_type.shape.dim
+        layers = len({n.split(".")[1] for n in named if re.fullmatch(r"blocks\.\d+\.ln1\.weight", n)})
+        cfg = {"pitch_count": pitch_count, "layers": layers, "heads": int(past[3].dim_value),
+               "d_model": int(named["tok.weight"].shape[1]), "max_context": int(meta["livegen.max_context"])}
+        return kind, MusicTransformer(TransformerConfig(**cfg)), cfg
+    window = int(meta["livegen.window_steps"])
+    if kind == "edit":
+        cfg = {"pitch_count": pitch_count, "window_steps": window, **_unet_shape(named, "unet.")}
+        return kind, ARCNN(ARCNNConfig(**cfg)), cfg
+    cfg = {"pitch_count": pitch_count, "window_steps": window, "z_dim": int(meta["livegen.z_dim"]),
+           "tracks": len(meta["livegen.tracks"].split(",")), "width": _unet_shape(named, "gen.unet.")["width"]}
+    return kind, Generator(GANConfig(**cfg)), cfg
+
+
+def scope_of(node_name: str) -> str:
+    """The module a node of the exported graph belongs to: "/unet/down.0/down.0.1/Mul" ->
+    "unet.down.0.1", "/blocks.0/mlp/mlp.0/MatMul" -> "blocks.0.mlp.0" (each level of the
+    name is the module's name within the last module that ran, so a level that extends the one
+    before replaces it)."""
+    parts: list[str] = []
+    for part in node_name.strip("/").split("/")[:-1]:
+        if parts and part.startswith(parts[-1] + "."):
+            parts[-1] = part
+        else:
+            parts.append(part)
+    return ".".join(parts)
+
+
+PARAMETER_OF_OP = {"MatMul": "weight", "Gemm": "weight", "Mul": "weight", "Add": "bias"}
+
+
+def weights(proto: onnx.ModelProto, module: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The module's state dict filled from the file's initializers (see the module docstring)."""
+    named = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    state = module.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        value = named.get(prefix + name)
+        if value is not None and tuple(value.shape) == tuple(tensor.shape):
+            out[name] = torch.from_numpy(value.copy())
+    for node in proto.graph.node:
+        if node.op_type not in PARAMETER_OF_OP:
+            continue
+        name = f"{scope_of(node.name)}.{PARAMETER_OF_OP[node.op_type]}"
+        name = name[len(prefix):] if prefix and name.startswith(prefix) else name
+        if name not in state:     # (a module used through a method, not called, names no level)
+            ends = [k for k in state if k.endswith("." + name)]
+            name = ends[0] if len(ends) == 1 else name
+        if name not in state or name in out:
+            continue
+        want = tuple(state[name].shape)
+        for inp in node.input:
+            value = named.get(inp)
+            if value is None:
+                continue
+            if node.op_type in ("MatMul", "Gemm") and value.ndim == 2 and value.T.shape == want:
+                out[name] = torch.from_numpy(value.T.copy())
+            elif node.op_type in ("Mul", "Add") and value.size == int(np.prod(want)):
+                out[name] = torch.from_numpy(value.reshape(want).copy())
+    missing = [f"{n} {tuple(state[n].shape)}" for n in state if n not in out]
+    if missing:
+        raise ReadBackError(f"no weights in the file for {', '.join(missing[:5])}"
+                            + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    return out
+
+
+def checkpoint_from_onnx(path: str | Path, tolerance: float = 1e-4) -> dict:
+    """A checkpoint (as `training.train.load_checkpoint` gives) read back from a contract ONNX
+    file; checked against the file through ONNX Runtime."""
+    from export.onnx_export import parity, _AccompanyGraph
+
+    path = Path(path)
+    try:
+        proto = onnx.load(str(path))
+    except Exception as err:
+        raise ReadBackError(f"{path}: not an ONNX file ({err})") from None
+    kind, module, cfg = build(proto)
+    prefix = "gen." if kind == "accompany" else ""
+    module.load_state_dict(weights(proto, module, prefix))
+    module.eval()
+    graph = _AccompanyGraph(module) if kind == "accompany" else module
+    diff = parity(graph, path, kind, module)
+    if diff > tolerance:
+        raise ReadBackError(f"{path}: the weights read back differ from the file by {diff:.2e} > {tolerance:.0e}")
+    model = MODEL_OF_KIND[kind]
+    meta = {p.key: p.value for p in proto.metadata_props}
+    return {"schema": 1, "kind": kind, "model": model, "config": cfg, "step": 0, "best_valid": float("inf"),
+            "history": [], "run": {"data": meta.get("livegen.training_data", "")},
+            "modules": {MODULE_OF_KIND[kind]: module.state_dict()}, "read_back": {"file": str(path), "max_abs_diff": diff}}
