@@ -23,17 +23,20 @@ TINY = {
 
 
 def write_midi(path, voices_by_channel):
+    """A track per part, on its own channel; notes (pitch, start step, end step) may overlap."""
     import mido
 
     mid = mido.MidiFile(ticks_per_beat=480)
     for ch, notes in enumerate(voices_by_channel):
         tr = mido.MidiTrack()
         mid.tracks.append(tr)
+        events = sorted([(end * 120, 0, pitch) for pitch, _, end in notes] +
+                        [(start * 120, 1, pitch) for pitch, start, _ in notes])
         now = 0
-        for pitch, start, end in notes:
-            tr.append(mido.Message("note_on", channel=ch, note=pitch, velocity=80, time=start * 120 - now))
-            tr.append(mido.Message("note_off", channel=ch, note=pitch, time=(end - start) * 120))
-            now = end * 120
+        for t, on, pitch in events:
+            tr.append(mido.Message("note_on" if on else "note_off", channel=ch, note=pitch, velocity=80 if on else 0,
+                                   time=t - now))
+            now = t
     mid.save(path)
 
 
@@ -183,3 +186,52 @@ def test_a_fine_tune_starts_from_a_bundled_model_and_a_broken_file_is_refused(tm
     broken.write_bytes(b"not a model")
     with pytest.raises(ReadBackError, match="not an ONNX file"):
         load_start(str(broken))
+
+
+def test_a_folder_of_your_own_midi_says_what_it_used_and_why_it_skipped_the_rest(tmp_path):
+    """Parts become voices; a piano part is split by pitch; drums are left out; another meter,
+    notes off the 16th grid, a broken file are skipped, each with its reason."""
+    import mido
+
+    quartet = tmp_path / "quartet.mid"          # four parts, given bottom first, the viola (2nd) with a double stop
+    write_midi(quartet, [[(43, 0, 16)], [(55, 0, 16), (59, 0, 8)], [(64, 0, 16)], [(72, 0, 8), (76, 8, 16)]])
+    piano = mido.MidiFile(ticks_per_beat=480)   # one track: melody and chords together, and a drum part
+    track = mido.MidiTrack()
+    piano.tracks.append(track)
+    for note in (48, 55, 64, 79):
+        track.append(mido.Message("note_on", channel=0, note=note, velocity=80, time=0))
+    track.append(mido.Message("note_on", channel=9, note=36, velocity=100, time=0))     # a kick drum
+    track.append(mido.Message("note_off", channel=0, note=79, time=480 * 4))
+    for note in (48, 55, 64):
+        track.append(mido.Message("note_off", channel=0, note=note, time=0))
+    track.append(mido.Message("note_off", channel=9, note=36, time=0))
+    piano.save(tmp_path / "piano.mid")
+    waltz = mido.MidiFile(ticks_per_beat=480)
+    waltz.tracks.append(mido.MidiTrack([mido.MetaMessage("time_signature", numerator=3, denominator=4),
+                                        mido.Message("note_on", note=60, velocity=80, time=0),
+                                        mido.Message("note_off", note=60, time=480)]))
+    waltz.save(tmp_path / "waltz.mid")
+    swung = mido.MidiFile(ticks_per_beat=480)   # triplet eighths: 160 ticks apart
+    swung.tracks.append(mido.MidiTrack([m for k in range(12) for m in (
+        mido.Message("note_on", note=60 + k, velocity=80, time=0 if k == 0 else 0),
+        mido.Message("note_off", note=60 + k, time=160))]))
+    swung.save(tmp_path / "swung.mid")
+    (tmp_path / "broken.mid").write_bytes(b"MThd junk")
+
+    arr, how = D.read_midi(quartet)
+    assert arr[0].tolist() == [72, 64, 59, 43] and "4 parts" in how     # the viola's top note as the tenor
+    arr, how = D.read_midi(tmp_path / "piano.mid")
+    assert arr[0].tolist() == [79, 64, 55, 48] and "split by pitch" in how    # no drum note among them
+    summary: list[str] = []
+    splits = D.load_midi_folder(tmp_path, summary)
+    lines = dict(line.split(": ", 1) for line in summary)
+    assert set(lines) == {"used    quartet.mid", "used    piano.mid", "skipped waltz.mid", "skipped swung.mid",
+                          "skipped broken.mid"}, summary
+    assert lines["skipped waltz.mid"].startswith("in 3/4") and "off the 16th grid" in lines["skipped swung.mid"]
+    assert "not a readable MIDI file" in lines["skipped broken.mid"]
+    assert lines["used    quartet.mid"].startswith("1 bars")
+    assert sum(len(splits[s]) for s in ("train", "valid", "test")) >= 2
+    for name in ("quartet.mid", "piano.mid"):
+        (tmp_path / name).unlink()
+    with pytest.raises(D.DataError, match="none of the 3 MIDI files can be used"):
+        D.load_midi_folder(tmp_path)

@@ -92,54 +92,121 @@ def voices_from_notes(notes: list[tuple[int, int, int]], steps: int) -> np.ndarr
     return out
 
 
-def load_midi_file(path: str | Path, steps_per_beat: int = 4) -> np.ndarray:
-    """A MIDI file as (steps, 4) voices on the 16th grid (all tracks and channels merged)."""
+DRUMS = 9                  # MIDI channel 10, as sent on the wire from 0
+DUPLE = {(4, 4), (2, 4), (2, 2), (4, 2), (8, 8)}    # meters whose bars fill the models' 16-step grid
+OFF_GRID_LIMIT = 0.2       # more note starts than this share off the 16th grid: triplets or free timing
+
+
+def _parts(mid, steps_per_beat: int) -> tuple[dict[tuple[int, int], list], int]:
+    """(track, channel) -> [(start step, end step, pitch)], drums left out; and how many note
+    starts lay off the 16th grid by more than a quarter of a step."""
+    ticks_per_step = mid.ticks_per_beat / steps_per_beat
+    parts: dict[tuple[int, int], list] = {}
+    off_grid = 0
+    for number, track in enumerate(mid.tracks):
+        now = 0
+        open_notes: dict[tuple[int, int], int] = {}
+        for msg in track:
+            now += msg.time
+            if msg.type not in ("note_on", "note_off") or msg.channel == DRUMS:
+                continue
+            if msg.type == "note_on" and msg.velocity > 0:
+                open_notes[(msg.channel, msg.note)] = now
+                off_grid += abs(now / ticks_per_step - round(now / ticks_per_step)) > 0.25
+            else:
+                start = open_notes.pop((msg.channel, msg.note), None)
+                if start is not None:
+                    s = round(start / ticks_per_step)
+                    parts.setdefault((number, msg.channel), []).append(
+                        (s, max(round(now / ticks_per_step), s + 1), msg.note))
+    return parts, off_grid
+
+
+def _part_voice(notes: list, steps: int, top: bool) -> np.ndarray:
+    """One part as one voice: its top note where it plays two at once (its bottom one for the bass)."""
+    col = np.full(steps, REST, np.int16)
+    for start, end, pitch in notes:
+        span = col[start:end]
+        keep = (span == REST) | ((span < pitch) if top else (span > pitch))
+        span[keep] = pitch
+    return col
+
+
+def read_midi(path: str | Path, steps_per_beat: int = 4) -> tuple[np.ndarray, str]:
+    """A MIDI file as (steps, 4) voices on the 16th grid, and how they were made; DataError
+    (the reason) for a file that is skipped.
+
+    Four or more parts (tracks or channels with notes; drums, channel 10, are left out): the
+    highest part by its mean pitch is the soprano, the lowest the bass, the two highest of
+    the others the alto and tenor; a part that plays two notes at once gives its top one (the
+    bass its bottom one). Fewer parts (a piano, melody and accompaniment in one track): at
+    each 16th the highest note sounding is the soprano, the lowest the bass, the next ones
+    down from the top the alto and tenor (`voices_from_notes`). Meters other than 4/4, 2/4,
+    2/2 are skipped (the models play bars of 16 sixteenths), as are files whose notes mostly
+    lie off the 16th grid (triplets, free timing); tempo changes do not matter on the grid."""
     import mido
 
     path = Path(path)
     try:
         mid = mido.MidiFile(path)
     except (OSError, EOFError, ValueError, KeyError, IndexError) as err:
-        raise DataError(f"{path}: not a readable MIDI file ({err})") from err
-    ticks_per_step = mid.ticks_per_beat / steps_per_beat
-    notes: list[tuple[int, int, int]] = []
-    for track in mid.tracks:
-        now = 0
-        open_notes: dict[tuple[int, int], int] = {}
-        for msg in track:
-            now += msg.time
-            if msg.type == "note_on" and msg.velocity > 0:
-                open_notes[(msg.channel, msg.note)] = now
-            elif msg.type in ("note_off", "note_on"):
-                start = open_notes.pop((msg.channel, msg.note), None)
-                if start is not None:
-                    s = round(start / ticks_per_step)
-                    e = max(round(now / ticks_per_step), s + 1)
-                    notes.append((s, e, msg.note))
+        raise DataError(f"not a readable MIDI file ({err})") from err
+    meters = {(m.numerator, m.denominator) for t in mid.tracks for m in t if m.type == "time_signature"}
+    if meters - DUPLE:
+        odd = ", ".join(f"{a}/{b}" for a, b in sorted(meters - DUPLE))
+        raise DataError(f"in {odd}: the models play 4/4 (16 sixteenths a bar)")
+    parts, off_grid = _parts(mid, steps_per_beat)
+    notes = [n for part in parts.values() for n in part]
     if not notes:
-        raise DataError(f"{path}: no notes")
+        raise DataError("no notes outside the drums")
+    if off_grid > OFF_GRID_LIMIT * len(notes):
+        raise DataError(f"{off_grid} of {len(notes)} notes start off the 16th grid (triplets or free timing)")
     steps = max(e for _, e, _ in notes)
-    return voices_from_notes(notes, steps)
+    if len(parts) >= 4:
+        ranked = sorted(parts.values(), key=lambda part: -np.mean([p for _, _, p in part]))
+        chosen = [ranked[0], ranked[1], ranked[2], ranked[-1]]
+        arr = np.stack([_part_voice(part, steps, top=v < 3) for v, part in enumerate(chosen)], axis=1)
+        how = f"{len(parts)} parts: the highest, two inner and the lowest as soprano, alto, tenor, bass"
+    else:
+        arr = voices_from_notes(notes, steps)
+        how = f"{len(parts)} part{'s' if len(parts) > 1 else ''}: split by pitch at each 16th (top = melody)"
+    return arr, how
 
 
-def load_midi_folder(folder: str | Path) -> Splits:
-    """Every .mid/.midi file under a folder, split deterministically by file name."""
+def load_midi_file(path: str | Path, steps_per_beat: int = 4) -> np.ndarray:
+    """A MIDI file as (steps, 4) voices on the 16th grid (see `read_midi`)."""
+    try:
+        return read_midi(path, steps_per_beat)[0]
+    except DataError as err:
+        raise DataError(f"{path}: {err}") from None
+
+
+def load_midi_folder(folder: str | Path, summary: list[str] | None = None) -> Splits:
+    """Every .mid/.midi file under a folder, split deterministically by file name; a line per
+    file in `summary` (used: its bars and how its voices were made; or skipped: why)."""
     folder = Path(folder)
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".mid", ".midi"))
     if not files:
         raise DataError(f"{folder}: no .mid files found")
     splits: dict[str, list[np.ndarray]] = {"train": [], "valid": [], "test": []}
-    skipped = 0
+    lines = []
     for f in files:
+        name = str(f.relative_to(folder))
         try:
-            arr = clip_to_range(load_midi_file(f))
+            arr, how = read_midi(f)
         except DataError as err:
-            log.warning("skipped %s", err)
-            skipped += 1
+            lines.append(f"skipped {name}: {err}")
             continue
-        splits[stable_split(f.name)].append(arr)
-    if skipped:
-        log.warning("%d of %d MIDI files skipped", skipped, len(files))
+        arr = clip_to_range(arr)
+        split = stable_split(f.name)
+        splits[split].append(arr)
+        lines.append(f"used    {name}: {len(arr) / 16:.0f} bars, {how} ({split})")
+    for line in lines:
+        log.info("%s", line)
+    if summary is not None:
+        summary.extend(lines)
+    if not any(splits.values()):
+        raise DataError(f"{folder}: none of the {len(files)} MIDI files can be used:\n  " + "\n  ".join(lines))
     # A tiny folder may hash everything into one split; keep training possible.
     if not splits["train"]:
         splits["train"] = splits["valid"] or splits["test"]
