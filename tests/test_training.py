@@ -235,3 +235,34 @@ def test_a_folder_of_your_own_midi_says_what_it_used_and_why_it_skipped_the_rest
         (tmp_path / name).unlink()
     with pytest.raises(D.DataError, match="none of the 3 MIDI files can be used"):
         D.load_midi_folder(tmp_path)
+
+
+def test_finetune_is_one_command_from_a_bundled_model_to_a_file_livegen_plays(tmp_path, capsys):
+    from livegen.models import Model
+    from training.finetune import main as finetune
+
+    folder = tmp_path / "my band"
+    folder.mkdir()
+    for k in range(3):                    # three four-part pieces, each a different tune
+        write_midi(folder / f"piece{k}.mid", [[(43 + k + (s % 2) * 5, s * 4, s * 4 + 4) for s in range(16)],
+                                              [(55 + k, 0, 64)], [(64 + k, 0, 64)],
+                                              [(72 + k + (s % 3) * 2, s * 4, s * 4 + 4) for s in range(16)]])
+    (folder / "waltz.mid").write_bytes(b"MThd junk")
+    out = tmp_path / "out"
+    code = finetune(["--from", "edit", "--data", str(folder), "--minutes", "0.05", "--valid-every", "2",
+                     "--batch-size", "4", "--out", str(out)])
+    assert code == 0
+    card = (out / "my band.md").read_text()
+    assert "held-out loss" in card and "before" in card and "skipped waltz.mid" in card, card
+    assert Model(str(out / "my band.onnx")).info.kind == "edit"
+    first = load_checkpoint(out / "last.pt")
+    again = finetune(["--from", "edit", "--data", str(folder), "--minutes", "0.1", "--valid-every", "2",
+                      "--batch-size", "4", "--out", str(out)])          # the same command again: it resumes
+    resumed = load_checkpoint(out / "last.pt")
+    assert again == 0 and resumed["step"] > first["step"]
+    assert [h for h in resumed["history"] if h["step"] == 0] == [h for h in first["history"] if h["step"] == 0]
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    (empty / "a.mid").write_bytes(b"junk")
+    assert finetune(["--from", "edit", "--data", str(empty), "--out", str(tmp_path / "x")]) == 2
+    assert "none of the 1 MIDI files can be used" in capsys.readouterr().err

@@ -207,11 +207,18 @@ def load_midi_folder(folder: str | Path, summary: list[str] | None = None) -> Sp
         summary.extend(lines)
     if not any(splits.values()):
         raise DataError(f"{folder}: none of the {len(files)} MIDI files can be used:\n  " + "\n  ".join(lines))
-    # A tiny folder may hash everything into one split; keep training possible.
+    # A small folder may hash everything into one or two splits: a file is moved so that the
+    # held-out loss is measured on music not trained on, where there are two files or more
     if not splits["train"]:
-        splits["train"] = splits["valid"] or splits["test"]
+        splits["train"] = [splits["valid"].pop()] if splits["valid"] else [splits["test"].pop()]
     if not splits["valid"]:
-        splits["valid"] = splits["train"][:1]
+        if splits["test"]:
+            splits["valid"] = [splits["test"].pop()]
+        elif len(splits["train"]) > 1:
+            splits["valid"] = [splits["train"].pop()]
+        else:
+            log.warning("one usable file: the held-out loss is measured on the file trained on")
+            splits["valid"] = splits["train"][:1]
     return Splits(source=f"midi:{folder}", **splits)
 
 

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -450,6 +451,10 @@ def fit(run: RunConfig, model_config: dict | None = None, resume: bool = True, s
                                                  for n, t in weights.items()})
         if rank == 0:
             log.info("started from the weights of %s (%s)", run.init, ", ".join(start["modules"]))
+        for m in task.modules.values():
+            m.eval()
+        history.append({"step": 0, "valid": task.valid_loss(), "seconds": 0.0})   # where the fine-tune starts
+        log.info("held-out loss before training: %.4f", history[-1]["valid"])
     if world > 1:   # identical start on every rank
         for m in task.modules.values():
             for p in m.parameters():
@@ -462,7 +467,12 @@ def fit(run: RunConfig, model_config: dict | None = None, resume: bool = True, s
     bar = None
     if lead and show_progress:
         from tqdm import tqdm
-        bar = tqdm(total=run.steps, initial=step, desc=f"{run.model}", unit="step", dynamic_ncols=True)
+        if run.minutes > 0:     # (the bar counts minutes; the steps and the loss beside it)
+            bar = tqdm(total=round(run.minutes, 2), initial=round(history[-1].get("seconds", 0.0) / 60, 2)
+                       if history else 0, desc=f"{run.model}", unit="min", dynamic_ncols=True,
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} min {postfix}")
+        else:
+            bar = tqdm(total=run.steps, initial=step, desc=f"{run.model}", unit="step", dynamic_ncols=True)
     started = time.time()
     elapsed_before = history[-1].get("seconds", 0.0) if history else 0.0
     for m in task.modules.values():
@@ -485,8 +495,12 @@ def fit(run: RunConfig, model_config: dict | None = None, resume: bool = True, s
         if lead and (step % 10 == 0 or step == 1):
             history.append({"step": step, **losses})
         if bar:
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses['loss']:.3f}")
+            if run.minutes > 0:
+                bar.n = round(min((elapsed_before + time.time() - started) / 60, run.minutes), 2)
+                bar.set_postfix(step=step, loss=f"{losses['loss']:.3f}")
+            else:
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses['loss']:.3f}")
         if step % run.valid_every == 0 or finishing:
             for m in task.modules.values():
                 m.eval()
@@ -514,6 +528,11 @@ def fit(run: RunConfig, model_config: dict | None = None, resume: bool = True, s
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["finetune"]:
+        from training.finetune import main as finetune
+
+        return finetune(argv[1:])
     p = argparse.ArgumentParser(prog="python -m training", description="Train a livegen model on chorales.")
     p.add_argument("model", choices=sorted(TASKS), help="gan (accompany), arcnn (edit) or transformer (continue)")
     p.add_argument("--data", required=True, help="jsb:FILE.json, music21, midi:FOLDER, or a path")

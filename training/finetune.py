@@ -1,0 +1,90 @@
+"""Fine-tune a bundled model on your own music, export it, and write its card.
+
+    python -m training finetune --from continue --data midi:~/midi/my-band --minutes 10
+
+`--from`: accompany, edit or continue (the bundled models, their weights read back from the
+ONNX files), any contract ONNX file, or a training checkpoint. Prints what it used of the
+folder (a line per file), trains for `--minutes` with a progress bar (a loss picture in the
+output folder, checked every `--valid-every` steps on the held-out part of the folder; run
+the same command again and it resumes), exports `OUT/NAME.onnx` and writes `OUT/NAME.md`:
+the data, the steps and time, and the held-out loss before and after.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from training import data as D
+from training.train import RunConfig, fit, load_checkpoint, load_start
+
+log = logging.getLogger("training")
+
+# Fine-tuning rates: a tenth or less of training from scratch, so the start is not forgotten
+LR = {"gan": 1e-4, "arcnn": 1e-4, "transformer": 1e-4}
+
+
+def card(path: Path, source: str, data: str, summary: list[str], result: dict, history: list[dict],
+         report: dict) -> str:
+    valids = [h for h in history if "valid" in h]
+    before, after = valids[0]["valid"], min(h["valid"] for h in valids)
+    lines = [f"# {path.stem}", "",
+             f"Fine-tuned from `{source}` on `{data}` with `python -m training finetune` "
+             f"({time.strftime('%Y-%m-%d')}).", "",
+             f"- steps: {result['step']}, training time {result['seconds'] / 60:.1f} min",
+             f"- held-out loss (the folder's validation part): {before:.4f} before, {after:.4f} after "
+             f"({100 * (after - before) / before:+.1f} %)",
+             f"- export: ONNX Runtime against torch, largest difference {report['max_abs_diff']:.1e}",
+             "", "## Data", "", *[f"    {line}" for line in summary or ["(not a MIDI folder)"]], "",
+             f"Play it: `livegen run --model {path.with_suffix('.onnx')}`, or `livegen ctl ... set model "
+             f"{path.with_suffix('.onnx')}` while livegen runs.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training finetune", description=__doc__.split("\n\n")[0])
+    p.add_argument("--from", dest="source", required=True,
+                   help="accompany, edit, continue, a contract ONNX file or a checkpoint")
+    p.add_argument("--data", required=True, help="midi:FOLDER (your files), or jsb:FILE.json, music21")
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--out", default="", help="output folder (default runs/finetune-FROM)")
+    p.add_argument("--name", default="", help="name of the exported model (default: the folder's name)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=0.0, help="default: a fine-tuning rate for the kind of model")
+    p.add_argument("--valid-every", type=int, default=25)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        start = load_start(args.source)
+        data = args.data if ":" in args.data or Path(args.data).suffix == ".json" else f"midi:{args.data}"
+        summary: list[str] = []
+        if data.startswith("midi:"):
+            folder = Path(data[5:]).expanduser()
+            data = f"midi:{folder}"
+            D.load_midi_folder(folder, summary)        # (its lines are logged as it reads)
+        model = start["model"]
+        out = Path(args.out or f"runs/finetune-{Path(args.source).stem}")
+        name = args.name or (Path(data[5:]).name if data.startswith("midi:") else f"{model}-finetuned")
+        run = RunConfig(model=model, data=data, out=str(out), steps=10 ** 9, batch_size=args.batch_size,
+                        lr=args.lr or LR[model], warmup=10, valid_every=args.valid_every, device=args.device,
+                        minutes=args.minutes, init=args.source)
+        log.info("fine-tuning %s (%s) for %g minutes; progress below, the loss picture in %s",
+                 args.source, model, args.minutes, out / "loss.png")
+        result = fit(run)
+        from export.onnx_export import export
+
+        onnx_path = out / f"{name}.onnx"
+        report = export(out / "best.pt", onnx_path)
+        history = load_checkpoint(out / "last.pt")["history"]
+        text = card(onnx_path.with_suffix(".md"), args.source, data, summary, result, history, report)
+        onnx_path.with_suffix(".md").write_text(text)
+        (out / "finetune.json").write_text(json.dumps({"result": result, "export": report}, indent=2))
+        print(text)
+    except (D.DataError, ValueError, OSError) as err:
+        print(f"python -m training finetune: {err}", file=sys.stderr)
+        return 2
+    return 0
