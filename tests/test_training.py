@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -237,7 +238,7 @@ def test_a_folder_of_your_own_midi_says_what_it_used_and_why_it_skipped_the_rest
         D.load_midi_folder(tmp_path)
 
 
-def test_finetune_is_one_command_from_a_bundled_model_to_a_file_livegen_plays(tmp_path, capsys):
+def test_finetune_is_one_command_from_a_bundled_model_to_a_file_livegen_plays(tmp_path, capsys, jsb_path):
     from livegen.models import Model
     from training.finetune import main as finetune
 
@@ -250,14 +251,15 @@ def test_finetune_is_one_command_from_a_bundled_model_to_a_file_livegen_plays(tm
     (folder / "waltz.mid").write_bytes(b"MThd junk")
     out = tmp_path / "out"
     code = finetune(["--from", "edit", "--data", str(folder), "--minutes", "0.05", "--valid-every", "2",
-                     "--batch-size", "4", "--out", str(out)])
+                     "--batch-size", "4", "--out", str(out), "--jsb-limit", "2", "--jsb", str(jsb_path)])
     assert code == 0
     card = (out / "my band.md").read_text()
     assert "held-out loss" in card and "before" in card and "skipped waltz.mid" in card, card
+    assert re.search(r"\| JSB test \(2\) \| F1 \| 0\.\d+ \| 0\.\d+ \|", card), card      # before and after
     assert Model(str(out / "my band.onnx")).info.kind == "edit"
     first = load_checkpoint(out / "last.pt")
     again = finetune(["--from", "edit", "--data", str(folder), "--minutes", "0.1", "--valid-every", "2",
-                      "--batch-size", "4", "--out", str(out)])          # the same command again: it resumes
+                      "--batch-size", "4", "--out", str(out), "--jsb", ""])          # the same command again: it resumes
     resumed = load_checkpoint(out / "last.pt")
     assert again == 0 and resumed["step"] > first["step"]
     assert [h for h in resumed["history"] if h["step"] == 0] == [h for h in first["history"] if h["step"] == 0]

@@ -227,7 +227,7 @@ def corrupted_windows(chorales: list[np.ndarray], window: int, per_chorale: int,
 
 
 def evaluate_edit(model: Model, chorales: list[np.ndarray], per_chorale: int = 2, seed: int = 0,
-                  settings: EditSettings | None = None) -> dict[str, dict[str, float]]:
+                  settings: EditSettings | None = None, deepcomposer: bool = True) -> dict[str, dict[str, float]]:
     originals, corrupted = corrupted_windows(chorales, model.info.window_steps, per_chorale, seed)
 
     def logits_fn(rolls: np.ndarray) -> np.ndarray:
@@ -239,6 +239,8 @@ def evaluate_edit(model: Model, chorales: list[np.ndarray], per_chorale: int = 2
                                                         keep_player=False, no_repeat=False),
         "livegen sampler": settings or EditSettings(max_remove_share=0.5, max_add=10 ** 6, keep_player=False),
     }
+    if not deepcomposer:
+        del procedures["DeepComposer (1 flip per pass)"]
     table = {"corrupted input": {"F1": float(np.mean([f1(c, o) for c, o in zip(corrupted, originals)])),
                                  "network passes": 0, "seconds": 0.0}}
     for name, s in procedures.items():
@@ -248,6 +250,43 @@ def evaluate_edit(model: Model, chorales: list[np.ndarray], per_chorale: int = 2
                        "network passes": passes, "seconds": time.perf_counter() - t}
     table["_windows"] = {"count": len(originals)}
     return table
+
+
+# --------------------------------------------------------------------------- before and after
+
+HEADLINE = {"continue": ["NLL (nats/token)"],
+            "accompany": ["notes per bar", "in-scale rate", "parallel 5ths/8ves per move",
+                          "range violations per note", "tonal distance to melody"],
+            "edit": ["F1"]}
+
+
+def headline(model: Model, chorales: list[np.ndarray], seed: int = 0) -> tuple[dict, dict | None]:
+    """(the model's figures, the music's own where there are any) on these chorales: continue's
+    NLL, accompany's voice statistics (beside the real voices'), edit's F1 of restoring them."""
+    kind = model.info.kind
+    if kind == "continue":
+        return {"NLL (nats/token)": continue_nll(model, chorales)[0]}, None
+    if kind == "accompany":
+        rows = evaluate_accompany(model, chorales, seed)
+        pick = HEADLINE["accompany"]
+        return {k: rows["model"][k] for k in pick}, {k: rows["real voices"][k] for k in pick}
+    rows = evaluate_edit(model, chorales, per_chorale=2, seed=seed, deepcomposer=False)
+    return {"F1": rows["livegen sampler"]["F1"]}, None
+
+
+def before_after(before: Model, after: Model, sets: dict[str, list[np.ndarray]]) -> str:
+    """A markdown table: each set of chorales (the folder's held-out part, the JSB test split),
+    the figures before and after a fine-tune, and the music's own where there are any."""
+    lines = ["| music | figure | before | after | the music's own |", "|---|---|---|---|---|"]
+    for name, chorales in sets.items():
+        if not chorales:
+            continue
+        b, own = headline(before, chorales)
+        a, _ = headline(after, chorales)
+        for k in b:
+            lines.append(f"| {name} ({len(chorales)}) | {k} | {b[k]:.4f} | {a[k]:.4f} | "
+                         f"{'-' if own is None else f'{own[k]:.4f}'} |")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- main
@@ -265,7 +304,8 @@ def print_table(title: str, rows: dict[str, dict[str, float]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="an .onnx file (or a bundled name: accompany, edit, continue)")
-    p.add_argument("--jsb", required=True, help="path to Jsb16thSeparated.json")
+    p.add_argument("--jsb", help="path to Jsb16thSeparated.json")
+    p.add_argument("--data", help="another source instead: midi:FOLDER (your files), music21")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--limit", type=int, default=0, help="only the first N chorales (quick check)")
     p.add_argument("--per-chorale", type=int, default=2, help="edit: windows per chorale")
@@ -273,23 +313,27 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         model = Model(args.model, device="cpu", threads=2)
-        chorales = D.load_jsb(args.jsb)[args.split][: args.limit or None]
+        if not (args.jsb or args.data):
+            raise ValueError("give --jsb FILE.json or --data SOURCE")
+        source = D.load_jsb(args.jsb) if args.jsb else D.load_source(args.data)
+        chorales = source[args.split][: args.limit or None]
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     kind = model.info.kind
+    where = f"the JSB {args.split} split" if args.jsb else f"{args.data} ({args.split})"
     if kind == "continue":
         nll, tokens = continue_nll(model, chorales)
         rows = {"this model": {"NLL (nats/token)": nll, "tokens": tokens}}
         rows.update({k: {"NLL (nats/token)": v, "tokens": "-"} for k, v in PUBLISHED_NLL.items()})
-        print_table(f"continue: note-wise NLL on the JSB {args.split} split ({len(chorales)} chorales)", rows)
+        print_table(f"continue: note-wise NLL on {where} ({len(chorales)} pieces)", rows)
     elif kind == "accompany":
         rows = evaluate_accompany(model, chorales)
-        print_table(f"accompany: alto/tenor/bass for the JSB {args.split} melodies ({len(chorales)} chorales)", rows)
+        print_table(f"accompany: alto/tenor/bass for the melodies of {where} ({len(chorales)} pieces)", rows)
     else:
         rows = evaluate_edit(model, chorales, args.per_chorale)
         count = rows.pop("_windows")["count"]
-        print_table(f"edit: restoring {count} windows of the JSB {args.split} split "
+        print_table(f"edit: restoring {count} windows of {where} "
                     "(half the notes removed, 1% random notes added)", rows)
     if args.json:
         with open(args.json, "w") as f:

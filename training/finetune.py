@@ -7,7 +7,9 @@ ONNX files), any contract ONNX file, or a training checkpoint. Prints what it us
 folder (a line per file), trains for `--minutes` with a progress bar (a loss picture in the
 output folder, checked every `--valid-every` steps on the held-out part of the folder; run
 the same command again and it resumes), exports `OUT/NAME.onnx` and writes `OUT/NAME.md`:
-the data, the steps and time, and the held-out loss before and after.
+the data, the steps and time, the held-out loss before and after, and `training.evaluate`'s
+figures before and after on the folder's held-out files and on the JSB test chorales (are
+they closer to the folder's own, and is the JSB quality kept?).
 """
 from __future__ import annotations
 
@@ -27,8 +29,27 @@ log = logging.getLogger("training")
 LR = {"gan": 1e-4, "arcnn": 1e-4, "transformer": 1e-4}
 
 
+JSB = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "jsb" / "Jsb16thSeparated.json"
+
+
+def compare(source: str, onnx_path: Path, data: str, jsb: str, limit: int) -> str:
+    """The before/after table (`training.evaluate.before_after`): the folder's held-out part
+    (its validation and test files) and the first `limit` JSB test chorales."""
+    from livegen.models import Model, resolve
+    from training.evaluate import before_after
+
+    splits = D.load_source(data)
+    sets = {"held out of the folder": splits.valid + splits.test}
+    if jsb and Path(jsb).exists():
+        sets["JSB test"] = D.load_jsb(jsb).test[:limit]
+    start = source if source in ("accompany", "edit", "continue") or source.endswith(".onnx") else None
+    if start is None:
+        return "(the start was a checkpoint: no ONNX file to compare with)"
+    return before_after(Model(str(resolve(start)), "cpu"), Model(str(onnx_path), "cpu"), sets)
+
+
 def card(path: Path, source: str, data: str, summary: list[str], result: dict, history: list[dict],
-         report: dict) -> str:
+         report: dict, table: str) -> str:
     valids = [h for h in history if "valid" in h]
     before, after = valids[0]["valid"], min(h["valid"] for h in valids)
     lines = [f"# {path.stem}", "",
@@ -38,7 +59,7 @@ def card(path: Path, source: str, data: str, summary: list[str], result: dict, h
              f"- held-out loss (the folder's validation part): {before:.4f} before, {after:.4f} after "
              f"({100 * (after - before) / before:+.1f} %)",
              f"- export: ONNX Runtime against torch, largest difference {report['max_abs_diff']:.1e}",
-             "", "## Data", "", *[f"    {line}" for line in summary or ["(not a MIDI folder)"]], "",
+             "", "## Before and after", "", table, "", "## Data", "", *[f"    {line}" for line in summary or ["(not a MIDI folder)"]], "",
              f"Play it: `livegen run --model {path.with_suffix('.onnx')}`, or `livegen ctl ... set model "
              f"{path.with_suffix('.onnx')}` while livegen runs.", ""]
     return "\n".join(lines)
@@ -56,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=0.0, help="default: a fine-tuning rate for the kind of model")
     p.add_argument("--valid-every", type=int, default=25)
+    p.add_argument("--jsb", default=str(JSB), help="the JSB data, to check the chorales are not forgotten")
+    p.add_argument("--jsb-limit", type=int, default=20, help="JSB test chorales in the before/after table")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
@@ -80,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         onnx_path = out / f"{name}.onnx"
         report = export(out / "best.pt", onnx_path)
         history = load_checkpoint(out / "last.pt")["history"]
-        text = card(onnx_path.with_suffix(".md"), args.source, data, summary, result, history, report)
+        log.info("comparing before and after (the folder's held-out files, %d JSB test chorales)", args.jsb_limit)
+        table = compare(args.source, onnx_path, data, args.jsb, args.jsb_limit)
+        text = card(onnx_path.with_suffix(".md"), args.source, data, summary, result, history, report, table)
         onnx_path.with_suffix(".md").write_text(text)
         (out / "finetune.json").write_text(json.dumps({"result": result, "export": report}, indent=2))
         print(text)
