@@ -470,7 +470,7 @@ def fit(run: RunConfig, model_config: dict | None = None, resume: bool = True, s
         if run.minutes > 0:     # (the bar counts minutes; the steps and the loss beside it)
             bar = tqdm(total=round(run.minutes, 2), initial=round(history[-1].get("seconds", 0.0) / 60, 2)
                        if history else 0, desc=f"{run.model}", unit="min", dynamic_ncols=True,
-                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} min {postfix}")
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} min{postfix}")
         else:
             bar = tqdm(total=run.steps, initial=step, desc=f"{run.model}", unit="step", dynamic_ncols=True)
     started = time.time()
