@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=0.0, help="default: a fine-tuning rate for the kind of model")
     p.add_argument("--valid-every", type=int, default=25)
+    p.add_argument("--config", default=None, help="JSON of training config fields to change, e.g. "
+                   "'{\"adv_weight\": 0}'")
     p.add_argument("--jsb", default=str(JSB), help="the JSB data, to check the chorales are not forgotten")
     p.add_argument("--jsb-limit", type=int, default=20, help="JSB test chorales in the before/after table")
     args = p.parse_args(argv)
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                         minutes=args.minutes, init=args.source)
         log.info("fine-tuning %s (%s) for %g minutes; progress below, the loss picture in %s",
                  args.source, model, args.minutes, out / "loss.png")
-        result = fit(run)
+        result = fit(run, json.loads(args.config) if args.config else None)
         from export.onnx_export import export
 
         onnx_path = out / f"{name}.onnx"
