@@ -268,3 +268,24 @@ def test_finetune_is_one_command_from_a_bundled_model_to_a_file_livegen_plays(tm
     (empty / "a.mid").write_bytes(b"junk")
     assert finetune(["--from", "edit", "--data", str(empty), "--out", str(tmp_path / "x")]) == 2
     assert "none of the 1 MIDI files can be used" in capsys.readouterr().err
+
+
+def test_an_accompany_finetune_sets_its_threshold_from_the_music(tmp_path):
+    """The exported threshold is the one (of THRESHOLDS) whose notes per bar come nearest the
+    folder's own, and the card says so."""
+    import onnx
+
+    from training.finetune import THRESHOLDS
+    from training.finetune import main as finetune
+
+    folder = tmp_path / "band"
+    folder.mkdir()
+    for k in range(2):
+        write_midi(folder / f"p{k}.mid", [[(43 + k, s * 4, s * 4 + 4) for s in range(16)], [(55 + k, 0, 64)],
+                                          [(64 + k, 0, 64)], [(72 + k + (s % 3) * 2, s * 4, s * 4 + 4) for s in range(16)]])
+    out = tmp_path / "out"
+    assert finetune(["--from", "accompany", "--data", str(folder), "--minutes", "0.03", "--valid-every", "2",
+                     "--batch-size", "4", "--out", str(out), "--jsb", ""]) == 0
+    meta = {p.key: p.value for p in onnx.load(str(out / "band.onnx")).metadata_props}
+    assert float(meta["livegen.threshold"]) in THRESHOLDS
+    assert f"threshold {meta['livegen.threshold']}:" in (out / "band.md").read_text()
