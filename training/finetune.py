@@ -67,17 +67,16 @@ def calibrate_threshold(onnx_path: Path, chorales: list, steps: int = 256) -> st
     return f"threshold {best:g}: {density:.2f} notes per bar on the training pieces, theirs {want:.2f}"
 
 
-def compare(source: str, onnx_path: Path, data: str, jsb: str, limit: int) -> str:
+def compare(source: str, onnx_path: Path, splits: D.Splits, jsb: str, limit: int) -> str:
     """The before/after table (`training.evaluate.before_after`): the folder's held-out part
     (its validation and test files) and the first `limit` JSB test chorales."""
-    from livegen.models import Model, resolve
+    from livegen.models import BUNDLED, Model, resolve
     from training.evaluate import before_after
 
-    splits = D.load_source(data)
     sets = {"held out of the folder": splits.valid + splits.test}
     if jsb and Path(jsb).exists():
         sets["JSB test"] = D.load_jsb(jsb).test[:limit]
-    start = source if source in ("accompany", "edit", "continue") or source.endswith(".onnx") else None
+    start = source if source in BUNDLED or source.endswith(".onnx") else None
     if start is None:
         return "(the start was a checkpoint: no ONNX file to compare with)"
     return before_after(Model(str(resolve(start)), "cpu"), Model(str(onnx_path), "cpu"), sets)
@@ -126,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         if data.startswith("midi:"):
             folder = Path(data[5:]).expanduser()
             data = f"midi:{folder}"
-            D.load_midi_folder(folder, summary)        # (its lines are logged as it reads)
+            splits = D.load_midi_folder(folder, summary)        # (its lines are logged as it reads)
+        else:
+            splits = D.load_source(data)
         model = start["model"]
         out = Path(args.out or f"runs/finetune-{Path(args.source).stem}")
         name = args.name or (Path(data[5:]).name if data.startswith("midi:") else f"{model}-finetuned")
@@ -142,10 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         report = export(out / "best.pt", onnx_path)
         history = load_checkpoint(out / "last.pt")["history"]
         if start["kind"] == "accompany":
-            report["threshold"] = calibrate_threshold(onnx_path, D.load_source(data).train)
+            report["threshold"] = calibrate_threshold(onnx_path, splits.train)
             log.info("%s", report["threshold"])
         log.info("comparing before and after (the folder's held-out files, %d JSB test chorales)", args.jsb_limit)
-        table = compare(args.source, onnx_path, data, args.jsb, args.jsb_limit)
+        table = compare(args.source, onnx_path, splits, args.jsb, args.jsb_limit)
         text = card(onnx_path.with_suffix(".md"), args.source, data, summary, result, history, report, table)
         onnx_path.with_suffix(".md").write_text(text)
         (out / "finetune.json").write_text(json.dumps({"result": result, "export": report}, indent=2))

@@ -23,9 +23,10 @@ from onnx import numpy_helper
 
 from training.arcnn import ARCNN, ARCNNConfig
 from training.gan import GANConfig, Generator
+from training.train import CHECKPOINT_SCHEMA, KINDS
 from training.transformer import MusicTransformer, TransformerConfig
 
-MODEL_OF_KIND = {"accompany": "gan", "edit": "arcnn", "continue": "transformer"}
+MODEL_OF_KIND = {kind: model for model, kind in KINDS.items()}
 MODULE_OF_KIND = {"accompany": "generator", "edit": "arcnn", "continue": "transformer"}
 
 
@@ -41,13 +42,16 @@ def _unet_shape(names: dict[str, np.ndarray], prefix: str) -> dict:
     return {"width": int(names[f"{prefix}down.0.0.weight"].shape[0]), "levels": len(downs) - 1}
 
 
-def build(proto: onnx.ModelProto) -> tuple[str, torch.nn.Module, dict]:
-    """(kind, an untrained module of the file's architecture, its config)."""
+def initializers(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+
+
+def build(proto: onnx.ModelProto, named: dict[str, np.ndarray]) -> tuple[str, torch.nn.Module, dict]:
+    """(kind, an untrained module of the file's architecture, its config); `named`: its initializers."""
     meta = {p.key: p.value for p in proto.metadata_props}
     kind = meta.get("livegen.kind")
     if kind not in MODEL_OF_KIND:
         raise ReadBackError(f"not a livegen contract model (livegen.kind {kind!r})")
-    named = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
     pitch_count = int(meta["livegen.pitch_count"])
     if kind == "continue":
         past = next(i for i in proto.graph.input if i.name == "past").type.tensor_type.shape.dim
@@ -81,9 +85,9 @@ def scope_of(node_name: str) -> str:
 PARAMETER_OF_OP = {"MatMul": "weight", "Gemm": "weight", "Mul": "weight", "Add": "bias"}
 
 
-def weights(proto: onnx.ModelProto, module: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
-    """The module's state dict filled from the file's initializers (see the module docstring)."""
-    named = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+def weights(proto: onnx.ModelProto, named: dict[str, np.ndarray], module: torch.nn.Module,
+            prefix: str = "") -> dict[str, torch.Tensor]:
+    """The module's state dict filled from the file's initializers `named` (see the module docstring)."""
     state = module.state_dict()
     out: dict[str, torch.Tensor] = {}
     for name, tensor in state.items():
@@ -126,9 +130,10 @@ def checkpoint_from_onnx(path: str | Path, tolerance: float = 1e-4) -> dict:
         proto = onnx.load(str(path))
     except Exception as err:
         raise ReadBackError(f"{path}: not an ONNX file ({err})") from None
-    kind, module, cfg = build(proto)
+    named = initializers(proto)
+    kind, module, cfg = build(proto, named)
     prefix = "gen." if kind == "accompany" else ""
-    module.load_state_dict(weights(proto, module, prefix))
+    module.load_state_dict(weights(proto, named, module, prefix))
     module.eval()
     graph = _AccompanyGraph(module) if kind == "accompany" else module
     diff = parity(graph, path, kind, module)
@@ -136,6 +141,6 @@ def checkpoint_from_onnx(path: str | Path, tolerance: float = 1e-4) -> dict:
         raise ReadBackError(f"{path}: the weights read back differ from the file by {diff:.2e} > {tolerance:.0e}")
     model = MODEL_OF_KIND[kind]
     meta = {p.key: p.value for p in proto.metadata_props}
-    return {"schema": 1, "kind": kind, "model": model, "config": cfg, "step": 0, "best_valid": float("inf"),
+    return {"schema": CHECKPOINT_SCHEMA, "kind": kind, "model": model, "config": cfg, "step": 0, "best_valid": float("inf"),
             "history": [], "run": {"data": meta.get("livegen.training_data", "")},
             "modules": {MODULE_OF_KIND[kind]: module.state_dict()}, "read_back": {"file": str(path), "max_abs_diff": diff}}
