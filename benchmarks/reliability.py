@@ -260,6 +260,25 @@ def sounding(messages, upto: float | None = None) -> dict[tuple[int, int], float
     return on
 
 
+def why_left(note: tuple[int, int], on_at: float, at: float, heard) -> str:
+    """What the second listener (the witness, on the same output) heard of a note the first
+    heard start at `on_at` and never end after the event at `at`: its note-off before the
+    event (lost at the first listener earlier: not this event's), after it (lost at the first
+    listener), or none (the daemon sent none, or its own cycle was lost)."""
+    def offs(lo, hi):
+        return [t for t, m in heard if lo <= t < hi and m[0] & 0xF0 in (0x80, 0x90) and len(m) > 2
+                and (m[0] & 0x0F, m[1]) == note and (m[0] & 0xF0 == 0x80 or m[2] == 0)]
+    ons = [t for t, m in heard if m[0] & 0xF0 == 0x90 and len(m) > 2 and m[2] > 0 and (m[0] & 0x0F, m[1]) == note
+           and abs(t - on_at) < 0.05]
+    if not ons:
+        return "witness missed the note-on too"
+    if offs(ons[0] + 1e-6, at):
+        return "witness heard its note-off before the event"
+    if offs(at, float("inf")):
+        return "witness heard its note-off after the event"
+    return "witness heard no note-off either"
+
+
 SWITCH_TO = {("loop", "accompany"): ("loop", "edit"), ("loop", "edit"): ("respond", "edit"),
              ("respond", "continue"): ("follow", "continue"), ("respond", "edit"): ("loop", "edit"),
              ("follow", "continue"): ("respond", "continue")}
@@ -391,20 +410,23 @@ def stops(count: int, seed: int, bpm: float = BPM, events=STOP_EVENTS, ways=WAYS
     started = time.perf_counter()
     examples = []
     counted: set = set()     # ((channel, pitch), note-on time) already counted as left sounding
+    causes: dict[str, int] = {}     # why_left -> notes
 
     def start(mode: str, model: str):
         d = Daemon("lgrel", "--model", model, "--mode", mode, "--clock", "midi", "--control", control,
                    "--late-ms", "40")
         player, listener = Player(d.in_port, "lgrel-player"), Listener(d.out_port, "lgrel-listener")
+        witness = Listener(d.out_port, "lgrel-witness")     # a second ear on the same output
         master = ClockMaster(player, bpm)
         master.start()
-        return d, player, listener, master, Panic(control)
+        return d, player, (listener, witness), master, Panic(control)
 
-    def close(d, player, listener, master, panic) -> None:
+    def close(d, player, ears, master, panic) -> None:
         panic.close()
         master.stop()
         d.stop()
-        listener.close()
+        for ear in ears:
+            ear.close()
         player.close()
         player.out.delete()
 
@@ -417,7 +439,7 @@ def stops(count: int, seed: int, bpm: float = BPM, events=STOP_EVENTS, ways=WAYS
                 rig = start(mode, model)
                 time.sleep(2 * phrase_s)            # the first phrase played and its answer sounding
                 for _ in range(n):
-                    d, player, listener, master, panic = rig
+                    d, player, (listener, witness), master, panic = rig
                     kind = rng.choice(events)
                     key = (f"{mode}, {model}", kind)
                     counts[key] = counts.get(key, 0) + 1
@@ -445,6 +467,7 @@ def stops(count: int, seed: int, bpm: float = BPM, events=STOP_EVENTS, ways=WAYS
                     # (a connection made again took up to 627 ms to get its note-offs: 2026-12-03)
                     time.sleep(1.0 if kind == "disconnect" else 0.6)
                     msgs = listener.messages()
+                    heard = witness.messages()
                     ends, unended = [], []
                     for note in before:
                         offs = [t for t, m in msgs if t >= at and m[0] & 0xF0 in (0x80, 0x90) and
@@ -454,13 +477,17 @@ def stops(count: int, seed: int, bpm: float = BPM, events=STOP_EVENTS, ways=WAYS
                         else:
                             unended.append(note)
                             counted.add((note, before[note]))
+                            why = why_left(note, before[note], at, heard)
+                            causes[why] = causes.get(why, 0) + 1
                     if ends and kind != "switch":    # (a switch ends the voices at its boundary, by design)
                         latencies.setdefault(key, []).append(max(ends) * 1000)
                         if os.environ.get("LGREL_DEBUG"):     # each note-off heard, ms
                             print(kind, [round(e * 1000, 1) for e in sorted(ends)], file=sys.stderr)
                     left[key] = left.get(key, 0) + len(unended)
                     if unended and len(examples) < 10:
-                        examples.append(f"{key} at {at - started:.1f} s: {sorted(unended)}")
+                        examples.append(f"{key} at {at - started:.1f} s: " + ", ".join(
+                            f"{n} on {at - before[n]:.2f} s before, {why_left(n, before[n], at, heard)}"
+                            for n in sorted(unended)))
                     if kind == "stop":
                         master.send([], restart=True)
                         time.sleep(phrase_s)         # a phrase played again, its answer to come
@@ -499,6 +526,7 @@ def stops(count: int, seed: int, bpm: float = BPM, events=STOP_EVENTS, ways=WAYS
                  "seconds": round(time.perf_counter() - started, 1)})
     for r in rows:
         print(json.dumps(r), flush=True)
+    print(json.dumps({"left_sounding_by_witness": causes}), flush=True)
     for line in examples:
         print("left sounding:", line, flush=True)
     return rows
@@ -557,8 +585,7 @@ def main() -> int:
     ap.add_argument("--ways", default="", help="e.g. follow:continue,loop:edit (default: every way)")
     ap.add_argument("--period", type=int, default=int(PERIOD), help="JACK's frames per cycle (stops, restarts)")
     args = ap.parse_args()
-    global PERIOD
-    PERIOD = args.period
+    globals()["PERIOD"] = args.period
     import logging
     logging.basicConfig(level=logging.CRITICAL)      # (the fuzz makes the engine log a lot)
     parts = args.only.split(",")
