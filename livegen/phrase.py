@@ -99,7 +99,8 @@ def generate(model: Model, settings: Settings, notes: list[Note], start: int, st
     # continue: harmonise the phrase, then answer it (live does the same step by step as it is played)
     harmoniser = Harmoniser(model, SamplingSettings(settings.temperature, settings.top_p), rng)
     for step in range(start, start + steps):
-        harmoniser.step(max((n.pitch for n in notes if n.start <= step < n.end), default=None))
+        sounding = sorted({n.pitch for n in notes if n.start <= step < n.end})
+        harmoniser.step(sounding[-1] if sounding else None, held=tuple(sounding[:-1]))
     stream = VoiceStream(None, [0, 1, 2, 3], 100)
     for s_off, pitches in harmoniser.answer(steps):
         stream.step(start + s_off, pitches)

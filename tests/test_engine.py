@@ -353,12 +353,14 @@ def test_follow_ends_a_key_whose_note_off_was_lost_and_harmonises_the_tune_again
         for t, _, pitch, _ in rig.note_ons():
             step = (t - t0) / STEP
             if step >= step_from:
-                out.append((pitch, next(p for p, s, e in tune if s <= int(step + 0.01) < e)))
+                out.append((pitch, next((p for p, s, e in tune if s <= int(step + 0.01) < e), None)))
         return out, rig
 
     with caplog.at_level("WARNING", logger="livegen.engine"):
         after, rig = voices_after(40, 2)
     assert rig.engine.stage.capture.stuck == 1 and "key 84 down for 32 steps" in caplog.text
     assert len(after) >= 20 and all(voice <= played for voice, played in after), after
-    kept, _ = voices_after(40, 0)                     # never ended: the tune under it is not harmonised
-    assert kept == []
+    # never ended, the key stays the soprano and the tune is heard as the other hand: the
+    # voices fit it but sound over it (before both hands were heard: not at all)
+    kept, _ = voices_after(40, 0)
+    assert any(played is not None and voice > played for voice, played in kept), kept

@@ -239,3 +239,22 @@ def test_the_voices_move_in_parallel_fifths_and_octaves_no_more_than_bach_does(m
             total[1] += moves
     assert ours[1] > 800 and bach[1] > 800
     assert ours[0] / ours[1] <= 2 * max(bach[0] / bach[1], 0.001), (ours, bach)
+
+
+def test_the_answers_context_hears_the_players_bass_and_chords(model):
+    """respond + continue: the phrase is harmonised silently as it is played, the answer
+    continuing from it. With the player's left hand heard, the context's bass is the
+    player's own, and the inner voices never sound a semitone against a held note or go
+    under the bass (JSB test chorale 2, soprano and bass played, 64 steps)."""
+    chorale = json.loads(JSB.read_text())["test"][2][:64]
+    h = Harmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(3))
+    for s, _, _, b in chorale:
+        held = (int(b),) if b >= 0 else ()
+        alto, tenor, bass = h.step(int(s) if s >= 0 else None, held=held)
+        assert bass == (int(b) if b >= 0 else -1)
+        for v in (alto, tenor):
+            if v >= 0 and held:
+                assert (v - held[0]) % 12 not in (1, 11) and v >= held[0], (s, v, held)
+    plain = Harmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(3))
+    own = [plain.step(int(s) if s >= 0 else None)[2] for s, _, _, b in chorale]
+    assert sum(o != b for o, (_, _, _, b) in zip(own, chorale)) > 16    # (it writes another bass otherwise)

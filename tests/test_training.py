@@ -257,6 +257,16 @@ def test_finetune_is_one_command_from_a_bundled_model_to_a_file_livegen_plays(tm
     assert "held-out loss" in card and "before" in card and "skipped waltz.mid" in card, card
     assert re.search(r"\| JSB test \(2\) \| F1 \| 0\.\d+ \| 0\.\d+ \|", card), card      # before and after
     assert Model(str(out / "my band.onnx")).info.kind == "edit"
+    # `livegen render` plays it at once, as `livegen run --model FILE` does
+    song = tmp_path / "tune.mid"
+    write_midi(song, [[(67 + s % 5, s * 4, s * 4 + 4) for s in range(16)]])
+    r = subprocess.run([sys.executable, "-m", "livegen", "render", str(song), str(tmp_path / "played.mid"),
+                        "--model", str(out / "my band.onnx"), "--mode", "loop"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    import mido
+    sent = [m for tr in mido.MidiFile(tmp_path / "played.mid").tracks[1:] for m in tr if m.type == "note_on"]
+    assert sent, "the fine-tuned model played nothing"
     first = load_checkpoint(out / "last.pt")
     again = finetune(["--from", "edit", "--data", str(folder), "--minutes", "0.1", "--valid-every", "2",
                       "--batch-size", "4", "--out", str(out), "--jsb", ""])          # the same command again: it resumes

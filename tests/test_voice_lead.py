@@ -70,3 +70,29 @@ def test_phrases_generated_one_by_one_join_without_parallels():
     model = Model("accompany", "cpu")
     assert joins_with_parallels(chain=True) == 0
     assert joins_with_parallels(chain=False) > 0     # (7 here: the check can see them)
+
+
+def test_an_edit_adds_no_note_against_or_under_the_players_hands():
+    """The AR-CNN adds notes around what the player plays; none a semitone (mod 12) from a
+    held note, and none under the player's bass (shipped model, JSB test soprano and bass)."""
+    import json
+    from pathlib import Path
+
+    from livegen.generate.edit import EditSettings, edit_phrase
+    from livegen.models import Model
+    from livegen.roll import Note
+
+    jsb = Path(__file__).resolve().parents[2] / "shared" / "data" / "jsb" / "Jsb16thSeparated.json"
+    chorale = json.loads(jsb.read_text())["test"][3][:32]
+    played = [Note(int(r[v]), t, t + 1) for t, r in enumerate(chorale) for v in (0, 3) if r[v] >= 0]
+    out = edit_phrase(Model("edit", "cpu"), played, 0, 32, np.random.default_rng(1), EditSettings())
+    held = {}
+    for n in played:
+        held.setdefault(n.start, set()).add(n.pitch)
+    added = [n for n in out if n.pitch not in {p.pitch for p in played if p.start <= n.start < p.end}]
+    assert len(added) > 5
+    for n in added:
+        for t in range(n.start, n.end):
+            hands = held.get(t, set())
+            assert not any((n.pitch - q) % 12 in (1, 11) for q in hands), (n, hands)
+            assert len(hands) < 2 or n.pitch >= min(hands), (n, hands)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,19 +37,44 @@ def parallels(before: list[int], after: list[int]) -> int:
 
 
 def _options(p: np.ndarray, threshold: float, near: float, widest: int,
-             span: tuple[int, int] | None = None, outside: float = 0.0) -> list[tuple[int, float]]:
+             span: tuple[int, int] | None = None, outside: float = 0.0,
+             hand: "Hands | None" = None) -> list[tuple[int, float]]:
     """A voice's choices at one step: (pitch index or -1, log-probability, less `outside`
-    nats for a pitch outside the voice's `span`)."""
+    nats for a pitch outside the voice's `span`, less `hand.clash` for a semitone against a
+    note the player holds). With the player's `hand` at this step: never under the player's
+    bass, and the best pitch that does not clash is always among the choices."""
     best = float(p.max())
     if best < threshold:
         return [(-1, 0.0)]
-    idx = np.flatnonzero(p >= near * best)
+    floor = hand.floor if hand is not None else -(10 ** 6)
+    idx = np.flatnonzero((p >= near * best) & (np.arange(len(p)) > floor))
     idx = list(idx[np.argsort(-p[idx])][:widest])
     lo, hi = span if span else (-1, len(p))
-    inside = [i for i in range(max(lo, 0), min(hi, len(p) - 1) + 1)]
+    inside = [i for i in range(max(lo, 0, floor + 1), min(hi, len(p) - 1) + 1)]
     if inside and not any(lo <= i <= hi for i in idx):   # the voice's best pitch inside its range too
         idx.append(max(inside, key=lambda i: p[i]))
-    return [(int(i), float(np.log(max(p[i], 1e-12))) - (outside if not lo <= i <= hi else 0.0)) for i in idx]
+    if hand is not None and hand.held and all(hand.clashes(i) for i in idx):
+        fits = [i for i in (inside or range(floor + 1, len(p))) if not hand.clashes(i)]
+        if fits:
+            idx.append(max(fits, key=lambda i: p[i]))
+    if not idx:
+        return [(-1, 0.0)]
+    return [(int(i), float(np.log(max(p[i], 1e-12))) - (outside if not lo <= i <= hi else 0.0)
+             - (hand.clash if hand is not None and hand.clashes(i) else 0.0)) for i in idx]
+
+
+@dataclass(frozen=True)
+class Hands:
+    """What the player holds at one step besides the tune, as pitch indices of the model's
+    axis (they may lie outside it: only their pitch class and height matter): the voices
+    must not sound a semitone (mod 12) against any, and none goes under the player's bass
+    (`floor`, the lowest held index, when the player plays a bass line)."""
+    held: tuple[int, ...] = ()
+    floor: int = -(10 ** 6)
+    clash: float = 4.0      # nats a semitone against a held note costs (tuned: benchmarks/both_hands.py)
+
+    def clashes(self, i: int) -> bool:
+        return any((i - h) % 12 in (1, 11) for h in self.held)
 
 
 def _parallel_counts(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
@@ -68,7 +94,8 @@ def _parallel_counts(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
 
 def voice_lead(probs: np.ndarray, melody: np.ndarray, threshold: float, near: float = 0.1,
                penalty: float = 3.0, widest: int = 4, before: np.ndarray | None = None,
-               spans: list | None = None, outside: float = 3.0) -> np.ndarray:
+               spans: list | None = None, outside: float = 3.0, hands: list | None = None,
+               fixed: np.ndarray | None = None) -> np.ndarray:
     """One pitch index (or -1, a rest) per track and step, (tracks, T).
 
     Each voice may take any of its `widest` most probable pitches that are at least `near`
@@ -79,12 +106,16 @@ def voice_lead(probs: np.ndarray, melody: np.ndarray, threshold: float, near: fl
     and the voices' pitch indices on the step before (the previous window's last), so that
     no parallel is made across the seam. `spans`: each voice's (low, high) pitch index, or
     None; a pitch outside costs `outside` nats. (Tuned on the JSB valid split: see the
-    model card.)
+    model card.) `hands`: the player's other notes per step (`Hands` or None); `fixed`
+    (tracks, T): a pitch index (or -1, a rest) a track must take at that step, -2 where it
+    is free (the bass that follows the player's).
     """
     tracks, steps, _ = probs.shape
     states, scores, back = [], [], []
     for t in range(steps):
-        options = [_options(probs[k, t], threshold, near, widest, spans[k] if spans else None, outside)
+        hand = hands[t] if hands else None
+        options = [[(int(fixed[k, t]), 0.0)] if fixed is not None and fixed[k, t] > -2 else
+                   _options(probs[k, t], threshold, near, widest, spans[k] if spans else None, outside, hand)
                    for k in range(tracks)]
         combos = list(itertools.product(*options))
         pitches = np.array([[int(melody[t])] + [c[0] for c in combo] for combo in combos])
@@ -110,16 +141,19 @@ def voice_lead(probs: np.ndarray, melody: np.ndarray, threshold: float, near: fl
 
 def decode(probs: np.ndarray, threshold: float, max_polyphony: int, pitch_low: int, start: int,
            onset_probs: np.ndarray | None = None, melody: np.ndarray | None = None,
-           seam: list | None = None, spans: list | None = None) -> list[R.Note]:
+           seam: list | None = None, spans: list | None = None, hands: list | None = None,
+           fixed: np.ndarray | None = None) -> list[R.Note]:
     """(tracks, T, P) probabilities -> notes, track index kept in Note.track.
 
     With one note per track and the melody's pitch index per step (-1 for none), the voices
     are chosen with `voice_lead`; otherwise the most probable cells above the threshold.
     `seam` (a list, for consecutive windows): holds the last step's pitch indices, read
-    and then replaced, so that windows join without parallels.
+    and then replaced, so that windows join without parallels. `hands`, `fixed`: the
+    player's other notes (see `voice_lead`).
     """
     if max_polyphony == 1 and melody is not None:
-        chosen = voice_lead(probs, melody, threshold, before=seam[0] if seam else None, spans=spans)
+        chosen = voice_lead(probs, melody, threshold, before=seam[0] if seam else None, spans=spans, hands=hands,
+                            fixed=fixed)
         if seam is not None:
             seam[:] = [np.concatenate([[melody[-1]], chosen[:, -1]])]
         active = np.zeros(probs.shape, bool)
@@ -142,13 +176,43 @@ def seam_after(melody: list[R.Note], answer: list[R.Note], end: int, tracks: int
     return [top] + [next((n.pitch for n in answer if n.track == k and n.start <= t < n.end), -1) for k in range(tracks)]
 
 
+BASS_BELOW = 60   # the player's lowest note under the tune, under this in the model's register: a bass line
+
+
+def both_hands(notes: list[R.Note], start: int, steps: int, shift: int, pitch_low: int, tracks: list[str],
+               tune: np.ndarray) -> tuple[list, np.ndarray | None]:
+    """What the player holds besides the tune at each step of [start, start + steps) (the
+    notes moved by `shift`, `tune` the tune's pitch index per step): a `Hands` per step, and
+    the tracks' `fixed` pitches (see `voice_lead`): where the player plays a bass line, the
+    model's bass follows it (the player's own bass, or a rest while it rests) instead of
+    adding another one under or against it, and the other voices stay above it."""
+    hands, low, played = [], np.full(steps, -1), np.zeros(steps, bool)
+    for t in range(steps):
+        others = sorted({n.pitch + shift - pitch_low for n in notes if n.start <= start + t < n.end} - {int(tune[t])})
+        if not others:
+            hands.append(None)
+            continue
+        bass = others[0] if others[0] + pitch_low < BASS_BELOW and others[0] < tune[t] else None
+        hands.append(Hands(tuple(others), floor=bass if bass is not None else -(10 ** 6)))
+        if bass is not None:
+            played[t] = True
+            low[t] = bass if bass >= 0 else -1      # (under the model's range: a rest)
+    names = [t.lower() for t in tracks]
+    if "bass" not in names or not played.any():
+        return hands, None
+    fixed = np.full((len(tracks), steps), -2)
+    fixed[names.index("bass")] = low      # (and a rest where the player's bass rests)
+    return hands, fixed
+
+
 def accompany(model: Model, notes: list[R.Note], start: int, steps: int, rng: np.random.Generator,
               threshold: float | None = None, seam: list[int] | None = None) -> list[R.Note]:
     """Generated tracks for the player's notes in [start, start + steps), in the player's octave.
 
     The phrase is moved by whole octaves into the model's pitch window and the result moved
     back, so a melody played low still gets voices under it. `seam` (see `seam_after`): the
-    step before, when this phrase's voices follow on from the previous phrase's.
+    step before, when this phrase's voices follow on from the previous phrase's. The model
+    hears the tune (the top note); the decoder hears both hands (`both_hands`).
     """
     info = model.info
     phrase = R.clip_to_window(notes, start, start + steps)
@@ -166,9 +230,11 @@ def accompany(model: Model, notes: list[R.Note], start: int, steps: int, rng: np
     # their ranges relative to the melody wherever it is played
     spans = [tuple(p - info.pitch_low for p in VOICE_RANGES[t.lower()]) if t.lower() in VOICE_RANGES else None
              for t in info.tracks]
+    w = info.window_steps
     for k in range(len(melody)):
         onsets = out["onset_probs"][k] if "onset_probs" in out else None
         tune = np.where(melody[k].any(axis=1), melody[k].argmax(axis=1), -1)
-        result += decode(out["probs"][k], cut, info.max_polyphony, info.pitch_low, start + k * info.window_steps,
-                         onsets, tune, joined, spans)
+        hands, fixed = both_hands(phrase, start + k * w, w, shift, info.pitch_low, info.tracks, tune)
+        result += decode(out["probs"][k], cut, info.max_polyphony, info.pitch_low, start + k * w,
+                         onsets, tune, joined, spans, hands, fixed)
     return R.transpose(R.clip_to_window(result, start, start + steps), -shift)

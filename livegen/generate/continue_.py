@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from livegen import roll as R
-from livegen.generate.accompany import MELODY_TARGET
+from livegen.generate.accompany import BASS_BELOW, MELODY_TARGET
 from livegen.models import Model
 
 
@@ -187,12 +187,13 @@ class Harmoniser:
         info = self.model.info
         return not 0 <= moved - info.pitch_low < info.pitch_count or abs(moved - MELODY_TARGET) > 12
 
-    def step(self, soprano: int | None, urgent: bool = False, undo: bool = False) -> list[int]:
+    def step(self, soprano: int | None, urgent: bool = False, undo: bool = False, held: tuple = ()) -> list[int]:
         """Soprano MIDI pitch (None = rest) -> [alto, tenor, bass] MIDI pitches or -1.
 
         When not `urgent` (no player note waits on it) and the context is nearly full, the
         slide is done now, so that it never falls on a step a player is waiting for. With
-        `undo`, the step may be taken back and done again with another soprano (`redo`)."""
+        `undo`, the step may be taken back and done again with another soprano (`redo`).
+        `held`: the player's other notes (MIDI pitches): see `hand_tokens`."""
         info = self.model.info
         rest = info.pitch_count
         self.undo = self._state() if undo else None
@@ -200,9 +201,14 @@ class Harmoniser:
         if self.paused and s_tok == rest:
             return [-1, -1, -1]          # still silent: nothing fed, the guesses stay good
         guesses, self.guesses = self.guesses, []
+        hand = self.hand_tokens(s_tok, held)
         guess = next((g for g in guesses if s_tok in g["sopranos"]), None)
+        if guess is not None and hand and set(guess["tokens"][guess["sopranos"].index(s_tok)][:2]) & hand[0]:
+            guess = None     # (its inner voices clash with the player's other hand)
         if guess is not None:
-            out = self._finish(guess, guess["sopranos"].index(s_tok))
+            out = self._finish(guess, guess["sopranos"].index(s_tok), hand[0] if hand else set())
+            if hand and hand[1] is not None:
+                out[2] = hand[1]     # (not fed yet: the next step feeds it)
             self.guess_stats["hits"] += 1
         else:
             self.guess_stats["misses" if guesses else "unguessed"] += 1
@@ -213,7 +219,11 @@ class Harmoniser:
             logits = self.dec.feed(ids)
             out = []
             for k in range(3):
-                tok = sample(logits, self.settings, rng, rest + 1, banned([s_tok] + out, self.before, rest))
+                if k == 2 and hand and hand[1] is not None:
+                    tok = hand[1]          # the player's bass
+                else:
+                    ban = banned([s_tok] + out, self.before, rest)
+                    tok = sample(logits, self.settings, rng, rest + 1, sorted(set(ban) | hand[0]) if hand else ban)
                 out.append(tok)
                 if k < 2:
                     logits = self.dec.feed([tok])
@@ -224,12 +234,30 @@ class Harmoniser:
         self.rest_run = self.rest_run + 1 if s_tok == rest else 0
         return [info.pitch_low + t - self.shift if t < rest else -1 for t in out]
 
+    def hand_tokens(self, s_tok: int, held: tuple) -> tuple[set[int], int | None] | None:
+        """What the player holds besides the tune, in tokens: those the voices must not take
+        (a semitone, mod 12, from a held note, or under the player's bass) and the bass token
+        (the player's lowest note, under the tune and under middle C where the tune sits
+        near MELODY_TARGET, or a rest when it lies out of the model's range), or None."""
+        info = self.model.info
+        rest = info.pitch_count
+        others = sorted(p + self.shift - info.pitch_low for p in held)
+        others = [t for t in others if t != s_tok]
+        if not others:
+            return None
+        low = others[0]
+        bass = low if low + info.pitch_low < BASS_BELOW and (s_tok == rest or low < s_tok) else None
+        no = {t for t in range(rest) if any((t - h) % 12 in (1, 11) for h in others)}
+        if bass is not None:
+            no |= set(range(min(max(bass, 0), rest)))
+        return no, (bass if bass is None or 0 <= bass < rest else rest)
+
     def _state(self) -> tuple:
         d = self.dec
         return (d.past, list(d.tokens), d.logits, self.pending_bass, self.count, self.last_token, self.rest_run,
                 list(self.guesses), self.shift, self.shift_set, self.before)
 
-    def redo(self, soprano: int | None) -> list[int] | None:
+    def redo(self, soprano: int | None, held: tuple = ()) -> list[int] | None:
         """The last step again with this soprano (a late note for it): the state before it
         comes back (its guesses too), whatever was guessed since is dropped. None when the
         last step cannot be taken back."""
@@ -241,7 +269,7 @@ class Harmoniser:
          self.shift, self.shift_set, self.before) = state
         d.tokens = list(tokens)
         self.guess_stats["corrected"] += 1
-        return self.step(soprano, urgent=True)
+        return self.step(soprano, urgent=True, held=held)
 
     def candidates(self, logits: np.ndarray | None) -> list[int]:
         """The next step's likeliest soprano tokens, best first: held, rest, then the model's
@@ -329,8 +357,9 @@ class Harmoniser:
             if k < 2:     # interrupted: a note is waiting
                 return
 
-    def _finish(self, guess: dict, row: int) -> list[int]:
-        """Adopt one row of a speculation; decode whatever passes it still lacks."""
+    def _finish(self, guess: dict, row: int, no: set = frozenset()) -> list[int]:
+        """Adopt one row of a speculation; decode whatever passes it still lacks (never
+        taking a token of `no`)."""
         rest = self.model.info.pitch_count
         out = list(guess["tokens"][row])
         self.dec.past = np.ascontiguousarray(guess["past"][:, :, row:row + 1])
@@ -340,7 +369,7 @@ class Harmoniser:
         while len(out) < 3:
             logits = self.dec.feed([out[-1]])
             out.append(sample(logits, self.settings, rng, rest + 1,
-                              banned([guess["sopranos"][row]] + out, self.before, rest)))
+                              sorted(set(banned([guess["sopranos"][row]] + out, self.before, rest)) | no)))
         return out
 
     def answer(self, steps: int):

@@ -86,6 +86,22 @@ def edit_roll(logits_fn: Callable[[np.ndarray], np.ndarray], roll: np.ndarray, s
     return out[0], passes
 
 
+def beside_the_hands(rolls: np.ndarray, pitch_low: int) -> np.ndarray:
+    """(B, T, P) the player's rolls -> the empty cells no note may be added to: a semitone
+    (mod 12) from a note the player holds at that step, or under the player's bass (the
+    lowest of two or more notes held): the player's hands stay the harmony's frame."""
+    out = np.zeros(rolls.shape, bool)
+    pcs = (np.arange(rolls.shape[-1]) + pitch_low) % 12
+    for b, t in zip(*np.nonzero(rolls.any(axis=-1))):
+        held = np.flatnonzero(rolls[b, t])
+        near = np.zeros(12, bool)
+        near[(pcs[held][:, None] + np.array([1, 11])).ravel() % 12] = True
+        out[b, t] = near[pcs]
+        if held.size >= 2:
+            out[b, t, :held[0]] = True
+    return out & (rolls == 0)
+
+
 def edit_phrase(model, notes, start: int, steps: int, rng: np.random.Generator, settings: EditSettings):
     """The phrase's roll rewritten by an `edit` model, as notes (track 0) in the player's octave."""
     from livegen import roll as R
@@ -104,7 +120,10 @@ def edit_phrase(model, notes, start: int, steps: int, rng: np.random.Generator, 
     def logits_fn(batch: np.ndarray) -> np.ndarray:
         return model.run({"roll": batch.astype(np.float32)})["logits"]
 
-    edited, _ = edit_rolls(logits_fn, rolls, settings, rng, frozen=rolls > 0)
+    frozen = rolls > 0
+    if settings.keep_player:
+        frozen |= beside_the_hands(rolls, info.pitch_low)
+    edited, _ = edit_rolls(logits_fn, rolls, settings, rng, frozen=frozen)
     out = []
     for k in range(count):
         out += R.roll_to_notes(edited[k] > 0, info.pitch_low, start + k * w)

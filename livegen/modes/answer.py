@@ -53,9 +53,9 @@ class ContinueAnswers(PhraseCut):
                 due = self._late_window(self.next_step)
                 if due is None or now < due:
                     return
-            sounding = self.stage.capture.phrase(self.next_step, self.next_step + 1)
-            self.stage.post(StepJob(self.next_step, max((n.pitch for n in sounding), default=None), 90,
-                                    silent=True))
+            sounding = sorted({n.pitch for n in self.stage.capture.phrase(self.next_step, self.next_step + 1)})
+            self.stage.post(StepJob(self.next_step, sounding[-1] if sounding else None, 90, silent=True,
+                                    held=tuple(sounding[:-1])))
             self.next_step += 1
 
     def cut(self, phrase: int, start: int, notes: list[Note], now: float, overplayed: bool) -> None:
@@ -76,7 +76,7 @@ class ContinueAnswers(PhraseCut):
             if job.step < 0:
                 self.harmoniser = Harmoniser(self.model, self.stage.sampling, self.stage.rng)
             else:
-                self.harmoniser.step(job.soprano)
+                self.harmoniser.step(job.soprano, held=job.held)
             return
         super().run(job)
 

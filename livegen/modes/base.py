@@ -71,6 +71,7 @@ class StepJob:
     provisional: bool = False   # follow: a step with no new note, sounded on its grid time; a
                                 # late note for it may still come and correct it
     correction: bool = False    # follow: that late note: harmonise the step again with it
+    held: tuple = ()        # the player's other pitches sounding at that step (both hands)
 
 
 @dataclass

@@ -37,32 +37,34 @@ class Follow(Mode):
     def begin(self, step: int) -> None:
         self.next_step = step
 
-    def _soprano(self) -> int | None:
+    def _hands(self) -> tuple[int | None, tuple]:
+        """The tune (the top note sounding, None: none) and the player's other notes."""
         capture = self.stage.capture
-        held = list(capture.held) + list(capture.pedalled)
-        return max(held) if held else None
+        held = sorted(set(capture.held) | set(capture.pedalled))
+        return (held[-1], tuple(held[:-1])) if held else (None, ())
 
-    def _post(self, step: int, soprano: int | None, t: float | None = None, provisional: bool = False,
+    def _post(self, step: int, hands: tuple[int | None, tuple], t: float | None = None, provisional: bool = False,
               correction: bool = False) -> None:
-        self.stage.post(StepJob(step, soprano, self.velocity, t, provisional=provisional, correction=correction))
+        self.stage.post(StepJob(step, hands[0], self.velocity, t, provisional=provisional, correction=correction,
+                                held=hands[1]))
         harmoniser = self.harmoniser
         if harmoniser is not None:   # the step is due now: stop guessing ahead, use what is done
             harmoniser.stop_guessing()
 
     def note_on(self, pitch: int, velocity: int, pos: float, t: float) -> None:
-        before = self._soprano()
+        before = self._hands()
         step = self.stage.capture.note_on(pitch, velocity, pos)
         self.velocity = velocity
         if step < self.next_step:
             if step == self.provisional:   # a late note for the step just sounded: sound it again with it
                 self.provisional = None
-                self._post(step, self._soprano(), t, correction=True)
+                self._post(step, self._hands(), t, correction=True)
             return   # (an older step: the next one holds it)
         for s in range(self.next_step, step):   # steps before it, as they were
             self._post(s, before)
         self.next_step = step + 1
         self.provisional = None
-        self._post(step, self._soprano(), t)
+        self._post(step, self._hands(), t)
 
     def wake_at(self) -> float | None:
         """A step with no new note is harmonised on its grid time (plus the grace), or when
@@ -77,7 +79,7 @@ class Follow(Mode):
             due = self.wake_at()
             if due is None or now < due:
                 break
-            self._post(self.next_step, self._soprano(), provisional=True)
+            self._post(self.next_step, self._hands(), provisional=True)
             self.provisional = self.next_step
             self.stage.capture.forget_before(self.next_step - FORGET_AFTER)
             self.next_step += 1
@@ -107,11 +109,12 @@ class Follow(Mode):
     def _harmonise(self, job: StepJob) -> None:
         harmoniser = self.harmoniser
         if job.correction:
-            pitches = harmoniser.redo(job.soprano)
+            pitches = harmoniser.redo(job.soprano, job.held)
             if pitches is None:
                 return
         else:
-            pitches = harmoniser.step(job.soprano, urgent=job.heard_at is not None, undo=job.provisional)
+            pitches = harmoniser.step(job.soprano, urgent=job.heard_at is not None, undo=job.provisional,
+                                      held=job.held)
         if self.stream is None:
             self.stream = VoiceStream(self.stage.scheduler, self.channels, job.velocity, self.muted, immediate=True)
             self.stream.lock = self.stage.in_key
