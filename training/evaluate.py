@@ -310,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=0, help="only the first N chorales (quick check)")
     p.add_argument("--per-chorale", type=int, default=2, help="edit: windows per chorale")
     p.add_argument("--json", help="also write the table as JSON here")
+    p.add_argument("--heard", action="store_true",
+                   help="also what a player hears, through livegen render (training.heard): the voices against "
+                        "both hands; continue: follow mode's voice leading and cost per step")
+    p.add_argument("--tunes", type=int, default=0, help="--heard, continue: also N folk tunes never in training")
     args = p.parse_args(argv)
     try:
         model = Model(args.model, device="cpu", threads=2)
@@ -335,10 +339,42 @@ def main(argv: list[str] | None = None) -> int:
         count = rows.pop("_windows")["count"]
         print_table(f"edit: restoring {count} windows of {where} "
                     "(half the notes removed, 1% random notes added)", rows)
+    if args.heard:
+        rows["heard"] = print_heard(model, chorales, where, args.tunes)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"model": args.model, "kind": kind, "split": args.split, "rows": rows}, f, indent=2)
     return 0
+
+
+def print_heard(model: Model, chorales: list[np.ndarray], where: str, tunes: int = 0) -> dict:
+    """The `training.heard` tables for this model, through livegen render."""
+    from training import heard
+
+    def progress(done, count):
+        print(f"\r  {done}/{count}", end="", file=sys.stderr, flush=True)
+    kind = model.info.kind
+    ways = {"accompany": [("loop", kind)], "edit": [("loop", kind), ("respond", kind)],
+            "continue": [("respond", kind), ("follow", kind)]}[kind]
+    out = {}
+    hands = heard.hands({kind: model}, ways, chorales, tune_only=True, progress=progress)
+    print(file=sys.stderr)
+    print(f"\n### Both hands: soprano and bass of {where} ({len(chorales)} pieces), each 2-bar phrase twice, "
+          "the answer measured against the repeat\n")
+    print(heard.hands_table(hands))
+    out["hands"] = hands
+    if kind == "continue":
+        sets = {"chorale sopranos": [c[:128].tolist() for c in chorales]}
+        if tunes:
+            sets["folk tunes"] = heard.folk_tunes(tunes, 128)
+        # (one thread: the CPU time per step is then the work, not a thread pool's spinning)
+        voices = heard.follow(Model(model.info.path, device="cpu", threads=1), sets, progress=progress)
+        print(file=sys.stderr)
+        print(f"\n### Follow mode: the sopranos of {where} (first 128 steps)"
+              + (f" and {tunes} folk tunes never in training" if tunes else "") + ", rendered\n")
+        print(heard.follow_table(voices))
+        out["follow"] = voices
+    return out
 
 
 if __name__ == "__main__":

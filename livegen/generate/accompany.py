@@ -176,7 +176,14 @@ def seam_after(melody: list[R.Note], answer: list[R.Note], end: int, tracks: int
     return [top] + [next((n.pitch for n in answer if n.track == k and n.start <= t < n.end), -1) for k in range(tracks)]
 
 
-BASS_BELOW = 60   # the player's lowest note under the tune, under this in the model's register: a bass line
+BASS_BELOW = 60   # in the model's register (the tune near MELODY_TARGET)
+
+
+def is_bass(low: int, tune: int | None) -> bool:
+    """The player's lowest note besides the tune is a bass line: under middle C once the
+    tune sits where the models expect a soprano, or an octave or more under the tune (two
+    notes of one hand lie closer; Bach's bass rises to E4)."""
+    return tune is None or (low < tune and (low < BASS_BELOW or tune - low >= 12))
 
 
 def both_hands(notes: list[R.Note], start: int, steps: int, shift: int, pitch_low: int, tracks: list[str],
@@ -192,7 +199,7 @@ def both_hands(notes: list[R.Note], start: int, steps: int, shift: int, pitch_lo
         if not others:
             hands.append(None)
             continue
-        bass = others[0] if others[0] + pitch_low < BASS_BELOW and others[0] < tune[t] else None
+        bass = others[0] if is_bass(others[0] + pitch_low, tune[t] + pitch_low if tune[t] >= 0 else None) else None
         hands.append(Hands(tuple(others), floor=bass if bass is not None else -(10 ** 6)))
         if bass is not None:
             played[t] = True

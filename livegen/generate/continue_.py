@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from livegen import roll as R
-from livegen.generate.accompany import BASS_BELOW, MELODY_TARGET
+from livegen.generate.accompany import MELODY_TARGET, is_bass
 from livegen.models import Model
 
 
@@ -237,8 +237,8 @@ class Harmoniser:
     def hand_tokens(self, s_tok: int, held: tuple) -> tuple[set[int], int | None] | None:
         """What the player holds besides the tune, in tokens: those the voices must not take
         (a semitone, mod 12, from a held note, or under the player's bass) and the bass token
-        (the player's lowest note, under the tune and under middle C where the tune sits
-        near MELODY_TARGET, or a rest when it lies out of the model's range), or None."""
+        (the player's lowest note when it is a bass line, `accompany.is_bass`, or a rest when
+        it lies out of the model's range), or None."""
         info = self.model.info
         rest = info.pitch_count
         others = sorted(p + self.shift - info.pitch_low for p in held)
@@ -246,7 +246,7 @@ class Harmoniser:
         if not others:
             return None
         low = others[0]
-        bass = low if low + info.pitch_low < BASS_BELOW and (s_tok == rest or low < s_tok) else None
+        bass = low if is_bass(low + info.pitch_low, None if s_tok == rest else s_tok + info.pitch_low) else None
         no = {t for t in range(rest) if any((t - h) % 12 in (1, 11) for h in others)}
         if bass is not None:
             no |= set(range(min(max(bass, 0), rest)))
