@@ -285,3 +285,23 @@ def test_the_voices_fit_both_hands_and_the_bass_follows_the_players(tmp_path, js
     for ch, p, s, e in second:
         held = [q for _, q, a, b in player if a <= s < b]
         assert len(held) < 2 or p >= min(held), (ch, p, s, held)    # nothing under the player's bass
+
+
+def test_respond_answers_over_a_held_chord_without_clashing_and_its_bass_on_the_players(tmp_path):
+    """respond + continue: the player holds C3 and G3 while the answer to a melody plays. The
+    answer is decoded a step ahead as the phrase is played, so from its third step on it
+    hears the chord: no voice a semitone (mod 12) against C or G, none under C3, and the
+    bass on the player's C3 (before, the whole answer was decoded at the cut, deaf to it)."""
+    melody = [(67, 0, 4), (69, 4, 6), (71, 6, 8), (72, 8, 16), (71, 16, 18), (69, 18, 20), (67, 20, 24),
+              (72, 24, 32)]
+    song, out = tmp_path / "call.mid", tmp_path / "answer.mid"
+    write_song(song, melody + [(48, 32, 64), (55, 32, 64)])
+    r = livegen("render", str(song), str(out), "--mode", "respond", "--model", "continue", "--seed", "2")
+    assert r.returncode == 0, r.stderr
+    answer = [n for n in rendered_notes(out) if n[0] != 0 and 32 <= n[2] < 64]     # (the melody's answer)
+    assert len(answer) >= 8
+    heard = [(ch, p, s, e) for ch, p, s, e in answer if e > 34]       # sounding from its third step on
+    assert all((p - q) % 12 not in (1, 11) for _, p, _, _ in heard for q in (48, 55)), heard
+    assert all(p >= 48 for _, p, _, _ in heard), heard
+    bass = max(ch for ch, *_ in answer)
+    assert {p for ch, p, s, e in heard if ch == bass} == {48}, heard

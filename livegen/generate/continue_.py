@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from livegen import roll as R
-from livegen.generate.accompany import MELODY_TARGET, is_bass
+from livegen.generate.accompany import BASS_BELOW, MELODY_TARGET, is_bass
 from livegen.models import Model
 
 
@@ -240,17 +240,29 @@ class Harmoniser:
         (the player's lowest note when it is a bass line, `accompany.is_bass`, or a rest when
         it lies out of the model's range), or None."""
         info = self.model.info
-        rest = info.pitch_count
-        others = sorted(p + self.shift - info.pitch_low for p in held)
-        others = [t for t in others if t != s_tok]
+        others = [t for t in sorted(p + self.shift - info.pitch_low for p in held) if t != s_tok]
         if not others:
             return None
-        low = others[0]
-        bass = low if is_bass(low + info.pitch_low, None if s_tok == rest else s_tok + info.pitch_low) else None
-        no = {t for t in range(rest) if any((t - h) % 12 in (1, 11) for h in others)}
-        if bass is not None:
-            no |= set(range(min(max(bass, 0), rest)))
-        return no, (bass if bass is None or 0 <= bass < rest else rest)
+        tune = None if s_tok == info.pitch_count else s_tok + info.pitch_low
+        return self._hand(others, is_bass(others[0] + info.pitch_low, tune))
+
+    def answer_hand(self, held: tuple) -> tuple[set[int], int | None] | None:
+        """The same for what the player holds while the answer plays over it: the player's
+        top note stands for the tune (a lone note is a bass line only under middle C)."""
+        if not held:
+            return None
+        info = self.model.info
+        tokens = sorted(p + self.shift - info.pitch_low for p in held)
+        low = tokens[0] + info.pitch_low
+        return self._hand(tokens, is_bass(low, tokens[-1] + info.pitch_low) if len(tokens) > 1 else low < BASS_BELOW)
+
+    def _hand(self, held: list[int], bass: bool) -> tuple[set[int], int | None]:
+        rest = self.model.info.pitch_count
+        no = {t for t in range(rest) if any((t - h) % 12 in (1, 11) for h in held)}
+        if not bass:
+            return no, None
+        no |= set(range(min(max(held[0], 0), rest)))
+        return no, held[0] if 0 <= held[0] < rest else rest
 
     def _state(self) -> tuple:
         d = self.dec
@@ -372,9 +384,11 @@ class Harmoniser:
                               sorted(set(banned([guess["sopranos"][row]] + out, self.before, rest)) | no)))
         return out
 
-    def answer(self, steps: int):
+    def answer(self, steps: int, held_at=None):
         """Continue what was harmonised for `steps` steps, all four voices; yields
-        (step offset, 4 MIDI pitches) as each step is decoded.
+        (step offset, 4 MIDI pitches) as each step is decoded. `held_at(offset)`: the MIDI
+        pitches the player holds as that step is decoded (`answer_hand`: no voice a semitone
+        against them or under the player's bass, which the bass follows).
 
         The answer never rests: after a cadence the model may end the piece (all voices
         resting to the end of the answer, or nearly: 1 in 60 answers to the test suite's
@@ -387,9 +401,13 @@ class Harmoniser:
         if logits is None:
             logits = self.dec.feed([rest, rest, rest, rest])
         for s in range(steps):
+            hand = self.answer_hand(tuple(held_at(s))) if held_at is not None else None
             step = []
-            for _ in range(4):
-                tok = sample(logits, self.settings, self.rng, rest)     # pitches only
+            for v in range(4):
+                if v == 3 and hand and hand[1] is not None and hand[1] < rest:
+                    tok = hand[1]       # the player's bass
+                else:
+                    tok = sample(logits, self.settings, self.rng, rest, sorted(hand[0]) if hand else ())   # pitches only
                 step.append(tok)
                 logits = self.dec.feed([tok])
             yield s, [info.pitch_low + t - self.shift for t in step]
