@@ -276,7 +276,8 @@ def why_left(note: tuple[int, int], on_at: float, at: float, heard) -> str:
         return "witness heard its note-off before the event"
     if offs(at, float("inf")):
         return "witness heard its note-off after the event"
-    return "witness heard no note-off either"
+    told = any(t >= at and m[0] & 0xF0 == 0xB0 and m[0] & 0x0F == note[0] and m[1] == 123 for t, m in heard)
+    return "witness heard no note-off either" + (", but the channel's CC 123" if told else ", nor the channel's CC 123")
 
 
 SWITCH_TO = {("loop", "accompany"): ("loop", "edit"), ("loop", "edit"): ("respond", "edit"),
