@@ -26,6 +26,7 @@ Prints one table per part:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -280,6 +281,23 @@ def why_left(note: tuple[int, int], on_at: float, at: float, heard) -> str:
     return "witness heard no note-off either" + (", but the channel's CC 123" if told else ", nor the channel's CC 123")
 
 
+def record_says(path: str, note: tuple[int, int], count: int) -> str:
+    """Whether the daemon's `--record` file has a note-off for the `count`-th note-on of
+    `note` (as the listener counted them) before that key's next note-on."""
+    import mido
+
+    try:
+        events = [m for m in mido.merge_tracks(mido.MidiFile(path).tracks)
+                  if m.type in ("note_on", "note_off") and (m.channel, m.note) == note]
+    except (OSError, EOFError, ValueError) as err:
+        return f"unreadable ({err})"
+    ons = [k for k, m in enumerate(events) if m.type == "note_on" and m.velocity > 0]
+    if len(ons) < count:
+        return f"only {len(ons)} note-ons of it, the listener heard {count}"
+    after = events[ons[count - 1] + 1:ons[count] if count < len(ons) else None]
+    return "sent its note-off" if any(m.type == "note_off" or m.velocity == 0 for m in after) else "no note-off sent"
+
+
 SWITCH_TO = {("loop", "accompany"): ("loop", "edit"), ("loop", "edit"): ("respond", "edit"),
              ("respond", "continue"): ("follow", "continue"), ("respond", "edit"): ("loop", "edit"),
              ("follow", "continue"): ("respond", "continue")}
@@ -413,9 +431,15 @@ def stops(count: int, seed: int, bpm: float = BPM, events=STOP_EVENTS, ways=WAYS
     counted: set = set()     # ((channel, pitch), note-on time) already counted as left sounding
     causes: dict[str, int] = {}     # why_left -> notes
 
+    lives = itertools.count()
+    sent_witness: list = []      # (the daemon's --record file, note, its listener's note-on count, what
+                                 # the witness said): looked at once the daemon has written the file
+
     def start(mode: str, model: str):
+        record = f"/tmp/lgrel-{os.getpid()}-{next(lives)}.mid"     # what the daemon sent: a third witness
         d = Daemon("lgrel", "--model", model, "--mode", mode, "--clock", "midi", "--control", control,
-                   "--late-ms", "40")
+                   "--late-ms", "40", "--record", record)
+        d.record = record
         player, listener = Player(d.in_port, "lgrel-player"), Listener(d.out_port, "lgrel-listener")
         witness = Listener(d.out_port, "lgrel-witness")     # a second ear on the same output
         master = ClockMaster(player, bpm)
@@ -480,6 +504,9 @@ def stops(count: int, seed: int, bpm: float = BPM, events=STOP_EVENTS, ways=WAYS
                             counted.add((note, before[note]))
                             why = why_left(note, before[note], at, heard)
                             causes[why] = causes.get(why, 0) + 1
+                            count = sum(1 for t, m in msgs if t <= before[note] and m[0] & 0xF0 == 0x90
+                                        and m[2] > 0 and (m[0] & 0x0F, m[1]) == note)
+                            sent_witness.append((d.record, note, count, why))
                     if ends and kind != "switch":    # (a switch ends the voices at its boundary, by design)
                         latencies.setdefault(key, []).append(max(ends) * 1000)
                         if os.environ.get("LGREL_DEBUG"):     # each note-off heard, ms
@@ -528,6 +555,8 @@ def stops(count: int, seed: int, bpm: float = BPM, events=STOP_EVENTS, ways=WAYS
     for r in rows:
         print(json.dumps(r), flush=True)
     print(json.dumps({"left_sounding_by_witness": causes}), flush=True)
+    for record, note, count, why in sent_witness:
+        print(f"left sounding: {note}, {why}; the daemon's record: {record_says(record, note, count)}", flush=True)
     for line in examples:
         print("left sounding:", line, flush=True)
     return rows
