@@ -504,9 +504,9 @@ def stops(count: int, seed: int, bpm: float = BPM, events=STOP_EVENTS, ways=WAYS
                             counted.add((note, before[note]))
                             why = why_left(note, before[note], at, heard)
                             causes[why] = causes.get(why, 0) + 1
-                            count = sum(1 for t, m in msgs if t <= before[note] and m[0] & 0xF0 == 0x90
-                                        and m[2] > 0 and (m[0] & 0x0F, m[1]) == note)
-                            sent_witness.append((d.record, note, count, why))
+                            ons = sum(1 for t, m in msgs if t <= before[note] and m[0] & 0xF0 == 0x90
+                                      and m[2] > 0 and (m[0] & 0x0F, m[1]) == note)
+                            sent_witness.append((d.record, note, ons, why))
                     if ends and kind != "switch":    # (a switch ends the voices at its boundary, by design)
                         latencies.setdefault(key, []).append(max(ends) * 1000)
                         if os.environ.get("LGREL_DEBUG"):     # each note-off heard, ms

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 NOTE_ON, NOTE_OFF, CONTROL = 0x90, 0x80, 0xB0
 SPIN_S = 0.0008   # the last part of a wait is a spin; sleeping that close is not precise enough
-ECHO_S = 0.012    # a panic's note-offs go once more this much later (two JACK cycles of 5.3 ms)
+ECHO_S = 0.012    # every note-off goes once more this much later (two JACK cycles of 5.3 ms)
 CHORE_GAP_S = 0.03   # `in_gap`: a chore runs where nothing is due for this long (opening a JACK
                      # port holds the GIL for up to 20 ms: python-rtmidi does not release it)
 
@@ -131,30 +131,36 @@ class Chores:
 
 
 class OffsAgain:
-    """Note-offs that are sent once more: a panic's, ECHO_S later (a lost MIDI cycle or a synth
-    busy for a moment must not leave a note sounding), except where the same key has been
-    struck since; and those a removed connection missed, when it is made again (`Scheduler.
-    unlinked`, `relinked`). The scheduler's thread and lock."""
+    """Note-offs that are sent once more: every one ECHO_S later (a MIDI cycle lost by a busy
+    JACK graph, or a synth busy for a moment, must not leave a note sounding: 1 note in 150
+    stop events of `benchmarks/reliability.py` hung so, its note-off heard by neither
+    listener), except where the same key has been struck since; and those a removed
+    connection missed, when it is made again (`Scheduler.unlinked`, `relinked`). The
+    scheduler's thread and lock."""
 
     def __init__(self):
         self.recent: deque = deque(maxlen=4096)      # (time, channel, pitch) of the note-offs sent
         self.missed: set[tuple[int, int]] = set()    # those a removed connection missed
-        self.echo_at: float | None = None
-        self.echo: list[list[int]] = []
+        self.echo: deque = deque()                   # (when, note-off) to send once more
+
+    @property
+    def echo_at(self) -> float | None:
+        return self.echo[0][0] if self.echo else None
 
     def sent_since(self, since: float) -> set[tuple[int, int]]:
         return {(ch, pitch) for t, ch, pitch in self.recent if t >= since}
 
-    def panicked(self, now: float, msgs: list[list[int]]) -> None:
-        echo = [msg for msg in msgs if msg[0] & 0xF0 == NOTE_OFF]
-        if echo:        # (added to an earlier panic's echo still to come)
-            self.echo, self.echo_at = (self.echo if self.echo_at else []) + echo, now + ECHO_S
+    def sent(self, now: float, msg: list[int]) -> None:
+        self.recent.append((now, msg[0] & 0x0F, msg[1]))
+        self.echo.append((now + ECHO_S, msg))
 
     def echo_due(self, now: float, sounding) -> list[list[int]]:
-        if self.echo_at is None or now < self.echo_at:
-            return []
-        self.echo_at = None
-        return [msg for msg in self.echo if (msg[0] & 0x0F, msg[1]) not in sounding]
+        out = []
+        while self.echo and self.echo[0][0] <= now:
+            msg = self.echo.popleft()[1]
+            if (msg[0] & 0x0F, msg[1]) not in sounding:
+                out.append(msg)
+        return out
 
 
 class Scheduler(threading.Thread):
@@ -308,12 +314,12 @@ class Scheduler(threading.Thread):
 
     # ---------------------------------------------------------------- the thread
 
-    def _emit(self, msg: list[int]) -> None:
+    def _emit(self, msg: list[int], again: bool = False) -> None:
         try:
             self._send(msg)
             self.stats["sent"] += 1
-            if msg[0] & 0xF0 == NOTE_OFF:
-                self.offs.recent.append((self.now(), msg[0] & 0x0F, msg[1]))
+            if msg[0] & 0xF0 == NOTE_OFF and not again:
+                self.offs.sent(self.now(), msg)
         except Exception as err:   # a lost port must not kill the thread that ends notes
             self.stats["send_errors"] += 1
             if self.stats["send_errors"] < 5:
@@ -327,7 +333,6 @@ class Scheduler(threading.Thread):
         msgs = panic_messages(self.ledger, self._panic_channels)
         for msg in msgs:
             self._emit(msg)
-        self.offs.panicked(self.now(), msgs)
 
     def _send_immediate(self, note_id: int | None, msg: list[int], since: float | None) -> None:
         if note_id is None:
@@ -370,10 +375,10 @@ class Scheduler(threading.Thread):
                     self._send_immediate(*self._now.popleft())
                 self._do_panic()
                 self._chores.run_all()
-                if self.offs.echo_at is not None:       # (the end waits for the echo: 12 ms at most)
+                while self.offs.echo_at is not None:       # (the end waits for the echoes: 12 ms at most)
                     time.sleep(max(0.0, self.offs.echo_at - self.now()))
                     for msg in self.offs.echo_due(self.offs.echo_at, self.ledger.sounding):
-                        self._emit(msg)
+                        self._emit(msg, again=True)
 
     def _next_due(self) -> tuple[str, float] | None:
         """("note" or "clock", deadline) of what is sent next; under the lock."""
@@ -415,7 +420,7 @@ class Scheduler(threading.Thread):
         while self._now:
             self._send_immediate(*self._now.popleft())
         for msg in self.offs.echo_due(self.now(), self.ledger.sounding):
-            self._emit(msg)
+            self._emit(msg, again=True)
 
     def next_due(self) -> float | None:
         """When the next scheduled message is due (for a virtual clock)."""
@@ -446,6 +451,7 @@ class Scheduler(threading.Thread):
                         wait = min(wait, due[1] - now - SPIN_S)
                     if wait > 0:
                         self._cond.wait(wait)
+                    if wait > 0 or due is None or due[1] - now > SPIN_S:    # (or an echo is due: sent above)
                         continue
             if chore is not None:       # (outside the lock: the other threads may queue meanwhile)
                 Chores.run(chore)

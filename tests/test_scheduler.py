@@ -216,3 +216,47 @@ def test_a_panics_note_offs_go_once_more_but_not_for_a_note_struck_again():
     clock[0] = 1.0
     s.pump(1.0)
     assert [m for t, m in sent if t > 0.5 and m[0] == 0x80] == [[0x80, 60, 0]], "once only"
+
+
+def test_every_note_off_goes_once_more_unless_the_key_is_struck_again():
+    """A MIDI cycle lost by a busy JACK graph took a voice's ordinary note-off with it, and
+    the note hung at the synth until the next stop (benchmarks/README.md, 150 stop events
+    with a witness): every note-off is sent again ECHO_S later, once; not for a key struck
+    again meanwhile (the repeated note of a voice)."""
+    from livegen.scheduler import ECHO_S
+
+    clock = [0.0]
+    sent = []
+    s = Scheduler(lambda m: sent.append((clock[0], list(m))), lambda step: step * 0.125, now=lambda: clock[0])
+    s.schedule_note(1, 2, 1, 60, 90)
+    s.schedule_note(1, 2, 1, 64, 90)
+    s.schedule_note(2, 3, 1, 64, 90)         # the same key again at once
+    for t in (0.125, 0.25, 0.25 + ECHO_S / 2, 0.25 + ECHO_S, 0.375, 0.375 + ECHO_S, 1.0):
+        clock[0] = t
+        s.pump(t)
+    offs = [(round(t, 4), m[1]) for t, m in sent if m[0] == 0x81]
+    assert offs == [(0.25, 60), (0.25, 64), (round(0.25 + ECHO_S, 4), 60), (0.375, 64), (round(0.375 + ECHO_S, 4), 64)]
+
+
+def test_the_thread_lives_on_when_an_echo_falls_due_during_its_turn():
+    """With nothing else scheduled, an echo that became due between the top of the
+    scheduler's turn and its wait crashed the thread (`due` was None): no note would have
+    been sent again. A clock that moves 8 ms at every look makes that happen at once: the
+    panic's note-off goes at t, the top of the turn looks at t + 8 ms (the echo not due),
+    the wait at t + 16 ms (due since t + 12)."""
+    clock = [0.0]
+
+    def now():
+        clock[0] += 0.008
+        return clock[0]
+    sent = []
+    s = Scheduler(lambda m: sent.append(list(m)), lambda step: None, now=now)
+    s.start()
+    for pitch in range(60, 70):
+        s.note_now(0, pitch, 90)
+        time.sleep(0.01)
+        s.panic()
+        time.sleep(0.01)
+    assert s.is_alive()
+    s.stop()
+    assert sent.count([0x80, 69, 0]) == 2
