@@ -32,6 +32,7 @@ from livegen.generate.continue_ import Harmoniser, SamplingSettings  # noqa: E40
 from livegen.key import estimate, scale  # noqa: E402
 from livegen.models import Model  # noqa: E402
 from tests.test_follow import parallel_moves  # noqa: E402
+from training.heard import folk_tunes  # noqa: E402
 
 JSB = ROOT.parent / "shared" / "data" / "jsb" / "Jsb16thSeparated.json"
 
@@ -55,32 +56,6 @@ def figures(rows: list[list[int]], pcs: frozenset[int]) -> dict:
             "sounding": len(sounding), "silent_bars": sum(all(r[k] < 0 for r in bar) for bar in played for k in (1, 2, 3)),
             "played_voice_bars": 3 * len(played),
             "melody_onsets": sum(1 for a, b in zip([[-1]] + rows, rows) if b[0] >= 0 and b[0] != a[0])}
-
-
-def folk_tunes(count: int, steps: int) -> list[list[list[int]]]:
-    """`count` melodies of the Essen collection in music21's corpus as (s, -1, -1, -1) rows on
-    the 16th grid, at most `steps` long, moved by octaves near the chorales' soprano (~C5)."""
-    from music21 import corpus
-
-    tunes: list[list[list[int]]] = []
-    for path in corpus.getComposer("essenFolksong"):
-        for score in corpus.parse(path).scores:
-            notes = [n for n in score.flatten().notesAndRests]
-            rows, ok = [], True
-            for n in notes:
-                start, length = float(n.offset) * 4, float(n.quarterLength) * 4
-                if start != int(start) or length != int(length) or n.isChord:
-                    ok = False
-                    break
-                rows.extend([[-1 if n.isRest else n.pitch.midi, -1, -1, -1]] * int(length))
-            pitched = [r[0] for r in rows if r[0] >= 0]
-            if not ok or len(pitched) < 8:
-                continue
-            shift = 12 * round((72 - float(np.mean(pitched))) / 12)
-            tunes.append([[r[0] + shift if r[0] >= 0 else -1, -1, -1, -1] for r in rows[:steps]])
-            if len(tunes) == count:
-                return tunes
-    return tunes
 
 
 def main() -> int:
