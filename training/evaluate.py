@@ -252,26 +252,75 @@ def evaluate_edit(model: Model, chorales: list[np.ndarray], per_chorale: int = 2
     return table
 
 
+def roll_stats(rolls: np.ndarray, scales: list[set[int]], pitch_low: int) -> dict[str, float]:
+    """Notes per bar (a note: a run of a pitch's active steps) and the share of them in the
+    key of (B, T, P) rolls, each with its own key."""
+    notes = in_key = 0
+    for roll, scale in zip(rolls, scales):
+        starts = (roll > 0) & np.vstack([np.zeros((1, roll.shape[1]), bool), ~(roll[:-1] > 0)])
+        _, pitches = np.nonzero(starts)
+        notes += len(pitches)
+        in_key += sum((p + pitch_low) % 12 in scale for p in pitches)
+    bars = rolls.shape[0] * rolls.shape[1] / 16
+    return {"notes per bar": notes / max(bars, 1), "in-scale rate": in_key / max(notes, 1)}
+
+
+def edit_stats(model: Model, chorales: list[np.ndarray], per_chorale: int = 2, seed: int = 0) -> tuple[dict, dict]:
+    """(the restored windows' roll_stats, the original windows'): what the edit model writes
+    beside what the music has."""
+    originals, corrupted = corrupted_windows(chorales, model.info.window_steps, per_chorale, seed)
+    scales = [estimate_key(c) for c in chorales for _ in range(min(per_chorale, len(c) // model.info.window_steps))]
+    edited, _ = edit_rolls(lambda r: model.run({"roll": r.astype(np.float32)})["logits"], corrupted,
+                           EditSettings(max_remove_share=0.5, max_add=10 ** 6, keep_player=False),
+                           np.random.default_rng(seed))
+    low = model.info.pitch_low
+    return roll_stats(edited, scales, low), roll_stats(originals, scales, low)
+
+
+def continue_voices(model: Model, chorales: list[np.ndarray], seed: int = 0) -> tuple[dict, dict]:
+    """(summarised voice metrics of the alto, tenor and bass the model writes under each
+    piece's soprano, step by step as follow mode does; the same of the piece's own voices)."""
+    from livegen.generate.continue_ import Harmoniser, SamplingSettings
+
+    rng = np.random.default_rng(seed)
+    ours = theirs = None
+    for chorale in chorales:
+        h = Harmoniser(model, SamplingSettings(0.9, 0.95), rng)
+        voices = np.array([[s] + h.step(int(s) if s >= 0 else None) for s in chorale[:, 0]])
+        scale = estimate_key(chorale)
+        a, b = voice_metrics(voices, scale), voice_metrics(chorale, scale)
+        ours = a if ours is None else {k: ours[k] + a[k] for k in a}
+        theirs = b if theirs is None else {k: theirs[k] + b[k] for k in b}
+    return summarise(ours), summarise(theirs)
+
+
 # --------------------------------------------------------------------------- before and after
 
-HEADLINE = {"continue": ["NLL (nats/token)"],
+HEADLINE = {"continue": ["NLL (nats/token)", "notes per bar", "in-scale rate", "parallel 5ths/8ves per move",
+                         "range violations per note"],
             "accompany": ["notes per bar", "in-scale rate", "parallel 5ths/8ves per move",
                           "range violations per note", "tonal distance to melody"],
-            "edit": ["F1"]}
+            "edit": ["F1", "notes per bar", "in-scale rate"]}
 
 
 def headline(model: Model, chorales: list[np.ndarray], seed: int = 0) -> tuple[dict, dict | None]:
     """(the model's figures, the music's own where there are any) on these chorales: continue's
-    NLL, accompany's voice statistics (beside the real voices'), edit's F1 of restoring them."""
+    NLL and the statistics of the voices it writes under each soprano, accompany's voice
+    statistics, edit's F1 of restoring them and the statistics of what it wrote; beside the
+    music's own voices."""
     kind = model.info.kind
     if kind == "continue":
-        return {"NLL (nats/token)": continue_nll(model, chorales)[0]}, None
+        ours, theirs = continue_voices(model, chorales, seed)
+        pick = HEADLINE["accompany"][:4]
+        return ({"NLL (nats/token)": continue_nll(model, chorales)[0]} | {k: ours[k] for k in pick},
+                {"NLL (nats/token)": float("nan")} | {k: theirs[k] for k in pick})
     if kind == "accompany":
         rows = evaluate_accompany(model, chorales, seed)
         pick = HEADLINE["accompany"]
         return {k: rows["model"][k] for k in pick}, {k: rows["real voices"][k] for k in pick}
     rows = evaluate_edit(model, chorales, per_chorale=2, seed=seed, deepcomposer=False)
-    return {"F1": rows["livegen sampler"]["F1"]}, None
+    ours, theirs = edit_stats(model, chorales, seed=seed)
+    return {"F1": rows["livegen sampler"]["F1"]} | ours, {"F1": float("nan")} | theirs
 
 
 def before_after(before: Model, after: Model, sets: dict[str, list[np.ndarray]]) -> str:
@@ -285,7 +334,7 @@ def before_after(before: Model, after: Model, sets: dict[str, list[np.ndarray]])
         a, _ = headline(after, chorales)
         for k in b:
             lines.append(f"| {name} ({len(chorales)}) | {k} | {b[k]:.4f} | {a[k]:.4f} | "
-                         f"{'-' if own is None else f'{own[k]:.4f}'} |")
+                         f"{'-' if own is None or np.isnan(own[k]) else f'{own[k]:.4f}'} |")
     return "\n".join(lines)
 
 
