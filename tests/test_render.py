@@ -305,3 +305,21 @@ def test_respond_answers_over_a_held_chord_without_clashing_and_its_bass_on_the_
     assert all(p >= 48 for _, p, _, _ in heard), heard
     bass = max(ch for ch, *_ in answer)
     assert {p for ch, p, s, e in heard if ch == bass} == {48}, heard
+
+
+def test_evaluate_heard_measures_both_hands_through_render(tmp_path, jsb_path):
+    """`python -m training.evaluate MODEL --heard` plays soprano and bass into `livegen render`
+    and prints the both-hands table: Bach's row, the model's, and the tune-only row; the
+    model's clash rate under the tune-only one, its voices never under the player's bass."""
+    import json
+
+    r = subprocess.run([sys.executable, "-m", "training.evaluate", "accompany", "--jsb", str(jsb_path), "--limit",
+                        "2", "--heard", "--json", str(tmp_path / "e.json")], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "### Both hands" in r.stdout and "| Bach's alto and tenor |" in r.stdout, r.stdout
+    hands = json.loads((tmp_path / "e.json").read_text())["rows"]["heard"]["hands"]
+    ours, before = hands["loop, accompany"], hands["loop, accompany, tune only"]
+    assert ours["voice_steps"] > 500
+    assert ours["clashes"] / ours["voice_steps"] < before["clashes"] / before["voice_steps"]
+    assert ours["under"] == 0 and before["under"] > 0

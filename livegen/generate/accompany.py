@@ -71,7 +71,7 @@ class Hands:
     (`floor`, the lowest held index, when the player plays a bass line)."""
     held: tuple[int, ...] = ()
     floor: int = -(10 ** 6)
-    clash: float = 4.0      # nats a semitone against a held note costs (tuned: benchmarks/both_hands.py)
+    clash: float = 4.0      # nats a semitone against a held note costs (loop: 0.6 % of voice-steps clash, Bach 2.6 %)
 
     def clashes(self, i: int) -> bool:
         return any((i - h) % 12 in (1, 11) for h in self.held)
