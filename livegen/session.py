@@ -3,6 +3,7 @@ the control socket, signals, and a clean shutdown (every note ended)."""
 from __future__ import annotations
 
 import faulthandler
+import gc
 import logging
 import os
 import signal
@@ -162,6 +163,7 @@ class LiveSession:
         self.fed = now
 
     def close(self) -> None:
+        gc.disable()     # (no finalizer of a MIDI client runs while the ports close: see cli.cmd_run)
         self.notify.send("STOPPING=1")
         engine = self.engine
         if engine is not None:     # the notes end first, then the sockets and ports
