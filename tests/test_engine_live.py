@@ -339,6 +339,11 @@ def test_send_clock_makes_livegen_the_clock_master(session):
     time.sleep(0.3)
     assert not [m for _, m in listener.messages() if m == [0xF8]]    # no clock before bar 1
     player.send([0x90, 72, 100])                                       # bar 1 starts here
+    time.sleep(0.5)
+    if not [m for _, m in listener.messages() if m == [0xF8]]:
+        # the note-on was lost on the way in (one JACK cycle of the dummy server, benchmarks/
+        # README "JACK's dummy server loses whole cycles": the daemon received only its note-off)
+        player.send([0x90, 72, 100])
     time.sleep(1.0)
     player.send([0x80, 72, 0])
     d.stop()
