@@ -15,7 +15,7 @@ from livegen.generate.accompany import accompany
 from livegen.generate.continue_ import Harmoniser, SamplingSettings
 from livegen.generate.edit import EditSettings, edit_phrase
 from livegen.models import Model, resolve
-from livegen.roll import Note
+from livegen.roll import Note, tune_and_others
 
 
 def phrase_steps(settings: Settings, model: Model) -> int:
@@ -99,8 +99,8 @@ def generate(model: Model, settings: Settings, notes: list[Note], start: int, st
     # continue: harmonise the phrase, then answer it (live does the same step by step as it is played)
     harmoniser = Harmoniser(model, SamplingSettings(settings.temperature, settings.top_p), rng)
     for step in range(start, start + steps):
-        sounding = sorted({n.pitch for n in notes if n.start <= step < n.end})
-        harmoniser.step(sounding[-1] if sounding else None, held=tuple(sounding[:-1]))
+        tune, others = tune_and_others(n.pitch for n in notes if n.start <= step < n.end)
+        harmoniser.step(tune, held=others)
     stream = VoiceStream(None, [0, 1, 2, 3], 100)
     for s_off, pitches in harmoniser.answer(steps):
         stream.step(start + s_off, pitches)

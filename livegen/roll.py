@@ -58,6 +58,13 @@ def melody_roll(notes: list[Note], start: int, steps: int, pitch_low: int, pitch
     return out
 
 
+def tune_and_others(pitches) -> tuple[int | None, tuple[int, ...]]:
+    """What sounds at one step: the top pitch (the tune; None when nothing sounds) and the
+    player's other pitches, low to high."""
+    held = sorted(set(pitches))
+    return (held[-1], tuple(held[:-1])) if held else (None, ())
+
+
 def octave_shift(pitches: list[int], pitch_low: int, pitch_count: int, target: float) -> int:
     """The multiple of 12 that moves these pitches nearest to `target` while keeping most in range."""
     if not pitches:

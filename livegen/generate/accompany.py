@@ -74,7 +74,12 @@ class Hands:
     clash: float = 4.0      # nats a semitone against a held note costs (loop: 0.6 % of voice-steps clash, Bach 2.6 %)
 
     def clashes(self, i: int) -> bool:
-        return any((i - h) % 12 in (1, 11) for h in self.held)
+        return semitone_from(i, self.held)
+
+
+def semitone_from(pitch: int, held) -> bool:
+    """A minor second, major seventh or minor ninth (a semitone, mod 12) from any of `held`."""
+    return any((pitch - h) % 12 in (1, 11) for h in held)
 
 
 def _parallel_counts(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from livegen import roll as R
-from livegen.generate.accompany import BASS_BELOW, MELODY_TARGET, is_bass
+from livegen.generate.accompany import BASS_BELOW, MELODY_TARGET, is_bass, semitone_from
 from livegen.models import Model
 
 
@@ -258,7 +258,7 @@ class Harmoniser:
 
     def _hand(self, held: list[int], bass: bool) -> tuple[set[int], int | None]:
         rest = self.model.info.pitch_count
-        no = {t for t in range(rest) if any((t - h) % 12 in (1, 11) for h in held)}
+        no = {t for t in range(rest) if semitone_from(t, held)}
         if not bass:
             return no, None
         no |= set(range(min(max(held[0], 0), rest)))

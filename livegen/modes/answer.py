@@ -9,7 +9,7 @@ from livegen.generate.continue_ import Harmoniser
 from livegen.modes.base import Job, StepJob
 from livegen.modes.phrases import PhraseCut
 from livegen.phrase import VoiceStream, answer_velocity
-from livegen.roll import Note
+from livegen.roll import Note, tune_and_others
 
 
 class ContinueAnswers(PhraseCut):
@@ -63,9 +63,9 @@ class ContinueAnswers(PhraseCut):
                 due = self._late_window(self.next_step)
                 if due is None or now < due:
                     return
-            sounding = sorted({n.pitch for n in self.stage.capture.phrase(self.next_step, self.next_step + 1)})
-            self.stage.post(StepJob(self.next_step, sounding[-1] if sounding else None, 90, silent=True,
-                                    held=tuple(sounding[:-1])))
+            tune, others = tune_and_others(n.pitch for n in self.stage.capture.phrase(self.next_step,
+                                                                                       self.next_step + 1))
+            self.stage.post(StepJob(self.next_step, tune, 90, silent=True, held=others))
             self.next_step += 1
 
     def cut(self, phrase: int, start: int, notes: list[Note], now: float, overplayed: bool) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 from livegen.generate.continue_ import Harmoniser
 from livegen.modes.base import Mode, StepJob, log
 from livegen.phrase import VoiceStream
+from livegen.roll import tune_and_others
 
 FOLLOW_GRACE_S = 0.006   # a step with no new note is sounded this long after its grid time, so a
                          # note on time but a little behind the grid (MIDI hops) is not taken as late
@@ -40,8 +41,7 @@ class Follow(Mode):
     def _hands(self) -> tuple[int | None, tuple]:
         """The tune (the top note sounding, None: none) and the player's other notes."""
         capture = self.stage.capture
-        held = sorted(set(capture.held) | set(capture.pedalled))
-        return (held[-1], tuple(held[:-1])) if held else (None, ())
+        return tune_and_others(set(capture.held) | set(capture.pedalled))
 
     def _post(self, step: int, hands: tuple[int | None, tuple], t: float | None = None, provisional: bool = False,
               correction: bool = False) -> None:
