@@ -414,6 +414,15 @@ class Patchbay:
         assert self.links.jack.jack_disconnect(self.links.client, source.encode(), dest.encode()) == 0
 
 
+def since_arrival(ms) -> dict:
+    """p50 / p99 / max of the last note-off heard after a Stop, timed from the Stop's arrival
+    at livegen's input (an ear on the player's port) rather than from the player's send."""
+    a = np.asarray(ms)
+    return {"from_arrival_p50_ms": round(float(np.percentile(a, 50)), 1),
+            "from_arrival_p99_ms": round(float(np.percentile(a, 99)), 1),
+            "from_arrival_max_ms": round(float(a.max()), 1)}
+
+
 def stops(count: int, seed: int, bpm: float = BPM, events=STOP_EVENTS, ways=WAYS) -> list[dict]:
     """`count` stop events over every way of listening, an equal share each, in turn."""
     from livegen.control import request
@@ -422,6 +431,7 @@ def stops(count: int, seed: int, bpm: float = BPM, events=STOP_EVENTS, ways=WAYS
     jack = start_jack()
     rng = random.Random(seed)
     latencies: dict[tuple[str, str], list[float]] = {}
+    arrived: dict[tuple[str, str], list[float]] = {}    # Stop: from its arrival at livegen's input
     left: dict[tuple[str, str], int] = {}
     counts: dict[tuple[str, str], int] = {}
     control = f"ipc:///tmp/lgrel-{os.getpid()}"
@@ -442,9 +452,12 @@ def stops(count: int, seed: int, bpm: float = BPM, events=STOP_EVENTS, ways=WAYS
         d.record = record
         player, listener = Player(d.in_port, "lgrel-player"), Listener(d.out_port, "lgrel-listener")
         witness = Listener(d.out_port, "lgrel-witness")     # a second ear on the same output
+        # an ear on the player's port hears each message in the JACK cycle livegen's input does:
+        # a Stop is timed from there too (the JACK hop into livegen left out)
+        inlet = Listener("lgrel-player:out", "lgrel-inlet")
         master = ClockMaster(player, bpm)
         master.start()
-        return d, player, (listener, witness), master, Panic(control)
+        return d, player, (listener, witness, inlet), master, Panic(control)
 
     def close(d, player, ears, master, panic) -> None:
         panic.close()
@@ -464,7 +477,7 @@ def stops(count: int, seed: int, bpm: float = BPM, events=STOP_EVENTS, ways=WAYS
                 rig = start(mode, model)
                 time.sleep(2 * phrase_s)            # the first phrase played and its answer sounding
                 for _ in range(n):
-                    d, player, (listener, witness), master, panic = rig
+                    d, player, (listener, witness, inlet), master, panic = rig
                     kind = rng.choice(events)
                     key = (f"{mode}, {model}", kind)
                     counts[key] = counts.get(key, 0) + 1
@@ -509,6 +522,9 @@ def stops(count: int, seed: int, bpm: float = BPM, events=STOP_EVENTS, ways=WAYS
                             sent_witness.append((d.record, note, ons, why))
                     if ends and kind != "switch":    # (a switch ends the voices at its boundary, by design)
                         latencies.setdefault(key, []).append(max(ends) * 1000)
+                        came = [t for t, m in inlet.messages() if kind == "stop" and t >= at - 0.001 and m == [0xFC]]
+                        if came:
+                            arrived.setdefault(key, []).append((max(ends) + at - came[0]) * 1000)
                         if os.environ.get("LGREL_DEBUG"):     # each note-off heard, ms
                             print(kind, [round(e * 1000, 1) for e in sorted(ends)], file=sys.stderr)
                     left[key] = left.get(key, 0) + len(unended)
@@ -541,6 +557,8 @@ def stops(count: int, seed: int, bpm: float = BPM, events=STOP_EVENTS, ways=WAYS
             a = np.array(latencies[key])
             row |= {"timed": len(a), "p50_ms": round(float(np.percentile(a, 50)), 1),
                     "p99_ms": round(float(np.percentile(a, 99)), 1), "max_ms": round(float(a.max()), 1)}
+        if arrived.get(key):
+            row |= since_arrival(arrived[key])
         rows.append(row)
     for kind in events:                           # each kind over every way
         a = np.concatenate([latencies.get(key, []) for key in counts if key[1] == kind] or [[]])
@@ -549,6 +567,9 @@ def stops(count: int, seed: int, bpm: float = BPM, events=STOP_EVENTS, ways=WAYS
         if len(a):
             row |= {"timed": len(a), "p50_ms": round(float(np.percentile(a, 50)), 1),
                     "p99_ms": round(float(np.percentile(a, 99)), 1), "max_ms": round(float(a.max()), 1)}
+        came = [v for key, v in arrived.items() if key[1] == kind]
+        if came:
+            row |= since_arrival(np.concatenate(came))
         rows.append(row)
     rows.append({"way": "all", "event": "all", "events": sum(counts.values()), "left_sounding": sum(left.values()),
                  "seconds": round(time.perf_counter() - started, 1)})
