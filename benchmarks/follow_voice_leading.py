@@ -1,9 +1,11 @@
 """Follow mode's voice leading against Bach's, on the JSB test chorales played as the soprano.
 
     python benchmarks/follow_voice_leading.py [--chorales 20] [--steps 128] [--seed 1] [--tunes 20]
+                                              [--model continue|harmonise|FILE]
 
-The bundled Transformer harmonises each chorale's soprano step by step, as follow mode does
-(`Harmoniser.step`, the same decoding live and in render); prints, for its voices and for
+The model (default: both bundled ones, the Transformer and the step harmoniser) harmonises
+each chorale's soprano step by step, as follow mode does (`Harmoniser.step` or
+`ChordHarmoniser.step`, the same decoding live and in render); prints, for its voices and for
 Bach's alto, tenor and bass under the same sopranos: parallel fifths and octaves per move
 (a move: both voices of a pair change pitch), voices above the soprano per voice-step,
 voice-steps at rest, notes per bar per voice, and the share of the voices' notes in the
@@ -28,7 +30,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from livegen.generate.continue_ import Harmoniser, SamplingSettings  # noqa: E402
+from livegen.generate.continue_ import SamplingSettings  # noqa: E402
+from livegen.generate.harmonise import harmoniser_for  # noqa: E402
 from livegen.key import estimate, scale  # noqa: E402
 from livegen.models import Model  # noqa: E402
 from tests.test_follow import parallel_moves  # noqa: E402
@@ -64,17 +67,19 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=128)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--tunes", type=int, default=0, help="folk melodies never in training (music21's corpus)")
+    ap.add_argument("--model", action="append", help="continue, harmonise or a file (repeatable; default both)")
     args = ap.parse_args()
-    model = Model("continue", "cpu")
+    models = [Model(m, "cpu") for m in args.model or ["continue", "harmonise"]]
     chorales = json.loads(JSB.read_text())["test"][:args.chorales]
-    sets = [("follow, chorale sopranos", "Bach", [[list(r) for r in c[:args.steps]] for c in chorales])]
+    sets = [("chorale sopranos", "Bach", [[list(r) for r in c[:args.steps]] for c in chorales])]
     if args.tunes:
-        sets.append(("follow, folk tunes", None, folk_tunes(args.tunes, args.steps)))
+        sets.append(("folk tunes", None, folk_tunes(args.tunes, args.steps)))
     totals: dict[str, dict] = {}
-    for ours_name, theirs_name, tunes in sets:
+    for (set_name, theirs_name, tunes), model in ((s, m) for s in sets for m in models):
+        ours_name = f"follow, {Path(model.info.path).stem}, {set_name}"
         for rows in tunes:
-            h = Harmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(args.seed), live=False)
-            ours = [[r[0]] + h.step(r[0] if r[0] >= 0 else None) for r in rows]
+            h = harmoniser_for(model, SamplingSettings(0.9, 0.95), np.random.default_rng(args.seed))
+            ours = [[r[0]] + h.step(r[0] if r[0] >= 0 else None, at=at) for at, r in enumerate(rows)]
             weights = np.zeros(12)
             for r in rows:
                 for p in r:
@@ -82,7 +87,7 @@ def main() -> int:
                         weights[p % 12] += 1
             pcs = scale(estimate(weights)[0])       # the key, from all of Bach's notes (or the tune's)
             for name, part in ((ours_name, ours), (theirs_name, rows)):
-                if name is not None:
+                if name is not None and (part is ours or model is models[0]):    # (Bach's once)
                     for k, v in figures(part, pcs).items():
                         totals.setdefault(name, {})[k] = totals.setdefault(name, {}).get(k, 0) + v
     print(f"{len(chorales)} JSB test chorales" + (f" and {len(sets[-1][2])} folk tunes" if args.tunes else "")

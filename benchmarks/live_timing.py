@@ -8,7 +8,8 @@ lines of JSB test chorales into it in time, listens to its output, and prints a 
 - error of each generated note-on against its grid time as the player defines it (first
   note = step 0; includes both JACK hops, about 1.3 ms each, as a musician would hear it),
 - the same with the constant latency taken out (jitter around the daemon's own grid),
-- notes dropped as late, CPU use of the daemon while idle (no one playing), resident memory.
+- notes dropped as late, CPU use of the daemon while idle (no one playing) and while the music
+  plays, resident memory.
 """
 from __future__ import annotations
 
@@ -146,12 +147,14 @@ def main() -> int:
         for p, s, e in notes:
             events += [(s * step, [0x90, p, 90]), (e * step - 0.005, [0x80, p, 0])]
         t0 = time.perf_counter() + 0.5
+        c1 = cpu_seconds(pid)
         sent_ons = []
         for dt, msg in sorted(events, key=lambda x: x[0]):
             t_sent = player.at(t0 + dt, msg)
             if msg[0] == 0x90:
                 sent_ons.append(t_sent)
         time.sleep(t0 + (notes[-1][2] + 2 * 32) * step - time.perf_counter())
+        playing_cpu = (cpu_seconds(pid) - c1) / (time.perf_counter() - t0 + 0.5) * 100
         rss = rss_mib(pid)
         if page is not None:
             page.close()
@@ -194,6 +197,7 @@ def main() -> int:
               f" | {err_ms.max():.2f} |")
         print(f"\n| measure | value |\n|---|---|\n| daemon's own measure | {inside} |")
         print(f"| daemon CPU while idle ({args.idle_seconds:g} s) | {idle_cpu:.2f} % of one core |")
+        print(f"| daemon CPU while the music plays | {playing_cpu:.1f} % of one core |")
         print(f"| daemon resident memory after the session | {rss:.0f} MiB |")
         return 0
     print(f"\nlivegen live timing ({args.mode}): {args.seconds:.0f} s at {args.bpm:g} BPM, model {args.model}, "
@@ -207,6 +211,7 @@ def main() -> int:
     sent = next((line.split("livegen: ")[1] for line in out.splitlines() if "after their deadline" in line), "?")
     print(f"| daemon's own send error | {sent} |")
     print(f"| daemon CPU while idle ({args.idle_seconds:g} s) | {idle_cpu:.2f} % of one core |")
+    print(f"| daemon CPU while the music plays | {playing_cpu:.1f} % of one core |")
     print(f"| daemon resident memory after the session | {rss:.0f} MiB |")
     return 0
 

@@ -26,7 +26,7 @@ from livegen.cli import main as livegen  # noqa: E402
 
 JSB = ROOT.parent / "shared" / "data" / "jsb" / "Jsb16thSeparated.json"
 WAYS = [("loop", "accompany"), ("loop", "edit"), ("respond", "continue"), ("respond", "edit"),
-        ("follow", "continue")]
+        ("follow", "continue"), ("follow", "harmonise")]
 
 
 def write_soprano(chorale: list[list[int]], path: Path, tpb: int = 480) -> None:

@@ -1,4 +1,5 @@
-"""Export a training checkpoint to an ONNX file that follows contract version 1.
+"""Export a training checkpoint to an ONNX file that follows the livegen contract: version 1
+for accompany, edit and continue; version 2 for harmonise (follow mode's step harmoniser).
 
 The exported graph is checked by `onnx.checker` and run through ONNX Runtime against torch
 on fresh random inputs; a difference above the tolerance fails the export. For the
@@ -19,6 +20,7 @@ from torch import nn
 
 from training import data as D
 from training.arcnn import ARCNN, ARCNNConfig
+from training.chordrnn import ChordRNN, ChordRNNConfig
 from training.gan import GANConfig, Generator
 from training.train import load_checkpoint
 from training.transformer import MusicTransformer, TransformerConfig
@@ -66,6 +68,14 @@ def build_model(ckpt: dict) -> tuple[nn.Module, dict]:
                      "livegen.vocab_size": str(c.vocab_size), "livegen.bos_id": str(c.bos_id),
                      "livegen.max_context": str(c.max_context),
                      "livegen.description": "decoder-only Transformer with rotary positions and a KV cache"})
+    elif kind == "harmonise":
+        c = ChordRNNConfig(**cfg)
+        model = ChordRNN(c)
+        model.load_state_dict(ckpt["modules"]["chordrnn"])
+        meta.update({"livegen.contract": "2", "livegen.tracks": "soprano,alto,tenor,bass",
+                     "livegen.tokenizer": "satb16-v1", "livegen.vocab_size": str(c.vocab_size),
+                     "livegen.description": "GRU step harmoniser: a step's soprano in; its alto, the tenor "
+                                            "for each alto, the bass for each tenor out, in one pass"})
     else:
         raise ExportError(f"unknown model kind {kind!r} in checkpoint")
     return model.eval(), meta
@@ -91,6 +101,10 @@ def example_inputs(model: nn.Module, kind: str, batch: int = 2, t_past: int = 5,
         return {"melody": melody, "z": rng.standard_normal((batch, cfg.z_dim)).astype(np.float32)}
     if kind == "edit":
         return {"roll": (rng.random((batch, 1, cfg.window_steps, cfg.pitch_count)) < 0.08).astype(np.float32)}
+    if kind == "harmonise":     # (t_past: unused; the state has no length)
+        return {"chord": rng.integers(0, cfg.vocab_size, (batch, t_new, 4)).astype(np.int64),
+                "beat_step": rng.integers(0, cfg.steps_per_beat, (batch, t_new)).astype(np.int64),
+                "state": rng.standard_normal((cfg.layers, batch, cfg.hidden)).astype(np.float32)}
     past = rng.standard_normal((cfg.layers, 2, batch, cfg.heads, t_past, cfg.head_dim)).astype(np.float32)
     return {"input_ids": rng.integers(0, cfg.vocab_size, (batch, t_new)).astype(np.int64), "past": past}
 
@@ -109,6 +123,11 @@ def export(ckpt_path: str | Path, out_path: str | Path, tolerance: float = TOLER
     elif kind == "edit":
         graph, outputs = model, ["logits"]
         dynamic = {"roll": {0: "batch"}, "logits": {0: "batch"}}
+    elif kind == "harmonise":
+        graph, outputs = model, ["alto", "tenor", "bass", "state_out"]
+        dynamic = {"chord": {0: "batch", 1: "steps"}, "beat_step": {0: "batch", 1: "steps"}, "state": {1: "batch"},
+                   "alto": {0: "batch", 1: "steps"}, "tenor": {0: "batch", 1: "steps"},
+                   "bass": {0: "batch", 1: "steps"}, "state_out": {1: "batch"}}
     else:
         graph, outputs = model, ["logits", "present"]
         dynamic = {"input_ids": {0: "batch", 1: "new_tokens"}, "past": {2: "batch", 4: "past_tokens"},
@@ -127,6 +146,8 @@ def export(ckpt_path: str | Path, out_path: str | Path, tolerance: float = TOLER
               "max_abs_diff": parity(graph, out_path, kind, model)}
     if kind == "continue":
         report["cache_max_abs_diff"] = cache_parity(out_path, model)
+    if kind == "harmonise":
+        report["state_max_abs_diff"] = state_parity(out_path, model)
     worst = max(v for k, v in report.items() if k.endswith("diff"))
     if worst > tolerance:
         raise ExportError(f"{out_path}: ONNX Runtime differs from torch by {worst:.2e} > {tolerance:.0e}")
@@ -161,6 +182,22 @@ def cache_parity(path: Path, model: MusicTransformer) -> float:
         logits, past = sess.run(None, {"input_ids": ids[:, t:t + 1], "past": past})
         steps.append(logits[:, 0])
     return float(np.abs(full[0] - np.stack(steps, axis=1)[0]).max())
+
+
+def state_parity(path: Path, model: ChordRNN) -> float:
+    """Step by step through state/state_out must give one pass over all the steps."""
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inputs = example_inputs(model, "harmonise", 1, 0, 24, seed=7)
+    inputs["state"][:] = 0.0
+    full = sess.run(None, inputs)
+    state, worst = inputs["state"], 0.0
+    for t in range(24):
+        got = sess.run(None, {"chord": inputs["chord"][:, t:t + 1], "beat_step": inputs["beat_step"][:, t:t + 1],
+                              "state": state})
+        state = got[3]
+        for whole, one in zip(full[:3], got[:3]):
+            worst = max(worst, float(np.abs(whole[:, t:t + 1] - one).max()))
+    return worst
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,11 +17,12 @@ from livegen.errors import ConfigError, LivegenError
 def add_settings_flags(p: argparse.ArgumentParser, live: bool) -> None:
     """Flags that map onto Settings; default None so a TOML file can set them."""
     p.add_argument("--config", help="TOML file; any flag below can be set there (e.g. bpm = 96)")
-    p.add_argument("--model", help="an .onnx file or a bundled model: accompany (default), edit, continue")
+    p.add_argument("--model", help="an .onnx file or a bundled model: accompany (default), edit, continue, "
+                                        "harmonise")
     p.add_argument("--mode", choices=["loop", "respond", "follow"],
                    help="loop (accompany, edit): phrase k rewritten or accompanied plays in phrase k+1; "
                         "respond (continue, edit): an answer to phrase k plays in k+1; "
-                        "follow (continue): every step harmonised as you play it")
+                        "follow (harmonise, continue): every step harmonised as you play it")
     p.add_argument("--bars", type=int, help="bars per phrase (default: the model's window, 2 bars of 4/4)")
     p.add_argument("--bpm", type=float, help="tempo of the internal clock (default 120)")
     p.add_argument("--meter", help="beats per bar as N/4 (default 4/4)")

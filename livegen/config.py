@@ -11,8 +11,9 @@ from livegen.key import parse_key
 
 MODES = ("loop", "respond", "follow")
 # which model kinds each mode plays
-DEFAULT_PROGRAMS = ("loop accompany", "loop edit", "respond continue", "respond edit", "follow continue")
-MODE_KINDS = {"loop": ("accompany", "edit"), "respond": ("continue", "edit"), "follow": ("continue",)}
+DEFAULT_PROGRAMS = ("loop accompany", "loop edit", "respond continue", "respond edit", "follow continue",
+                    "follow harmonise")
+MODE_KINDS = {"loop": ("accompany", "edit"), "respond": ("continue", "edit"), "follow": ("harmonise", "continue")}
 CLOCKS = ("internal", "midi")
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -1,4 +1,4 @@
-"""ONNX model files: load, check the livegen contract (version 1), choose providers, warm up."""
+"""ONNX model files: load, check the livegen contract (versions 1 and 2), choose providers, warm up."""
 from __future__ import annotations
 
 import ctypes
@@ -17,10 +17,12 @@ from livegen.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-KINDS = ("accompany", "edit", "continue")
+KINDS = ("accompany", "edit", "continue", "harmonise")
+CONTRACTS = ("1", "2")        # version 2 adds the kind `harmonise`; version 1 files load as before
 REQUIRED = ("livegen.contract", "livegen.kind", "livegen.steps_per_beat", "livegen.beats_per_bar",
             "livegen.pitch_low", "livegen.pitch_count", "livegen.tracks")
-BUNDLED = {"accompany": "accompany.onnx", "edit": "edit.onnx", "continue": "continue.onnx"}
+BUNDLED = {"accompany": "accompany.onnx", "edit": "edit.onnx", "continue": "continue.onnx",
+           "harmonise": "harmonise.onnx"}
 MAX_MODEL_BYTES = 1 << 30     # (the bundled models are 12-14 MiB)
 
 
@@ -43,6 +45,7 @@ class ModelInfo:
     bos_id: int | None = None
     max_context: int = 0
     past_shape: tuple = ()       # (layers, 2, heads, head_dim) for `continue`
+    state_shape: tuple = ()      # (layers, hidden) for `harmonise`
     meta: dict = field(default_factory=dict)
 
 
@@ -100,11 +103,14 @@ def check_contract(path: str, meta: dict, inputs: dict, outputs: dict) -> ModelI
     for key in REQUIRED:
         if key not in meta:
             raise ModelError(f"{path}: metadata field {key} is missing (not a livegen model?)")
-    if meta["livegen.contract"] != "1":
-        raise ModelError(f"{path}: livegen.contract is {meta['livegen.contract']!r}; this livegen reads version 1")
+    if meta["livegen.contract"] not in CONTRACTS:
+        raise ModelError(f"{path}: livegen.contract is {meta['livegen.contract']!r}; this livegen reads "
+                         f"versions {' and '.join(CONTRACTS)}")
     kind = meta["livegen.kind"]
     if kind not in KINDS:
         raise ModelError(f"{path}: livegen.kind is {kind!r}; expected one of {', '.join(KINDS)}")
+    if kind == "harmonise" and meta["livegen.contract"] == "1":
+        raise ModelError(f"{path}: kind harmonise needs livegen.contract \"2\"")
     info = ModelInfo(path=path, kind=kind, steps_per_beat=_int(meta, "livegen.steps_per_beat", path),
                      beats_per_bar=_int(meta, "livegen.beats_per_bar", path),
                      pitch_low=_int(meta, "livegen.pitch_low", path), pitch_count=_int(meta, "livegen.pitch_count", path),
@@ -140,6 +146,8 @@ def check_contract(path: str, meta: dict, inputs: dict, outputs: dict) -> ModelI
     elif kind == "edit":
         _fixed(path, "roll", need(inputs, "roll", 4, "input"), {1: 1, 2: info.window_steps, 3: info.pitch_count})
         _fixed(path, "logits", need(outputs, "logits", 4, "output"), {1: 1, 2: info.window_steps, 3: info.pitch_count})
+    elif kind == "harmonise":
+        _harmonise_contract(path, info, meta, need, inputs, outputs)
     else:
         if meta.get("livegen.tokenizer") != "satb16-v1":
             raise ModelError(f"{path}: livegen.tokenizer must be satb16-v1, not {meta.get('livegen.tokenizer')!r}")
@@ -155,6 +163,29 @@ def check_contract(path: str, meta: dict, inputs: dict, outputs: dict) -> ModelI
             raise ModelError(f"{path}: input `past` must have fixed layers, 2, heads and head_dim axes")
         info.past_shape = tuple(fixed)
     return info
+
+
+def _harmonise_contract(path: str, info: ModelInfo, meta: dict, need, inputs: dict, outputs: dict) -> None:
+    """Contract version 2, kind harmonise: `chord` [B, T, 4] int64 (soprano of the step, alto,
+    tenor and bass of the step before), `beat_step` [B, T] int64, `state` [layers, B, hidden]
+    in; `alto` [B, T, V], `tenor` [B, T, V, V] (a row per alto), `bass` [B, T, V, V] (a row per
+    tenor), `state_out` out; V = pitch_count + 1 (the rest)."""
+    if meta.get("livegen.tokenizer") != "satb16-v1":
+        raise ModelError(f"{path}: livegen.tokenizer must be satb16-v1, not {meta.get('livegen.tokenizer')!r}")
+    info.vocab_size = _int(meta, "livegen.vocab_size", path)
+    if info.vocab_size != info.pitch_count + 1:
+        raise ModelError(f"{path}: livegen.vocab_size must be pitch_count + 1 (the rest) for harmonise")
+    _fixed(path, "chord", need(inputs, "chord", 3, "input"), {2: 4})
+    need(inputs, "beat_step", 2, "input")
+    state = need(inputs, "state", 3, "input")
+    v = info.vocab_size
+    _fixed(path, "alto", need(outputs, "alto", 3, "output"), {2: v})
+    _fixed(path, "tenor", need(outputs, "tenor", 4, "output"), {2: v, 3: v})
+    _fixed(path, "bass", need(outputs, "bass", 4, "output"), {2: v, 3: v})
+    need(outputs, "state_out", 3, "output")
+    if not isinstance(state[0], int) or not isinstance(state[2], int):
+        raise ModelError(f"{path}: input `state` must have fixed layers and hidden axes")
+    info.state_shape = (state[0], state[2])
 
 
 def _fixed(path: str, name: str, shape: list, want: dict[int, int]) -> None:
@@ -237,6 +268,10 @@ class Model:
             return feeds
         if i.kind == "edit":
             return {"roll": np.zeros((batch, 1, i.window_steps, i.pitch_count), np.float32)}
+        if i.kind == "harmonise":
+            layers, hidden = i.state_shape
+            return {"chord": np.full((batch, 1, 4), i.pitch_count, np.int64), "beat_step": np.zeros((batch, 1), np.int64),
+                    "state": np.zeros((layers, batch, hidden), np.float32)}
         layers, two, heads, head_dim = i.past_shape
         return {"input_ids": np.zeros((batch, 1), np.int64),
                 "past": np.zeros((layers, two, batch, heads, 0, head_dim), np.float32)}

@@ -12,7 +12,7 @@ from pathlib import Path
 from livegen.config import CONTROLS, check_presets
 from livegen.errors import ConfigError
 
-BUNDLED = ("accompany", "edit", "continue")
+BUNDLED = ("accompany", "edit", "continue", "harmonise")
 
 
 def toml_value(value) -> str:

@@ -202,7 +202,7 @@ def test_a_controller_mutes_one_track_and_picks_mode_and_model(controlled, shift
     cc(31, 0)                                                     # and on again
     assert request(ep, {"cmd": "status"})["status"]["muted"] == []
     cc(30, 127)                                                   # program 3: follow needs a continue model
-    assert "program 3 (follow accompany): mode follow plays continue models" in caplog.text
+    assert "program 3 (follow accompany): mode follow plays harmonise or continue models" in caplog.text
     cc(30, 64)                                                    # program 2: the AR-CNN, loop
     assert "program 2: loop edit from the next phrase" in caplog.text
     t0 = t + 1.0

@@ -1,4 +1,5 @@
-"""Follow mode's harmoniser with the shipped Transformer: guesses made between steps."""
+"""Follow mode's harmonisers: the shipped Transformer (guesses made between steps) and the
+shipped step harmoniser (one pass a step); what both must do is tested on both."""
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from livegen.generate.continue_ import Harmoniser, SamplingSettings
+from livegen.generate.harmonise import harmoniser_for
 from livegen.models import Model
 
 JSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "jsb" / "Jsb16thSeparated.json"
@@ -15,6 +17,12 @@ JSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "jsb" / "Jsb16th
 @pytest.fixture(scope="module")
 def model():
     return Model("continue", "cpu")
+
+
+@pytest.fixture(scope="module", params=["continue", "harmonise"])
+def step_model(request):
+    """Either model follow mode plays."""
+    return Model(request.param, "cpu")
 
 
 def soprano_line(steps: int) -> list[int | None]:
@@ -189,7 +197,7 @@ def test_an_answer_after_a_cadence_still_sings_in_four_voices(model):
             assert steps == list(range(32)), (seed, voice, steps)    # sounding on every step of the phrase
 
 
-def test_the_player_may_start_anywhere_and_move_to_another_register(model):
+def test_the_player_may_start_anywhere_and_move_to_another_register(step_model):
     """The octaves the model hears the player in are chosen again when the player goes to
     another register, or began with a lone low or high note: the tune is harmonised, under
     the player's note, wherever it is played. (They were fixed by the first note: after a
@@ -197,7 +205,7 @@ def test_the_player_may_start_anywhere_and_move_to_another_register(model):
     tune = [67] * 4 + [69] * 2 + [71] * 2 + [72] * 4 + [74] * 4 + [72] * 2 + [71] * 2 + [69] * 4 + [67] * 8
     line = tune + [p + 24 for p in tune] + [p - 24 for p in tune]       # G4, then two octaves up, then down
     for first in (None, 36, 48, 60, 96):
-        h = Harmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(1), live=False)
+        h = harmoniser_for(step_model, SamplingSettings(0.9, 0.95), np.random.default_rng(1), live=False)
         for s in [first] * 4 + [None] * 4 if first else []:
             h.step(s)
         outs = [h.step(s) for s in line]
@@ -224,7 +232,7 @@ def parallel_moves(rows) -> tuple[int, int]:
     return found, moves
 
 
-def test_the_voices_move_in_parallel_fifths_and_octaves_no_more_than_bach_does(model):
+def test_the_voices_move_in_parallel_fifths_and_octaves_no_more_than_bach_does(step_model):
     """Each voice is drawn without the notes that would move in parallel fifths or octaves with
     a voice above it. Over the first 128 steps of eight JSB test chorales, played as the
     soprano: at most twice Bach's own rate in those chorales (it was 12 times: 0.036 a move)."""
@@ -232,7 +240,7 @@ def test_the_voices_move_in_parallel_fifths_and_octaves_no_more_than_bach_does(m
     ours, bach = [0, 0], [0, 0]
     for chorale in chorales:
         rows = [list(r) for r in chorale[:128]]
-        h = Harmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(1), live=False)
+        h = harmoniser_for(step_model, SamplingSettings(0.9, 0.95), np.random.default_rng(1), live=False)
         out = [[r[0]] + h.step(r[0] if r[0] >= 0 else None) for r in rows]
         for total, (found, moves) in ((ours, parallel_moves(out)), (bach, parallel_moves(rows))):
             total[0] += found
@@ -241,13 +249,13 @@ def test_the_voices_move_in_parallel_fifths_and_octaves_no_more_than_bach_does(m
     assert ours[0] / ours[1] <= 2 * max(bach[0] / bach[1], 0.001), (ours, bach)
 
 
-def test_the_answers_context_hears_the_players_bass_and_chords(model):
+def test_the_answers_context_hears_the_players_bass_and_chords(step_model):
     """respond + continue: the phrase is harmonised silently as it is played, the answer
     continuing from it. With the player's left hand heard, the context's bass is the
     player's own, and the inner voices never sound a semitone against a held note or go
     under the bass (JSB test chorale 2, soprano and bass played, 64 steps)."""
     chorale = json.loads(JSB.read_text())["test"][2][:64]
-    h = Harmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(3))
+    h = harmoniser_for(step_model, SamplingSettings(0.9, 0.95), np.random.default_rng(3))
     for s, _, _, b in chorale:
         held = (int(b),) if b >= 0 else ()
         alto, tenor, bass = h.step(int(s) if s >= 0 else None, held=held)
@@ -255,6 +263,76 @@ def test_the_answers_context_hears_the_players_bass_and_chords(model):
         for v in (alto, tenor):
             if v >= 0 and held:
                 assert (v - held[0]) % 12 not in (1, 11) and v >= held[0], (s, v, held)
-    plain = Harmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(3))
+    plain = harmoniser_for(step_model, SamplingSettings(0.9, 0.95), np.random.default_rng(3))
     own = [plain.step(int(s) if s >= 0 else None)[2] for s, _, _, b in chorale]
     assert sum(o != b for o, (_, _, _, b) in zip(own, chorale)) > 16    # (it writes another bass otherwise)
+
+
+# ---------------------------------------------------------------- the step harmoniser (harmonise)
+
+class Counting:
+    """The bundled harmonise model, its passes counted (and how many steps each one fed)."""
+
+    def __init__(self):
+        self.model = Model("harmonise", "cpu")
+        self.info = self.model.info
+        self.passes: list[int] = []
+
+    def run(self, feeds, options=None):
+        self.passes.append(feeds["chord"].shape[1])
+        return self.model.run(feeds, options)
+
+
+def test_a_step_is_one_pass_and_no_player_note_waits_for_the_state_to_be_remade():
+    """One pass per step (the Transformer needs three, and guesses ahead); every REFRESH steps
+    the state is made again from the last KEEP steps, as it was trained (at most 128 steps from
+    zero), but only on a step no player's note is waiting for."""
+    from livegen.generate.harmonise import ChordHarmoniser
+
+    m = Counting()
+    h = ChordHarmoniser(m, SamplingSettings(0.9, 0.95), np.random.default_rng(1), live=True)
+    line = [row[0] for c in json.loads(JSB.read_text())["test"][:6] for row in c if row[0] >= 0][:400]
+    assert len(line) == 400
+    for at, s in enumerate(line[:200]):
+        h.step(s, urgent=True, at=at)             # every step a note: never remade
+    assert m.passes == [1] * 200
+    h.step(line[200], at=200)                      # a step sounded on the grid: remade, then the step
+    assert m.passes[200:] == [ChordHarmoniser.KEEP, 1]
+    for at, s in enumerate(line[201:], start=201):
+        h.step(s, at=at)
+    remade = [n for n in m.passes if n > 1]      # (after a remake the state holds KEEP steps: the next is due
+    every = ChordHarmoniser.REFRESH - ChordHarmoniser.KEEP      # REFRESH - KEEP steps later)
+    assert len(remade) == 1 + (400 - 201) // every and len(m.passes) == 400 + len(remade)
+
+
+def test_the_step_harmoniser_sings_under_the_tune_for_a_whole_evening():
+    """Thirty test chorales' sopranos one after another (over 7,000 steps, one session): at the
+    end as at the start the three voices sound under the tune on nearly every step it plays."""
+    from livegen.generate.harmonise import ChordHarmoniser
+
+    chorales = json.loads(JSB.read_text())["test"][:30]
+    line = [row[0] if row[0] >= 0 else None for c in chorales for row in c]
+    h = ChordHarmoniser(Model("harmonise", "cpu"), SamplingSettings(0.9, 0.95), np.random.default_rng(2), live=True)
+    outs = [h.step(s, at=at) for at, s in enumerate(line)]
+    assert len(line) > 7000
+    for part in (slice(0, 512), slice(-512, None)):
+        sung = [(s, o) for s, o in zip(line[part], outs[part]) if s is not None]
+        full = sum(all(p >= 0 for p in o) for _, o in sung)
+        assert full >= 0.95 * len(sung), (part, full, len(sung))
+        assert all(p <= s for s, o in sung for p in o)
+
+
+def test_a_late_note_sounds_its_step_again_with_the_step_harmoniser():
+    """A step sounded on the grid under a held note is taken back when the player's note for
+    it comes late, and harmonised again under that note; the steps after go on from there."""
+    from livegen.generate.harmonise import ChordHarmoniser
+
+    model = Model("harmonise", "cpu")
+    h = ChordHarmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(4), live=True)
+    for at, s in enumerate([67, 67, 69, 69, 71, 71, 72, 72]):
+        h.step(s, urgent=True, at=at)
+    h.step(72, undo=True, at=8)                        # held on the grid...
+    again = h.redo(64)                                # ...but the player's E came late for it
+    assert again is not None and all(-1 <= p < 64 for p in again) and max(again) > 0
+    assert h.count == 9 and h.before[0] == 64 + h.shift - model.info.pitch_low
+    assert h.redo(65) is None                         # only the last step, once

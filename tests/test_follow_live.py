@@ -28,13 +28,14 @@ def finish(d, player, listener, until: float):
     return out
 
 
-def test_follow_harmonises_each_note_as_it_is_played():
+@pytest.mark.parametrize("model", ["harmonise", "continue"])
+def test_follow_harmonises_each_note_as_it_is_played(model):
     # What needs real ports: the daemon hears each note over JACK and its voices come back on
     # that note's step. How many ms after the note is measured by benchmarks/live_timing.py
     # (--mode follow): the suite's machines are shared, so no ms bound is asserted here.
     bpm = 120
     step = 60 / bpm / 4
-    d, player, listener = session("lgfollow", "-v", "--mode", "follow", "--model", "continue", "--bpm", str(bpm),
+    d, player, listener = session("lgfollow", "-v", "--mode", "follow", "--model", model, "--bpm", str(bpm),
                                   "--late-ms", "40")
     t0 = time.perf_counter() + 0.3
     sent = []

@@ -17,17 +17,20 @@ def test_shift_model_follows_the_contract(shift_model):
     assert probs[0, 0, 0, 37] == 1 and probs[0, 1, 0, 28] == 1 and probs[0, 2, 0, 16] == 1
 
 
-@pytest.mark.parametrize("name, kind", [("accompany", "accompany"), ("edit", "edit"), ("continue", "continue")])
+@pytest.mark.parametrize("name, kind", [("accompany", "accompany"), ("edit", "edit"), ("continue", "continue"),
+                                        ("harmonise", "harmonise")])
 def test_bundled_models_carry_the_contract(name, kind):
     path = bundled_path(name)
     assert path is not None and path.stat().st_size < 20 * 2 ** 20
     m = Model(name, device="cpu")
     i = m.info
-    assert i.kind == kind and i.meta["livegen.contract"] == "1"
+    assert i.kind == kind and i.meta["livegen.contract"] == ("2" if kind == "harmonise" else "1")
     assert (i.steps_per_beat, i.beats_per_bar, i.pitch_low, i.pitch_count) == (4, 4, 36, 46)
     assert i.meta["livegen.training_data"] and i.meta["livegen.description"]
     if kind == "continue":
         assert i.meta["livegen.tokenizer"] == "satb16-v1" and i.vocab_size == 48 and i.max_context == 512
+    elif kind == "harmonise":
+        assert i.meta["livegen.tokenizer"] == "satb16-v1" and i.vocab_size == 47 and len(i.state_shape) == 2
     else:
         assert i.window_steps == 32
     m.warm_up(1)
@@ -46,7 +49,11 @@ def broken(tmp_path, **changes):
 
 @pytest.mark.parametrize("changes, message", [
     ({"kind": None}, "livegen.kind is missing"),
-    ({"contract": "2"}, "livegen.contract is '2'"),
+    ({"contract": "3"}, "livegen.contract is '3'; this livegen reads versions 1 and 2"),
+    ({"kind": "harmonise"}, "kind harmonise needs livegen.contract \"2\""),
+    ({"kind": "harmonise", "contract": "2"}, "livegen.tokenizer must be satb16-v1, not None"),
+    ({"kind": "harmonise", "contract": "2", "tokenizer": "satb16-v1", "vocab_size": "47"},
+     "harmonise model needs input `chord`"),
     ({"kind": "dance"}, "livegen.kind is 'dance'"),
     ({"window_steps": "x"}, "livegen.window_steps must be an integer"),
     ({"window_steps": "64"}, "axis 1 is 32, metadata says 64"),

@@ -12,7 +12,7 @@ def test_wheel_carries_the_models_and_the_console_script(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     wheel = next(tmp_path.glob("livegen-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    for model in ("accompany", "edit", "continue"):
+    for model in ("accompany", "edit", "continue", "harmonise"):
         assert f"livegen/models/{model}.onnx" in names
     assert "livegen/models/README.md" in names
     assert any(n.startswith("training/") for n in names) and any(n.startswith("export/") for n in names)
@@ -21,7 +21,8 @@ def test_wheel_carries_the_models_and_the_console_script(tmp_path):
 
 
 def test_runtime_never_imports_torch():
-    code = ("import sys, livegen.cli, livegen.engine, livegen.render, livegen.models, livegen.generate.edit; "
+    code = ("import sys, livegen.cli, livegen.engine, livegen.render, livegen.models, livegen.generate.edit, "
+            "livegen.generate.harmonise; "
             "assert 'torch' not in sys.modules, 'livegen imported torch'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr

@@ -115,11 +115,12 @@ def test_render_says_when_it_cannot_write_the_output(tmp_path, shift_model, wher
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
-def test_render_in_follow_mode_harmonises_every_step_under_the_tune(tmp_path):
+@pytest.mark.parametrize("model", ["continue", "harmonise"])
+def test_render_in_follow_mode_harmonises_every_step_under_the_tune(tmp_path, model):
     song = tmp_path / "in.mid"
     write_song(song, [(67 + i % 5, 2 * i, 2 * i + 2) for i in range(16)])
     out = tmp_path / "out.mid"
-    r = livegen("render", str(song), str(out), "--model", "continue", "--mode", "follow", "--seed", "1")
+    r = livegen("render", str(song), str(out), "--model", model, "--mode", "follow", "--seed", "1")
     assert r.returncode == 0 and "in 32 steps" in r.stdout, (r.stdout, r.stderr)
     notes = rendered_notes(out)
     for ch in (1, 2, 3):                                  # alto, tenor and bass, under the tune, in time
@@ -165,11 +166,11 @@ def test_the_seed_picks_one_of_several_accompaniments_and_repeats_it(tmp_path, j
 def test_a_mode_given_the_wrong_kind_of_model_is_refused(tmp_path):
     r = subprocess.run([sys.executable, "-m", "livegen", "render", "in.mid", str(tmp_path / "o.mid"),
                         "--mode", "follow", "--model", "accompany"], capture_output=True, text=True)
-    assert r.returncode == 2 and "mode follow plays continue models" in r.stderr
+    assert r.returncode == 2 and "mode follow plays harmonise or continue models" in r.stderr
 
 
 @pytest.mark.parametrize("mode,model", [("loop", "accompany"), ("loop", "edit"), ("respond", "continue"),
-                                        ("respond", "edit"), ("follow", "continue")])
+                                        ("respond", "edit"), ("follow", "continue"), ("follow", "harmonise")])
 def test_render_writes_what_live_plays_for_the_same_seed(tmp_path, mode, model):
     """The same melody played live (the engine on a virtual clock, as `livegen run` drives it)
     and rendered from a file with the same seed: the same notes on the same channels and steps."""

@@ -20,6 +20,7 @@ TINY = {
     "gan": {"width": 8, "critic_width": 8, "critic_steps": 2, "z_dim": 4},
     "arcnn": {"width": 8, "levels": 2},
     "transformer": {"layers": 1, "d_model": 32, "heads": 2, "max_context": 64, "dropout": 0.0},
+    "chordrnn": {"embed": 16, "hidden": 24, "layers": 2, "head": 16, "crop_steps": 32, "dropout": 0.0},
 }
 
 
@@ -80,7 +81,7 @@ def run_steps(model, tmp_path, jsb_path, steps, **kw):
     return fit(run, TINY[model], show_progress=False)
 
 
-@pytest.mark.parametrize("model", ["gan", "arcnn", "transformer"])
+@pytest.mark.parametrize("model", ["gan", "arcnn", "transformer", "chordrnn"])
 def test_a_few_steps_lower_the_loss_and_checkpoints_resume(model, tmp_path, jsb_path):
     result = run_steps(model, tmp_path, jsb_path, 40)
     out = tmp_path / model
@@ -94,7 +95,7 @@ def test_a_few_steps_lower_the_loss_and_checkpoints_resume(model, tmp_path, jsb_
     assert result["step"] == 40
 
 
-@pytest.mark.parametrize("model", ["gan", "arcnn", "transformer"])
+@pytest.mark.parametrize("model", ["gan", "arcnn", "transformer", "chordrnn"])
 def test_export_matches_torch_and_carries_the_contract(model, tmp_path, jsb_path):
     from export.onnx_export import export
     from livegen.models import Model
@@ -104,8 +105,11 @@ def test_export_matches_torch_and_carries_the_contract(model, tmp_path, jsb_path
     assert report["max_abs_diff"] < 1e-4
     if model == "transformer":
         assert report["cache_max_abs_diff"] < 1e-4
+    if model == "chordrnn":      # step by step through the state = one pass over the steps
+        assert report["state_max_abs_diff"] < 1e-4
     m = Model(str(tmp_path / f"{model}.onnx"))     # the runtime accepts it
-    assert m.info.kind == {"gan": "accompany", "arcnn": "edit", "transformer": "continue"}[model]
+    assert m.info.kind == {"gan": "accompany", "arcnn": "edit", "transformer": "continue", "chordrnn": "harmonise"}[model]
+    assert m.info.meta["livegen.contract"] == ("2" if model == "chordrnn" else "1")
 
 
 def test_export_refuses_a_file_that_is_not_a_checkpoint(tmp_path):

@@ -59,6 +59,31 @@ def continue_nll(model: Model, chorales: list[np.ndarray], stride_steps: int | N
     return total / count, count
 
 
+def harmonise_nll(model: Model, chorales: list[np.ndarray]) -> tuple[float, int]:
+    """A `harmonise` model's mean NLL (nats per voice-step) of Bach's alto, tenor (given his
+    alto) and bass (given his tenor) under his soprano, each chorale in one pass from a
+    zero state, as follow mode starts (the training loss's measure)."""
+    from training.chordrnn import model_inputs
+
+    info = model.info
+    layers, hidden = info.state_shape
+    total, count = 0.0, 0
+    for chorale in chorales:
+        tokens = voices_to_tokens(chorale, info).reshape(-1, 4)
+        chord, beat, target = model_inputs(tokens, info.pitch_count)
+        out = model.run({"chord": chord[None], "beat_step": beat[None] % info.steps_per_beat,
+                         "state": np.zeros((layers, 1, hidden), np.float32)})
+        steps = np.arange(len(tokens))
+        rows = [out["alto"][0], out["tenor"][0][steps, target[:, 0]], out["bass"][0][steps, target[:, 1]]]
+        for k, logits in enumerate(rows):
+            z = logits.astype(np.float64)
+            z -= z.max(axis=1, keepdims=True)
+            logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+            total -= float(logp[steps, target[:, k]].sum())
+            count += len(steps)
+    return total / count, count
+
+
 def voices_to_tokens(voices: np.ndarray, info) -> np.ndarray:
     ids = voices.astype(np.int64) - info.pitch_low
     ids[(voices < 0) | (ids < 0) | (ids >= info.pitch_count)] = info.pitch_count
@@ -352,7 +377,7 @@ def print_table(title: str, rows: dict[str, dict[str, float]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
-    p.add_argument("model", help="an .onnx file (or a bundled name: accompany, edit, continue)")
+    p.add_argument("model", help="an .onnx file (or a bundled name: accompany, edit, continue, harmonise)")
     p.add_argument("--jsb", help="path to Jsb16thSeparated.json")
     p.add_argument("--data", help="another source instead: midi:FOLDER (your files), music21")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
@@ -362,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heard", action="store_true",
                    help="also what a player hears, through livegen render (training.heard): the voices against "
                         "both hands; continue: follow mode's voice leading and cost per step")
-    p.add_argument("--tunes", type=int, default=0, help="--heard, continue: also N folk tunes never in training")
+    p.add_argument("--tunes", type=int, default=0, help="--heard, continue and harmonise: also N folk tunes never "
+                   "in training")
     args = p.parse_args(argv)
     try:
         model = Model(args.model, device="cpu", threads=2)
@@ -380,6 +406,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = {"this model": {"NLL (nats/token)": nll, "tokens": tokens}}
         rows.update({k: {"NLL (nats/token)": v, "tokens": "-"} for k, v in PUBLISHED_NLL.items()})
         print_table(f"continue: note-wise NLL on {where} ({len(chorales)} pieces)", rows)
+    elif kind == "harmonise":
+        nll, count = harmonise_nll(model, chorales)
+        rows = {"this model": {"NLL (nats/voice-step)": nll, "voice-steps": count}}
+        print_table(f"harmonise: alto, tenor and bass under the sopranos of {where} ({len(chorales)} pieces)", rows)
     elif kind == "accompany":
         rows = evaluate_accompany(model, chorales)
         print_table(f"accompany: alto/tenor/bass for the melodies of {where} ({len(chorales)} pieces)", rows)
@@ -404,7 +434,7 @@ def print_heard(model: Model, chorales: list[np.ndarray], where: str, tunes: int
         print(f"\r  {done}/{count}", end="", file=sys.stderr, flush=True)
     kind = model.info.kind
     ways = {"accompany": [("loop", kind)], "edit": [("loop", kind), ("respond", kind)],
-            "continue": [("respond", kind), ("follow", kind)]}[kind]
+            "continue": [("respond", kind), ("follow", kind)], "harmonise": [("follow", kind)]}[kind]
     out = {}
     hands = heard.hands({kind: model}, ways, chorales, tune_only=True, progress=progress)
     print(file=sys.stderr)
@@ -412,7 +442,7 @@ def print_heard(model: Model, chorales: list[np.ndarray], where: str, tunes: int
           "the answer measured against the repeat\n")
     print(heard.hands_table(hands))
     out["hands"] = hands
-    if kind == "continue":
+    if kind in ("continue", "harmonise"):
         sets = {"chorale sopranos": [c[:128].tolist() for c in chorales]}
         if tunes:
             sets["folk tunes"] = heard.folk_tunes(tunes, 128)

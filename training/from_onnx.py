@@ -52,6 +52,9 @@ def build(proto: onnx.ModelProto, named: dict[str, np.ndarray]) -> tuple[str, to
     kind = meta.get("livegen.kind")
     if kind not in MODEL_OF_KIND:
         raise ReadBackError(f"not a livegen contract model (livegen.kind {kind!r})")
+    if kind == "harmonise":   # (its GRU's weights are fused into ONNX's own layout in the file)
+        raise ReadBackError("a harmonise model's weights are not read back from ONNX: start from its checkpoint "
+                            "(python -m training chordrnn --init runs/NAME/best.pt)")
     pitch_count = int(meta["livegen.pitch_count"])
     if kind == "continue":
         past = next(i for i in proto.graph.input if i.name == "past").type.tensor_type.shape.dim

@@ -23,13 +23,14 @@ import torch.nn.functional as F
 
 from training import data as D
 from training.arcnn import ARCNN, ARCNNConfig, corrupt, edit_loss
+from training.chordrnn import ChordRNN, ChordRNNConfig, model_inputs, step_tokens
 from training.gan import Critic, GANConfig, Generator, best_of_k_cross_entropy, gradient_penalty, voice_targets
 from training.transformer import MusicTransformer, TransformerConfig, tokens_from_voices
 
 log = logging.getLogger("training")
 
 CHECKPOINT_SCHEMA = 1
-KINDS = {"gan": "accompany", "arcnn": "edit", "transformer": "continue"}
+KINDS = {"gan": "accompany", "arcnn": "edit", "transformer": "continue", "chordrnn": "harmonise"}
 
 
 @dataclass
@@ -252,6 +253,74 @@ class TransformerTask(Task):
         return {"primer + continuation": D.piano_roll(voices)}
 
 
+class ChordRNNTask(Task):
+    """Follow mode's step harmoniser (`training.chordrnn`): crops of `crop_steps` steps from
+    a zero state, a quarter of them from the piece's first step."""
+
+    def __init__(self, *args, model_config=None, **kw):
+        super().__init__(*args, **kw)
+        self.cfg = ChordRNNConfig(**(model_config or {}))
+        self.modules = {"chordrnn": ChordRNN(self.cfg).to(self.device)}
+        self.optimizers = {"chordrnn": self.opt(self.modules["chordrnn"])}
+        self.train_tokens = [step_tokens(c, D.PITCH_LOW, self.cfg.pitch_count) for c in self.train]
+        self.valid_tokens = [step_tokens(c, D.PITCH_LOW, self.cfg.pitch_count) for c in self.valid]
+        self.lengths = np.array([len(t) for t in self.train_tokens], dtype=np.float64)
+
+    def batch(self, pieces: list[np.ndarray], starts: list[int], span: int):
+        n = len(pieces)
+        chord = np.full((n, span, 4), self.cfg.rest_id, np.int64)
+        beat = np.zeros((n, span), np.int64)
+        target = np.full((n, span, 3), -100, np.int64)
+        for i, (tokens, start) in enumerate(zip(pieces, starts)):
+            c, b, t = model_inputs(tokens[: start + span], self.cfg.rest_id, start)
+            chord[i, : len(c)], beat[i, : len(b)], target[i, : len(t)] = c, b, t
+        return tuple(torch.from_numpy(a).to(self.device) for a in (chord, beat, target))
+
+    def train_step(self) -> dict[str, float]:
+        model = self.modules["chordrnn"]
+        picks = self.rng.choice(len(self.train_tokens), size=self.local_batch, p=self.lengths / self.lengths.sum())
+        span = self.cfg.crop_steps
+        starts = [0 if self.rng.random() < 0.25 else int(self.rng.integers(0, max(len(self.train_tokens[k]) - span, 0) + 1))
+                  for k in picks]
+        loss = model.loss(*self.batch([self.train_tokens[k] for k in picks], starts, span))
+        self.optimizers["chordrnn"].zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        average_gradients(model, self.world)
+        self.optimizers["chordrnn"].step()
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def valid_loss(self) -> float:
+        """NLL per voice-step (alto, tenor, bass) over whole valid pieces, each from a zero state."""
+        model, total, count = self.modules["chordrnn"], 0.0, 0
+        for tokens in self.valid_tokens:
+            chord, beat, target = self.batch([tokens], [0], len(tokens))
+            n = int((target >= 0).sum())
+            total += float(model.loss(chord, beat, target)) * n
+            count += n
+        return total / max(count, 1)
+
+    @torch.no_grad()
+    def sample_rolls(self) -> dict[str, np.ndarray]:
+        """The first valid piece's soprano harmonised step by step (most probable chain)."""
+        model, rest = self.modules["chordrnn"], self.cfg.rest_id
+        tokens = self.valid_tokens[0][:64]
+        state = model.empty_state(1, self.device)
+        before, out = [rest] * 3, []
+        for t, s in enumerate(tokens[:, 0]):
+            chord = torch.tensor([[[int(s)] + before]], device=self.device)
+            alto, tenor, bass, state = model(chord, torch.tensor([[t % 4]], device=self.device), state)
+            a = int(alto[0, 0].argmax())
+            te = int(tenor[0, 0, a].argmax())
+            b = int(bass[0, 0, te].argmax())
+            before = [a, te, b]
+            out.append([int(s), a, te, b])
+        arr = np.array(out)
+        voices = np.where(arr == rest, -1, arr + D.PITCH_LOW)
+        return {"soprano harmonised step by step": D.piano_roll(voices)}
+
+
 def sequence_nll(model: MusicTransformer, sequences: list[np.ndarray], cfg: TransformerConfig,
                  device: torch.device, stride: int | None = None) -> float:
     """Mean NLL in nats per token over whole sequences, scored in sliding windows of max_context.
@@ -284,7 +353,7 @@ def sequence_nll(model: MusicTransformer, sequences: list[np.ndarray], cfg: Tran
     return total / max(count, 1)
 
 
-TASKS = {"gan": GANTask, "arcnn": ARCNNTask, "transformer": TransformerTask}
+TASKS = {"gan": GANTask, "arcnn": ARCNNTask, "transformer": TransformerTask, "chordrnn": ChordRNNTask}
 
 
 # --------------------------------------------------------------------------- loop helpers
@@ -534,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return finetune(argv[1:])
     p = argparse.ArgumentParser(prog="python -m training", description="Train a livegen model on chorales.")
-    p.add_argument("model", choices=sorted(TASKS), help="gan (accompany), arcnn (edit) or transformer (continue)")
+    p.add_argument("model", choices=sorted(TASKS), help="gan (accompany), arcnn (edit), transformer (continue) or chordrnn (harmonise: follow mode)")
     p.add_argument("--data", required=True, help="jsb:FILE.json, music21, midi:FOLDER, or a path")
     p.add_argument("--out", required=True, help="folder for checkpoints, curves and samples")
     p.add_argument("--steps", type=int, default=RunConfig.steps)

@@ -114,7 +114,67 @@ class TokenDecoder:
             raise
 
 
-class Harmoniser:
+class Placement:
+    """What both step harmonisers (this module's and `harmonise.ChordHarmoniser`) share: the
+    octaves the player's tune is moved by into the model's register, and what the player
+    holds besides the tune, in tokens."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.shift = 0
+        self.shift_set = False
+
+    def soprano_token(self, soprano: int | None) -> int:
+        info = self.model.info
+        rest = info.pitch_count
+        if soprano is not None and (not self.shift_set or self._misplaced(soprano + self.shift)):
+            self.shift = R.octave_shift([soprano], info.pitch_low, info.pitch_count, MELODY_TARGET)
+            self.shift_set = True
+        if soprano is not None and 0 <= soprano + self.shift - info.pitch_low < rest:
+            return soprano + self.shift - info.pitch_low
+        return rest
+
+    def _misplaced(self, moved: int) -> bool:
+        """The soprano, moved by the octaves chosen so far, lies outside the model's range or
+        more than an octave from where the models expect it: the player has gone to another
+        register (or the first note was a lone low or high one), so the octaves are chosen
+        again from this note. Within an octave the placement holds, so that a tune is not
+        moved about in the middle of a line."""
+        info = self.model.info
+        return not 0 <= moved - info.pitch_low < info.pitch_count or abs(moved - MELODY_TARGET) > 12
+
+    def hand_tokens(self, s_tok: int, held: tuple) -> tuple[set[int], int | None] | None:
+        """What the player holds besides the tune, in tokens: those the voices must not take
+        (a semitone, mod 12, from a held note, or under the player's bass) and the bass token
+        (the player's lowest note when it is a bass line, `accompany.is_bass`, or a rest when
+        it lies out of the model's range), or None."""
+        info = self.model.info
+        others = [t for t in sorted(p + self.shift - info.pitch_low for p in held) if t != s_tok]
+        if not others:
+            return None
+        tune = None if s_tok == info.pitch_count else s_tok + info.pitch_low
+        return self._hand(others, is_bass(others[0] + info.pitch_low, tune))
+
+    def answer_hand(self, held: tuple) -> tuple[set[int], int | None] | None:
+        """The same for what the player holds while the answer plays over it: the player's
+        top note stands for the tune (a lone note is a bass line only under middle C)."""
+        if not held:
+            return None
+        info = self.model.info
+        tokens = sorted(p + self.shift - info.pitch_low for p in held)
+        low = tokens[0] + info.pitch_low
+        return self._hand(tokens, is_bass(low, tokens[-1] + info.pitch_low) if len(tokens) > 1 else low < BASS_BELOW)
+
+    def _hand(self, held: list[int], bass: bool) -> tuple[set[int], int | None]:
+        rest = self.model.info.pitch_count
+        no = {t for t in range(rest) if semitone_from(t, held)}
+        if not bass:
+            return no, None
+        no |= set(range(min(max(held[0], 0), rest)))
+        return no, held[0] if 0 <= held[0] < rest else rest
+
+
+class Harmoniser(Placement):
     """Follow mode: the player's note is the soprano of each step; alto, tenor and bass are
     decoded for that same step from the cache.
 
@@ -134,12 +194,11 @@ class Harmoniser:
     PAUSE_STEPS = 16      # after a bar of the player's silence the model waits where it is
 
     def __init__(self, model: Model, settings: SamplingSettings, rng: np.random.Generator, live: bool = False):
-        self.model, self.settings, self.rng = model, settings, rng
+        super().__init__(model)
+        self.settings, self.rng = settings, rng
         self.dec = TokenDecoder(model, self.FOLLOW_KEEP, self.FOLLOW_TOKENS) if live else TokenDecoder(model)
         self.live = live
         self.pending_bass: int | None = None
-        self.shift = 0
-        self.shift_set = False
         self.seed = int(rng.integers(2**63))
         self.count = 0                  # steps harmonised
         self.last_token: int | None = None
@@ -168,32 +227,15 @@ class Harmoniser:
         guesses need not be made again every step (and the cores rest)."""
         return self.live and self.rest_run >= self.PAUSE_STEPS
 
-    def soprano_token(self, soprano: int | None) -> int:
-        info = self.model.info
-        rest = info.pitch_count
-        if soprano is not None and (not self.shift_set or self._misplaced(soprano + self.shift)):
-            self.shift = R.octave_shift([soprano], info.pitch_low, info.pitch_count, MELODY_TARGET)
-            self.shift_set = True
-        if soprano is not None and 0 <= soprano + self.shift - info.pitch_low < rest:
-            return soprano + self.shift - info.pitch_low
-        return rest
-
-    def _misplaced(self, moved: int) -> bool:
-        """The soprano, moved by the octaves chosen so far, lies outside the model's range or
-        more than an octave from where the models expect it: the player has gone to another
-        register (or the first note was a lone low or high one), so the octaves are chosen
-        again from this note. Within an octave the placement holds, so that a tune is not
-        moved about in the middle of a line."""
-        info = self.model.info
-        return not 0 <= moved - info.pitch_low < info.pitch_count or abs(moved - MELODY_TARGET) > 12
-
-    def step(self, soprano: int | None, urgent: bool = False, undo: bool = False, held: tuple = ()) -> list[int]:
+    def step(self, soprano: int | None, urgent: bool = False, undo: bool = False, held: tuple = (),
+             at: int | None = None) -> list[int]:
         """Soprano MIDI pitch (None = rest) -> [alto, tenor, bass] MIDI pitches or -1.
 
         When not `urgent` (no player note waits on it) and the context is nearly full, the
         slide is done now, so that it never falls on a step a player is waiting for. With
         `undo`, the step may be taken back and done again with another soprano (`redo`).
-        `held`: the player's other notes (MIDI pitches): see `hand_tokens`."""
+        `held`: the player's other notes (MIDI pitches): see `hand_tokens`. (`at`, the grid
+        step, is for `ChordHarmoniser`; the Transformer has no beat.)"""
         info = self.model.info
         rest = info.pitch_count
         self.undo = self._state() if undo else None
@@ -233,36 +275,6 @@ class Harmoniser:
         self.before = [s_tok] + out
         self.rest_run = self.rest_run + 1 if s_tok == rest else 0
         return [info.pitch_low + t - self.shift if t < rest else -1 for t in out]
-
-    def hand_tokens(self, s_tok: int, held: tuple) -> tuple[set[int], int | None] | None:
-        """What the player holds besides the tune, in tokens: those the voices must not take
-        (a semitone, mod 12, from a held note, or under the player's bass) and the bass token
-        (the player's lowest note when it is a bass line, `accompany.is_bass`, or a rest when
-        it lies out of the model's range), or None."""
-        info = self.model.info
-        others = [t for t in sorted(p + self.shift - info.pitch_low for p in held) if t != s_tok]
-        if not others:
-            return None
-        tune = None if s_tok == info.pitch_count else s_tok + info.pitch_low
-        return self._hand(others, is_bass(others[0] + info.pitch_low, tune))
-
-    def answer_hand(self, held: tuple) -> tuple[set[int], int | None] | None:
-        """The same for what the player holds while the answer plays over it: the player's
-        top note stands for the tune (a lone note is a bass line only under middle C)."""
-        if not held:
-            return None
-        info = self.model.info
-        tokens = sorted(p + self.shift - info.pitch_low for p in held)
-        low = tokens[0] + info.pitch_low
-        return self._hand(tokens, is_bass(low, tokens[-1] + info.pitch_low) if len(tokens) > 1 else low < BASS_BELOW)
-
-    def _hand(self, held: list[int], bass: bool) -> tuple[set[int], int | None]:
-        rest = self.model.info.pitch_count
-        no = {t for t in range(rest) if semitone_from(t, held)}
-        if not bass:
-            return no, None
-        no |= set(range(min(max(held[0], 0), rest)))
-        return no, held[0] if 0 <= held[0] < rest else rest
 
     def _state(self) -> tuple:
         d = self.dec

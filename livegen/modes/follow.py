@@ -4,14 +4,15 @@ alto, tenor and bass sound with it, a few ms after it.
 Capture thread: a note-on queues its step at once (and the steps before it, as they were); a
 step with no new note is queued on its grid time (FOLLOW_GRACE_S after it), so the voices
 move in time under a held note, and a note that comes late for that step corrects it.
-Worker: decodes the step (from a guess made ahead when there is one) and sounds it at once;
-while nothing waits it guesses the next step (`Harmoniser.speculate`).
+Worker: decodes the step and sounds it at once: with a `harmonise` model in one pass; with a
+`continue` model from a guess made ahead when there is one, and while nothing waits it
+guesses the next step (`Harmoniser.speculate`).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from livegen.generate.continue_ import Harmoniser
+from livegen.generate.harmonise import harmoniser_for
 from livegen.modes.base import Mode, StepJob, log
 from livegen.phrase import VoiceStream
 from livegen.roll import tune_and_others
@@ -30,7 +31,7 @@ class Follow(Mode):
         self.provisional: int | None = None   # the last step sounded before its late window closed
         self.velocity = 90
         self.switch_step: int | None = None   # where a switch asked for is made
-        self.harmoniser: Harmoniser | None = None
+        self.harmoniser = None    # continue_.Harmoniser or harmonise.ChordHarmoniser
         self.stream: VoiceStream | None = None
 
     # ---------------------------------------------------------------- capture thread
@@ -96,7 +97,7 @@ class Follow(Mode):
 
     def start_playing(self, rng: np.random.Generator) -> None:
         super().start_playing(rng)
-        self.harmoniser = Harmoniser(self.model, self.stage.sampling, rng, live=True)
+        self.harmoniser = harmoniser_for(self.model, self.stage.sampling, rng, live=True)
         self.harmoniser.speculate()   # the first note is answered from a guess too
 
     def run(self, job) -> None:
@@ -114,7 +115,7 @@ class Follow(Mode):
                 return
         else:
             pitches = harmoniser.step(job.soprano, urgent=job.heard_at is not None, undo=job.provisional,
-                                      held=job.held)
+                                      held=job.held, at=job.step)
         if self.stream is None:
             self.stream = VoiceStream(self.stage.scheduler, self.channels, job.velocity, self.muted, immediate=True)
             self.stream.lock = self.stage.in_key
@@ -141,7 +142,10 @@ class Follow(Mode):
             self.stream = None
 
     def log_stats(self) -> None:
-        if self.harmoniser is not None:
+        if self.harmoniser is not None and self.model.info.kind == "harmonise":
+            log.info("follow: steps decoded when played (one pass each): %(unguessed)d; steps sounded again "
+                     "for a late note: %(corrected)d", self.harmoniser.guess_stats)
+        elif self.harmoniser is not None:
             log.info("follow: steps answered from a guess made ahead: %(hits)d; decoded when played: %(misses)d "
                      "not guessed, %(unguessed)d not ready; guess passes stopped by a note: %(stopped)d; "
                      "steps sounded again for a late note: %(corrected)d", self.harmoniser.guess_stats)
