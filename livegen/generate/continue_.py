@@ -282,9 +282,10 @@ class Harmoniser(Placement):
                 list(self.guesses), self.shift, self.shift_set, self.before)
 
     def redo(self, soprano: int | None, held: tuple = ()) -> list[int] | None:
-        """The last step again with this soprano (a late note for it): the state before it
-        comes back (its guesses too), whatever was guessed since is dropped. None when the
-        last step cannot be taken back."""
+        """The last step again with this soprano (a late note for it, or another key of its
+        chord): the state before it comes back (its guesses too), whatever was guessed since
+        is dropped; it may be done again until the next step. None when the last step cannot
+        be taken back."""
         if self.undo is None:
             return None
         state, self.undo = self.undo, None
@@ -293,7 +294,7 @@ class Harmoniser(Placement):
          self.shift, self.shift_set, self.before) = state
         d.tokens = list(tokens)
         self.guess_stats["corrected"] += 1
-        return self.step(soprano, urgent=True, held=held)
+        return self.step(soprano, urgent=True, undo=True, held=held)
 
     def candidates(self, logits: np.ndarray | None) -> list[int]:
         """The next step's likeliest soprano tokens, best first: held, rest, then the model's

@@ -22,8 +22,10 @@ class ChordHarmoniser(Placement):
     follow mode (`step`, `redo`, `speculate`, `stop_guessing`); the state is the GRU's.
 
     The model was trained on sequences of at most 128 steps from a zero state; so that a
-    session can last for ever, every REFRESH steps the state is made again from zero over
-    the last KEEP steps (one pass), on a step no player's note waits for."""
+    session can last for ever, once the state holds REFRESH steps it is made again from zero
+    over the last KEEP steps (one pass of KEEP steps, a few ms): between steps, in
+    `speculate`, which follow mode calls once a step has sounded and nothing waits; failing
+    that, before the next step's own pass. The music is the same either way."""
 
     REFRESH, KEEP = 96, 32
     PAUSE_STEPS = 16      # after a bar of the player's silence the model waits where it is
@@ -50,7 +52,9 @@ class ChordHarmoniser(Placement):
         return self.live and self.rest_run >= self.PAUSE_STEPS
 
     def speculate(self, interrupt=lambda: False) -> None:
-        """Nothing to guess: a step is one pass."""
+        """Nothing to guess (a step is one pass): the state is made again here when it is due."""
+        if self.since_refresh >= self.REFRESH:
+            self._refresh()
 
     def stop_guessing(self) -> None:
         pass
@@ -65,7 +69,8 @@ class ChordHarmoniser(Placement):
              at: int | None = None) -> list[int]:
         """Soprano MIDI pitch (None = rest) -> [alto, tenor, bass] MIDI pitches or -1. `at`: the
         grid step (its place in the beat is the model's input; default: steps so far). With
-        `undo` the step may be taken back (`redo`); `held`: the player's other notes."""
+        `undo` the step may be taken back (`redo`); `held`: the player's other notes.
+        (`urgent`, for the Transformer's sake, changes nothing here.)"""
         info = self.model.info
         rest = info.pitch_count
         self.undo = self._state() if undo else None
@@ -73,7 +78,7 @@ class ChordHarmoniser(Placement):
         s_tok = self.soprano_token(soprano)
         if self.paused and s_tok == rest:
             return [-1, -1, -1]
-        if not urgent and self.since_refresh >= self.REFRESH:
+        if self.since_refresh >= self.REFRESH:    # (not done between steps: no time was left)
             self._refresh()
         chord = [s_tok] + (self.before[1:] if self.before else [rest] * 3)
         beat = (self.count if at is None else at) % info.steps_per_beat
@@ -106,15 +111,15 @@ class ChordHarmoniser(Placement):
                 self.rest_run, self.shift, self.shift_set)
 
     def redo(self, soprano: int | None, held: tuple = ()) -> list[int] | None:
-        """The last step again with this soprano (a late note for it); None when it cannot
-        be taken back."""
+        """The last step again with this soprano (a late note for it, or another key of its
+        chord); again until the next step. None when the last step cannot be taken back."""
         if self.undo is None:
             return None
         state, self.undo = self.undo, None
         (self.state, self.since_refresh, self.fed, self.count, self.before, self.rest_run, self.shift,
          self.shift_set) = state
         self.guess_stats["corrected"] += 1
-        return self.step(soprano, urgent=True, held=held, at=self.last_at)
+        return self.step(soprano, urgent=True, undo=True, held=held, at=self.last_at)
 
 
 def harmoniser_for(model: Model, settings: SamplingSettings, rng: np.random.Generator, live: bool = False):

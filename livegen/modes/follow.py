@@ -29,6 +29,7 @@ class Follow(Mode):
         super().__init__(*args, **kwargs)
         self.next_step = 0
         self.provisional: int | None = None   # the last step sounded before its late window closed
+        self.struck: int | None = None        # the last step sounded on a note played for it
         self.velocity = 90
         self.switch_step: int | None = None   # where a switch asked for is made
         self.harmoniser = None    # continue_.Harmoniser or harmonise.ChordHarmoniser
@@ -57,7 +58,10 @@ class Follow(Mode):
         step = self.stage.capture.note_on(pitch, velocity, pos)
         self.velocity = velocity
         if step < self.next_step:
-            if step == self.provisional:   # a late note for the step just sounded: sound it again with it
+            # a late note for the step just sounded, or another key of the chord that sounded it
+            # (the hands do not land at once: the bass first would be taken for the tune):
+            # the step again, with every key held now
+            if step in (self.provisional, self.struck):
                 self.provisional = None
                 self._post(step, self._hands(), t, correction=True)
             return   # (an older step: the next one holds it)
@@ -65,6 +69,7 @@ class Follow(Mode):
             self._post(s, before)
         self.next_step = step + 1
         self.provisional = None
+        self.struck = step
         self._post(step, self._hands(), t)
 
     def wake_at(self) -> float | None:
@@ -81,7 +86,7 @@ class Follow(Mode):
             if due is None or now < due:
                 break
             self._post(self.next_step, self._hands(), provisional=True)
-            self.provisional = self.next_step
+            self.provisional, self.struck = self.next_step, None
             self.stage.capture.forget_before(self.next_step - FORGET_AFTER)
             self.next_step += 1
         if next_mode is None:
@@ -114,8 +119,8 @@ class Follow(Mode):
             if pitches is None:
                 return
         else:
-            pitches = harmoniser.step(job.soprano, urgent=job.heard_at is not None, undo=job.provisional,
-                                      held=job.held, at=job.step)
+            pitches = harmoniser.step(job.soprano, urgent=job.heard_at is not None, undo=True, held=job.held,
+                                      at=job.step)
         if self.stream is None:
             self.stream = VoiceStream(self.stage.scheduler, self.channels, job.velocity, self.muted, immediate=True)
             self.stream.lock = self.stage.in_key
