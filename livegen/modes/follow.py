@@ -133,7 +133,7 @@ class Follow(Mode):
             log.debug("follow step %d: sounded %.1f ms after its grid time", job.step,
                       (self.stage.now() - grid) * 1000)
         log.debug("follow step %d: soprano %s -> %s%s", job.step, job.soprano, pitches,
-                  " (late note)" if job.correction else " (no new note)" if job.provisional else "")
+                  " (again: a late note or a chord)" if job.correction else " (no new note)" if job.provisional else "")
         self.stage.stats["generated_notes"] = self.stream.count
 
     def set_muted(self, muted: set[int]) -> None:
@@ -149,8 +149,9 @@ class Follow(Mode):
     def log_stats(self) -> None:
         if self.harmoniser is not None and self.model.info.kind == "harmonise":
             log.info("follow: steps decoded when played (one pass each): %(unguessed)d; steps sounded again "
-                     "for a late note: %(corrected)d", self.harmoniser.guess_stats)
+                     "for a late note or another key of a chord: %(corrected)d", self.harmoniser.guess_stats)
         elif self.harmoniser is not None:
             log.info("follow: steps answered from a guess made ahead: %(hits)d; decoded when played: %(misses)d "
                      "not guessed, %(unguessed)d not ready; guess passes stopped by a note: %(stopped)d; "
-                     "steps sounded again for a late note: %(corrected)d", self.harmoniser.guess_stats)
+                     "steps sounded again for a late note or another key of a chord: %(corrected)d",
+                     self.harmoniser.guess_stats)
