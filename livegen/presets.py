@@ -11,8 +11,7 @@ from pathlib import Path
 
 from livegen.config import CONTROLS, check_presets
 from livegen.errors import ConfigError
-
-BUNDLED = ("accompany", "edit", "continue", "harmonise")
+from livegen.models import BUNDLED
 
 
 def toml_value(value) -> str:

@@ -192,6 +192,9 @@ class Harmoniser(Placement):
     FOLLOW_TOKENS, FOLLOW_KEEP = 64, 8
     TIER, TIERS = 12, 2   # sopranos decoded ahead per step: batches of 12, the likeliest first
     PAUSE_STEPS = 16      # after a bar of the player's silence the model waits where it is
+    STATS = ("steps answered from a guess made ahead: %(hits)d; decoded when played: %(misses)d not guessed, "
+             "%(unguessed)d not ready; guess passes stopped by a note: %(stopped)d; steps sounded again for a "
+             "late note or another key of a chord: %(corrected)d")    # (follow's closing line, of guess_stats)
 
     def __init__(self, model: Model, settings: SamplingSettings, rng: np.random.Generator, live: bool = False):
         super().__init__(model)

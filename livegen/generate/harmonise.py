@@ -13,7 +13,7 @@ from collections import deque
 
 import numpy as np
 
-from livegen.generate.continue_ import Placement, SamplingSettings, banned, sample
+from livegen.generate.continue_ import Harmoniser, Placement, SamplingSettings, banned, sample
 from livegen.models import Model
 
 
@@ -29,6 +29,8 @@ class ChordHarmoniser(Placement):
 
     REFRESH, KEEP = 96, 32
     PAUSE_STEPS = 16      # after a bar of the player's silence the model waits where it is
+    STATS = ("steps decoded when played (one pass each): %(unguessed)d; steps sounded again for a late note "
+             "or another key of a chord: %(corrected)d")
 
     def __init__(self, model: Model, settings: SamplingSettings, rng: np.random.Generator, live: bool = False):
         super().__init__(model)
@@ -125,8 +127,4 @@ class ChordHarmoniser(Placement):
 def harmoniser_for(model: Model, settings: SamplingSettings, rng: np.random.Generator, live: bool = False):
     """Follow mode's step harmoniser for this model: one pass a step for a `harmonise` model,
     three (and guesses ahead, live) for a `continue` model."""
-    if model.info.kind == "harmonise":
-        return ChordHarmoniser(model, settings, rng, live)
-    from livegen.generate.continue_ import Harmoniser
-
-    return Harmoniser(model, settings, rng, live)
+    return (ChordHarmoniser if model.info.kind == "harmonise" else Harmoniser)(model, settings, rng, live)

@@ -147,11 +147,5 @@ class Follow(Mode):
             self.stream = None
 
     def log_stats(self) -> None:
-        if self.harmoniser is not None and self.model.info.kind == "harmonise":
-            log.info("follow: steps decoded when played (one pass each): %(unguessed)d; steps sounded again "
-                     "for a late note or another key of a chord: %(corrected)d", self.harmoniser.guess_stats)
-        elif self.harmoniser is not None:
-            log.info("follow: steps answered from a guess made ahead: %(hits)d; decoded when played: %(misses)d "
-                     "not guessed, %(unguessed)d not ready; guess passes stopped by a note: %(stopped)d; "
-                     "steps sounded again for a late note or another key of a chord: %(corrected)d",
-                     self.harmoniser.guess_stats)
+        if self.harmoniser is not None:
+            log.info("follow: " + self.harmoniser.STATS, self.harmoniser.guess_stats)
