@@ -59,20 +59,22 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def melody(seconds: float, step: float, jsb: Path = JSB) -> list[tuple[int, int, int]]:
-    """Soprano lines of JSB test chorales, one after another, as (pitch, start, end) steps."""
+def melody(seconds: float, step: float, jsb: Path = JSB, voices=(0,)) -> list[tuple[int, int, int]]:
+    """Soprano lines of JSB test chorales (with `voices` (0, 3): and their bass lines), one
+    after another, as (pitch, start, end) steps."""
     test = json.loads(jsb.read_text())["test"]
     notes, offset, total = [], 0, int(seconds / step)
     for chorale in test:
-        sop = [s[0] for s in chorale]
-        t = 0
-        while t < len(sop):
-            p, s = sop[t], t
-            while t < len(sop) and sop[t] == p:
-                t += 1
-            if p >= 0 and offset + s < total - 40:
-                notes.append((p, offset + s, offset + t))
-        offset += len(sop)
+        for v in voices:
+            line = [s[v] for s in chorale]
+            t = 0
+            while t < len(line):
+                p, s = line[t], t
+                while t < len(line) and line[t] == p:
+                    t += 1
+                if p >= 0 and offset + s < total - 40:
+                    notes.append((p, offset + s, offset + t))
+        offset += len(chorale)
         if offset >= total - 40:
             break
     return notes
@@ -124,6 +126,8 @@ def main() -> int:
     ap.add_argument("--bpm", type=float, default=120)
     ap.add_argument("--model", default="accompany")
     ap.add_argument("--mode", default="loop", choices=["loop", "respond", "follow"])
+    ap.add_argument("--hands", action="store_true", help="play the chorales' bass lines too (both hands: "
+                    "respond + continue decodes an answer step again when a key struck on it does not fit it)")
     ap.add_argument("--idle-seconds", type=float, default=10)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="the daemon's inference device")
     ap.add_argument("--jsb", default=str(JSB), help="the JSB chorales JSON (its test sopranos are played)")
@@ -135,14 +139,15 @@ def main() -> int:
     try:
         web = f"127.0.0.1:{free_port()}"
         d = Daemon("lgbench", "--model", args.model, "--mode", args.mode, "--bpm", str(args.bpm), "--seed", "1",
-                   "--device", args.device, "--backend", "jack", *(["--web", web] if args.web else []))
+                   "--device", args.device, "--backend", "jack", *(["--web", web] if args.web else []),
+                   *(["-v"] if os.environ.get("LGBENCH_VERBOSE") else []))
         player, listener = Player(d.in_port, "bench-player"), Listener(d.out_port, "bench-listener")
         page = PageOpen(web) if args.web else None
         pid = d.proc.pid
         c0 = cpu_seconds(pid)
         time.sleep(args.idle_seconds)
         idle_cpu = (cpu_seconds(pid) - c0) / args.idle_seconds * 100
-        notes = melody(args.seconds, step, Path(args.jsb))
+        notes = melody(args.seconds, step, Path(args.jsb), (0, 3) if args.hands else (0,))
         events = []
         for p, s, e in notes:
             events += [(s * step, [0x90, p, 90]), (e * step - 0.005, [0x80, p, 0])]
@@ -201,13 +206,17 @@ def main() -> int:
         print(f"| daemon resident memory after the session | {rss:.0f} MiB |")
         return 0
     print(f"\nlivegen live timing ({args.mode}): {args.seconds:.0f} s at {args.bpm:g} BPM, model {args.model}, "
-          f"{len(notes)} player notes, {inference}{', control page open' if args.web else ''}")
+          f"{len(notes)} player notes{' (soprano and bass)' if args.hands else ''}, {inference}"
+          f"{', control page open' if args.web else ''}")
     print("| generated note-ons vs grid | notes | p50 ms | p99 ms | max ms |")
     print("|---|---|---|---|---|")
     print(row("player's grid (end to end, 2 JACK hops)", err_ms))
     print(row("daemon's grid (median latency removed)", jitter))
     print(f"\n| measure | value |\n|---|---|\n| median latency (2 JACK hops + scheduling) | {np.median(err_ms):.2f} ms |")
     print(f"| notes dropped as late | {late} |")
+    redone = next((line.split("them: ")[1] for line in out.splitlines() if "answer steps decoded again" in line), None)
+    if redone is not None:
+        print(f"| answer steps decoded again for a key struck on them | {redone} |")
     sent = next((line.split("livegen: ")[1] for line in out.splitlines() if "after their deadline" in line), "?")
     print(f"| daemon's own send error | {sent} |")
     print(f"| daemon CPU while idle ({args.idle_seconds:g} s) | {idle_cpu:.2f} % of one core |")

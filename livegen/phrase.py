@@ -112,8 +112,11 @@ class VoiceStream:
     """Turns one pitch per voice per step into notes: the same pitch again is held.
 
     With a scheduler, notes are scheduled as the steps come (note-on now, note-off when the
-    voice moves); without one, they are collected in `notes`.
+    voice moves); without one, they are collected in `notes`. The last steps scheduled may
+    be taken back (`take_back`) and scheduled again.
     """
+
+    KEEP = 4     # steps that may be taken back
 
     def __init__(self, scheduler, channels: list[int], velocity: int, muted: set[int] = frozenset(),
                  immediate: bool = False):
@@ -124,26 +127,55 @@ class VoiceStream:
         self.count = 0
         self.since: float | None = None    # follow mode: arrival of the player's note being answered
         self.lock = lambda pitch: pitch    # --scale-lock: into the key (`Stage.in_key`)
+        self.done: dict[int, tuple] = {}   # step -> (current before it, {voice: note started}, {voice: note ended})
 
-    def step(self, step: int, pitches: list[int]) -> None:
+    def step(self, step: int, pitches: list[int], voices=None, at_once: bool = False) -> None:
+        """Voices (`voices`: only those) at `step`; `at_once`: its time has passed (a step
+        taken back and done again): its note-ons go now."""
+        before, ons, offs = self.done.get(step) or (list(self.current), {}, {})
         for v, pitch in enumerate(pitches):
             pitch = self.lock(pitch) if pitch >= 0 else pitch
-            if v in self.muted or v >= len(self.channels):
+            if v in self.muted or v >= len(self.channels) or (voices is not None and v not in voices):
                 continue
-            cur = self.current[v]
+            cur = before[v] = self.current[v]
             if cur is not None and cur[0] == pitch:
                 continue
             if cur is not None:
                 self._off(v, cur, step)
+                offs[v] = cur
             self.current[v] = None
             if pitch >= 0:
                 note_id = None
                 if self.scheduler is not None:
                     ch = self.channels[v]
-                    note_id = (self.scheduler.note_now(ch, pitch, self.velocity, self.since) if self.immediate
-                               else self.scheduler.schedule_on(step, ch, pitch, self.velocity))
+                    note_id = (self.scheduler.note_now(ch, pitch, self.velocity, self.since)
+                               if self.immediate or at_once else self.scheduler.schedule_on(step, ch, pitch, self.velocity))
                 self.current[v] = (pitch, note_id, step)
+                ons[v] = self.current[v]
                 self.count += 1
+        if self.scheduler is not None and not self.immediate:
+            self.done[step] = (before, ons, offs)
+            self.done.pop(step - self.KEEP, None)
+
+    def take_back(self, step: int, voices) -> bool:
+        """Undo what `voices` did from `step` on (a note-on not sent yet is dropped, one sent
+        is ended now; a note-off not sent yet is dropped, so the note sounds on). False, and
+        nothing done, when `step` is too far back."""
+        if step not in self.done:
+            return False
+        for k in sorted((k for k in self.done if k >= step), reverse=True):
+            before, ons, offs = self.done[k]
+            for v in voices:
+                if v in ons:
+                    pitch, note_id, _ = ons.pop(v)
+                    self.scheduler.take_back(note_id, self.channels[v], pitch)
+                    self.count -= 1
+                self.current[v] = before[v]
+                if v in offs:
+                    pitch, note_id, _ = offs.pop(v)
+                    if not self.scheduler.take_back(note_id, self.channels[v], pitch, off_only=True):
+                        self.current[v] = None     # it has ended
+        return True
 
     def _off(self, v: int, cur, step: int) -> None:
         pitch, note_id, start = cur
@@ -157,3 +189,4 @@ class VoiceStream:
             if cur is not None:
                 self._off(v, cur, step)
         self.current = [None] * len(self.channels)
+        self.done = {}

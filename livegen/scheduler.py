@@ -163,7 +163,52 @@ class OffsAgain:
         return out
 
 
-class Scheduler(threading.Thread):
+class Amends:
+    """What the scheduler does to notes already scheduled or sent: a connection of the output
+    lost and found again, a generated step taken back (a key struck on an answer's step after
+    it was decoded). A part of `Scheduler`: each takes its lock."""
+
+    def take_back(self, note_id: int, channel: int, pitch: int, off_only: bool = False) -> bool:
+        """Undo a note from `schedule_on` (with `off_only`: only its note-off, so that it sounds
+        on). True when what is taken back had not been sent; a note-on that was is ended now."""
+        with self._cond:
+            kept = [e for e in self._heap if e[2] != note_id or (off_only and e[1] == 1)]
+            taken = {e[1] for e in self._heap if e[2] == note_id} - {e[1] for e in kept if e[2] == note_id}
+            if len(kept) < len(self._heap):
+                self._heap = kept
+                heapq.heapify(self._heap)
+            if off_only:
+                return 0 in taken
+            if 1 not in taken:
+                self._dropped_ids.discard(note_id)
+                self._now.append((note_id, [NOTE_OFF | channel, pitch, 0], None))
+                self._cond.notify()
+            return 1 in taken
+
+    def unlinked(self, since: float) -> None:
+        """A connection of the output was removed, at `since` at the earliest: the port on the
+        other end missed the note-offs sent since, and will miss those of the notes sounding.
+        They are ended now (panic) and kept for `relinked`."""
+        with self._cond:
+            self.offs.missed |= set(self.ledger.sounding) | self.offs.sent_since(since)
+        self.panic(clear=False)     # (the music goes on for the connections that remain)
+
+    def relinked(self, again: bool = False) -> None:
+        """A connection was made again: the note-offs it missed (a synth there would hold
+        those notes until the same key came again), also for a key struck again meanwhile (the
+        synth missed that note-on and would hold the old note until the new one ends: up to
+        0.74 s in `reliability.py`'s follow runs). With `again` they are kept to be sent once
+        more, then for keys not sounding: JACK can lose what is sent as a connection is made."""
+        with self._cond:
+            for ch, pitch in sorted(self.offs.missed):
+                if again or (ch, pitch) not in self.ledger.sounding:
+                    self._now.append((None, [NOTE_OFF | ch, pitch, 0], None))
+            if not again:
+                self.offs.missed = set()
+            self._cond.notify()
+
+
+class Scheduler(Amends, threading.Thread):
     """Sends scheduled and immediate MIDI messages through `send(bytes_list)` from one thread."""
 
     def __init__(self, send: Callable[[list[int]], None], time_of: Callable[[float], float | None],
@@ -247,28 +292,6 @@ class Scheduler(threading.Thread):
             self._now = deque(item for item in self._now if item[0] is None)
         self.panic(channels=channels)
 
-    def unlinked(self, since: float) -> None:
-        """A connection of the output was removed, at `since` at the earliest: the port on the
-        other end missed the note-offs sent since, and will miss those of the notes sounding.
-        They are ended now (panic) and kept for `relinked`."""
-        with self._cond:
-            self.offs.missed |= set(self.ledger.sounding) | self.offs.sent_since(since)
-        self.panic(clear=False)     # (the music goes on for the connections that remain)
-
-    def relinked(self, again: bool = False) -> None:
-        """A connection was made again: the note-offs it missed (a synth there would hold
-        those notes until the same key came again), also for a key struck again meanwhile (the
-        synth missed that note-on and would hold the old note until the new one ends: up to
-        0.74 s in `reliability.py`'s follow runs). With `again` they are kept to be sent once
-        more, then for keys not sounding: JACK can lose what is sent as a connection is made."""
-        with self._cond:
-            for ch, pitch in sorted(self.offs.missed):
-                if again or (ch, pitch) not in self.ledger.sounding:
-                    self._now.append((None, [NOTE_OFF | ch, pitch, 0], None))
-            if not again:
-                self.offs.missed = set()
-            self._cond.notify()
-
     def in_gap(self, fn: Callable[[], object], wait_s: float = 2.0):
         """Run `fn` on this thread where nothing is due for CHORE_GAP_S (or after `wait_s`
         at the latest) and return what it returns. For work that holds the GIL, such as
@@ -337,6 +360,10 @@ class Scheduler(threading.Thread):
     def _send_immediate(self, note_id: int | None, msg: list[int], since: float | None) -> None:
         if note_id is None:
             self._emit(msg)
+            return
+        if msg[0] & 0xF0 == NOTE_OFF:      # (`take_back`: a note taken back after it was sent)
+            if self.ledger.off(msg[0] & 0x0F, msg[1], note_id):
+                self._emit(msg)
             return
         if self.ledger.on(msg[0] & 0x0F, msg[1], note_id):
             self._emit([NOTE_OFF | (msg[0] & 0x0F), msg[1], 0])

@@ -198,7 +198,7 @@ def test_a_panics_note_offs_go_once_more_but_not_for_a_note_struck_again():
 
     clock = [0.0]
     sent = []
-    s = Scheduler(lambda m: sent.append((clock[0], list(m))), lambda step: step * 0.1, now=lambda: clock[0])
+    s = Scheduler(lambda m: sent.append((clock[0], list(m))), lambda step: round(step * 0.1, 6), now=lambda: clock[0])
     s.note_now(0, 60, 90)
     s.note_now(0, 64, 90)
     s.pump(0.0)
@@ -260,3 +260,74 @@ def test_the_thread_lives_on_when_an_echo_falls_due_during_its_turn():
     assert s.is_alive()
     s.stop()
     assert sent.count([0x80, 69, 0]) == 2
+
+
+class Recorder:
+    """A virtual clock (a step is 0.1 s) and what the scheduler sends, with the time."""
+
+    def __init__(self):
+        self.t = -0.01
+        self.got: list[tuple[float, list[int]]] = []
+        self.scheduler = Scheduler(lambda m: self.got.append((self.t, list(m))), lambda step: round(step * 0.1, 6),
+                                   now=lambda: self.t)
+
+    def until(self, t: float) -> None:
+        while self.t < t:      # (every 10 ms: a note-on sent long after its deadline is dropped)
+            self.t = min(t, round(self.t + 0.01, 6))
+            self.scheduler.pump(self.t)
+
+    def notes(self) -> list[tuple[float, str, int]]:
+        """Note-ons and note-offs (not the second note-off of each, 12 ms later)."""
+        out, sounding = [], set()
+        for t, m in self.got:
+            if m[0] & 0xF0 == 0x90:
+                sounding.add(m[1])
+                out.append((round(t, 3), "on", m[1]))
+            elif m[0] & 0xF0 == 0x80 and m[1] in sounding:
+                sounding.discard(m[1])
+                out.append((round(t, 3), "off", m[1]))
+        return out
+
+
+def test_a_step_taken_back_before_its_time_is_never_heard():
+    """respond + continue: an answer step decoded again (a key was struck on it) before its
+    time: the voice that changes is heard with its new note only, the others untouched."""
+    from livegen.phrase import VoiceStream
+
+    r = Recorder()
+    stream = VoiceStream(r.scheduler, [1, 2], 90)
+    stream.step(0, [60, 64])
+    stream.step(1, [60, 65])
+    r.until(0.05)
+    assert stream.take_back(1, {1})
+    stream.step(1, [60, 67], {1})
+    stream.step(2, [62, 67])
+    r.until(0.25)
+    stream.close(3)
+    r.until(0.35)
+    assert r.notes() == [(0.0, "on", 60), (0.0, "on", 64), (0.1, "off", 64), (0.1, "on", 67),
+                         (0.2, "off", 60), (0.2, "on", 62), (0.3, "off", 67), (0.3, "off", 62)]
+
+
+def test_a_step_taken_back_after_its_time_ends_the_note_that_did_not_fit_at_once():
+    from livegen.phrase import VoiceStream
+
+    r = Recorder()
+    stream = VoiceStream(r.scheduler, [1, 2], 90)
+    stream.step(0, [60, 64])
+    stream.step(1, [60, 64])      # held on
+    stream.step(2, [60, 65])
+    r.until(0.21)                 # step 2 has sounded
+    assert stream.take_back(1, {1})                     # from step 1 on: 65 ends now
+    r.scheduler.pump(r.t)
+    assert r.notes()[-1] == (0.21, "off", 65)
+    r.until(0.22)
+    stream.step(1, [60, 67], {1}, at_once=True)         # (a late correction: 64 ended at step 2 already)
+    stream.step(2, [60, 67], {1}, at_once=True)
+    r.until(0.23)
+    stream.close(3)
+    r.until(0.35)
+    assert r.notes() == [(0.0, "on", 60), (0.0, "on", 64), (0.2, "off", 64), (0.2, "on", 65),
+                         (0.21, "off", 65), (0.23, "on", 67), (0.3, "off", 60), (0.3, "off", 67)]
+    assert not r.scheduler.ledger.sounding
+    assert not stream.take_back(-3, {0})     # too far back: nothing to take back

@@ -400,30 +400,98 @@ class Harmoniser(Placement):
                               sorted(set(banned([guess["sopranos"][row]] + out, self.before, rest)) | no)))
         return out
 
-    def answer(self, steps: int, held_at=None):
-        """Continue what was harmonised for `steps` steps, all four voices; yields
-        (step offset, 4 MIDI pitches) as each step is decoded. `held_at(offset)`: the MIDI
+    def answer(self, steps: int, held_at=None) -> "AnswerSteps":
+        """Continue what was harmonised for `steps` steps, all four voices: an iterator of
+        (step offset, 4 MIDI pitches), one step decoded each time. `held_at(offset)`: the MIDI
         pitches the player holds as that step is decoded (`answer_hand`: no voice a semitone
-        against them or under the player's bass, which the bass follows).
+        against them or under the player's bass, which the bass follows)."""
+        return AnswerSteps(self, steps, held_at)
 
-        The answer never rests: after a cadence the model may end the piece (all voices
-        resting to the end of the answer, or nearly: 1 in 60 answers to the test suite's
-        melody had two voices or fewer), which a player hears as no answer, while Bach's voices
-        rest in 0.2 % of the steps mid-piece (JSB train split)."""
-        info = self.model.info
-        rest = info.pitch_count
-        logits = self.dec.feed([self.pending_bass]) if self.pending_bass is not None else self.dec.logits
-        self.pending_bass = None
+
+class AnswerSteps:
+    """The answer of `Harmoniser.answer`, step by step. Where the player plays a bass line the
+    answer's bass is the player's (in the context) and is not sounded: the answer fills the
+    voices between. A step already decoded may be decoded again with what the player holds
+    on it (`back_to`: a key struck on the answer's step after it was decoded): the cache, the
+    logits and the step's own random generator come back as they were before it, so a step
+    done again differs only where the new hand forbids.
+
+    The answer never rests: after a cadence the model may end the piece (all voices
+    resting to the end of the answer, or nearly: 1 in 60 answers to the test suite's
+    melody had two voices or fewer), which a player hears as no answer, while Bach's voices
+    rest in 0.2 % of the steps mid-piece (JSB train split)."""
+
+    KEEP = 4     # steps that may still be decoded again (each holds a cache)
+
+    def __init__(self, harmoniser: Harmoniser, steps: int, held_at=None):
+        self.h, self.steps, self.held_at = harmoniser, steps, held_at
+        dec = harmoniser.dec
+        self.rest = harmoniser.model.info.pitch_count
+        logits = dec.feed([harmoniser.pending_bass]) if harmoniser.pending_bass is not None else dec.logits
+        harmoniser.pending_bass = None
         if logits is None:
-            logits = self.dec.feed([rest, rest, rest, rest])
-        for s in range(steps):
-            hand = self.answer_hand(tuple(held_at(s))) if held_at is not None else None
-            step = []
-            for v in range(4):
-                if v == 3 and hand and hand[1] is not None and hand[1] < rest:
-                    tok = hand[1]       # the player's bass
-                else:
-                    tok = sample(logits, self.settings, self.rng, rest, sorted(hand[0]) if hand else ())   # pitches only
-                step.append(tok)
-                logits = self.dec.feed([tok])
-            yield s, [info.pitch_low + t - self.shift for t in step]
+            logits = dec.feed([self.rest] * 4)
+        self.logits = logits
+        self.seed = int(harmoniser.rng.integers(2**63))
+        self.done = 0
+        self.tokens: list[list[int]] = []          # per step decoded
+        self.quiet: list[bool] = []                # per step: its bass is the player's, not sounded
+        self.before: dict[int, tuple] = {}         # step -> the state before it (the last KEEP)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple[int, list[int]]:
+        if self.done >= self.steps:
+            raise StopIteration
+        return self.done, self.decode(self.held_at(self.done) if self.held_at is not None else ())
+
+    def decode(self, held) -> list[int]:
+        """The next step, the player holding `held` (MIDI pitches) as it sounds."""
+        h, dec, s = self.h, self.h.dec, self.done
+        self.before[s] = (dec.past, list(dec.tokens), dec.logits, self.logits)
+        self.before.pop(s - self.KEEP, None)
+        hand = h.answer_hand(tuple(held))
+        rng = np.random.default_rng((self.seed, s))
+        logits, step = self.logits, []
+        for v in range(4):
+            if v == 3 and hand and hand[1] is not None and hand[1] < self.rest:
+                tok = hand[1]       # the player's bass
+            else:
+                tok = sample(logits, h.settings, rng, self.rest, sorted(hand[0]) if hand else ())   # pitches only
+            step.append(tok)
+            logits = dec.feed([tok])
+        self.logits = logits
+        self.tokens[s:] = [step]
+        self.quiet[s:] = [bool(hand and hand[1] is not None and hand[1] < self.rest)]
+        self.done = s + 1
+        return self.pitches(s)
+
+    def pitches(self, s: int) -> list[int]:
+        info = self.h.model.info
+        return [info.pitch_low + t - self.h.shift if v < 3 or not self.quiet[s] else -1
+                for v, t in enumerate(self.tokens[s])]
+
+    def misfits(self, s: int, held) -> set[int]:
+        """The voices of step `s` as decoded that do not fit what the player holds on it: a
+        voice sounding a semitone from (or under) it, a bass sounding where the player plays one."""
+        hand = self.h.answer_hand(tuple(held))
+        if hand is None or not 0 <= s < self.done:
+            return set()
+        out = {v for v, t in enumerate(self.tokens[s]) if t in hand[0] and (v < 3 or not self.quiet[s])}
+        if hand[1] is not None and hand[1] < self.rest and not self.quiet[s]:
+            out.add(3)
+        return out
+
+    def back_to(self, s: int) -> bool:
+        """Forget the steps from `s` on (decode them again next); False when too far back."""
+        if s not in self.before:
+            return False
+        dec = self.h.dec
+        dec.past, tokens, dec.logits, self.logits = self.before[s]
+        dec.tokens = list(tokens)
+        self.done = s
+        del self.tokens[s:], self.quiet[s:]
+        for k in [k for k in self.before if k > s]:
+            del self.before[k]
+        return True

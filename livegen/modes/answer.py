@@ -1,7 +1,15 @@
 """respond with a continue model: the Transformer harmonises each step of the phrase silently
 as it is played, so that at the phrase's end it has four voices of context and only the
-answer is left to decode; the answer is streamed, each step scheduled as it is decoded."""
+answer is left to decode; the answer is streamed, each step scheduled as it is decoded.
+
+An answer step is decoded before the keys struck on it are known: a key struck on a step
+already decoded that the step does not fit (a voice a semitone from it or under the
+player's bass, another bass than the player's) has the step decoded again with it, and only
+the voices that change are sounded again (before the step's time, nothing is heard of the
+first; after it, the note that did not fit sounds for the time one step takes to decode)."""
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 
@@ -10,6 +18,9 @@ from livegen.modes.base import Job, StepJob
 from livegen.modes.phrases import PhraseCut
 from livegen.phrase import VoiceStream, answer_velocity
 from livegen.roll import Note, tune_and_others
+from livegen.scheduler import Lateness
+
+log = logging.getLogger("livegen.engine")
 
 
 class ContinueAnswers(PhraseCut):
@@ -26,8 +37,11 @@ class ContinueAnswers(PhraseCut):
         self.harmoniser: Harmoniser | None = None
         self.first_step_ms = 0.0
         self.answering: list | None = None   # [answer's steps, stream, first step, steps, steps decoded]
-        self.now_held: tuple = ()        # what the player held at the last step played
+        self.heard: dict[int, tuple] = {}   # step -> what the player holds on it (its keys struck so far,
+                                            # all of it once its late window has closed)
         self.step_ms: list[float] = []   # how long the last answer steps took to decode
+        self.redone = Lateness()         # ms from a key to its answer step decoded again
+        self.silenced = Lateness()       # ms from a key to the answer's voices that did not fit it silenced
 
     def calibrate(self) -> float:
         now = self.stage.now
@@ -44,6 +58,12 @@ class ContinueAnswers(PhraseCut):
     def begin(self, step: int) -> None:
         super().begin(step)
         self.next_step = step
+
+    def note_on(self, pitch: int, velocity: int, pos: float, t: float) -> None:
+        step = self.stage.capture.note_on(pitch, velocity, pos)
+        if step >= self.next_step - 1:    # (the answer step it falls on may be decoded already)
+            tune, others = tune_and_others(n.pitch for n in self.stage.capture.phrase(step, step + 1))
+            self.stage.post(StepJob(step, tune, velocity, t, silent=True, correction=True, held=others))
 
     def wake_at(self) -> float | None:
         due = [x for x in (self.cut_time(), self._late_window(self.next_step)) if x is not None]
@@ -82,12 +102,15 @@ class ContinueAnswers(PhraseCut):
         self.harmoniser = Harmoniser(self.model, self.stage.sampling, rng)
 
     def run(self, job) -> None:
+        if isinstance(job, StepJob) and job.correction:
+            self._struck(job.step, job.held + ((job.soprano,) if job.soprano is not None else ()), job.heard_at)
+            return
         if isinstance(job, StepJob):
             if job.step < 0:
                 self.harmoniser = Harmoniser(self.model, self.stage.sampling, self.stage.rng)
                 return
             self.harmoniser.step(job.soprano, held=job.held)
-            self.now_held = job.held + ((job.soprano,) if job.soprano is not None else ())
+            self._hear(job.step, job.held + ((job.soprano,) if job.soprano is not None else ()))
             if self.answering is not None and not 0 <= job.step - self.answering[2] + 1 <= self.answering[3]:
                 self._answer_upto(None, close_at=self.answering[2] + self.answering[4])   # (a Start: steps from 0)
             self.stage.stats["generated_notes"] += self._answer_upto(job.step + self.AHEAD)
@@ -104,7 +127,8 @@ class ContinueAnswers(PhraseCut):
         stream.lock = stage.in_key
         first = job.start + job.steps
         t = stage.now()
-        self.answering = [self.harmoniser.answer(job.steps, lambda s: self.now_held), stream, first, job.steps, 0]
+        self.answering = [self.harmoniser.answer(job.steps, lambda s: self.held_on(first + s)),
+                          stream, first, job.steps, 0]
         self._answer_upto(first + 1)
         self.first_step_ms = (stage.now() - min(t, job.posted or t)) * 1000
         self._answer_upto(first + self.AHEAD)
@@ -144,11 +168,59 @@ class ContinueAnswers(PhraseCut):
             self.answering = None
         return stream.count - before
 
+    def _hear(self, step: int, held: tuple) -> None:
+        self.heard = {k: v for k, v in self.heard.items() if k > step - 16}
+        self.heard[step] = held
+
+    def held_on(self, step: int) -> tuple:
+        """What the player holds on `step`, as far as is known now (what was held last before it)."""
+        known = [k for k in self.heard if k <= step]
+        return self.heard[max(known)] if known else ()
+
+    def _struck(self, step: int, held: tuple, heard_at: float | None = None) -> None:
+        """A key struck on `step`, the player holding `held` on it: the answer steps decoded
+        already from there on that do not fit what is held are decoded again."""
+        self._hear(step, held)
+        a = self.answering
+        if a is None:
+            return
+        steps, stream, first, count, done = a
+        s = next((k for k in range(max(step - first, 0), done) if steps.misfits(k, self.held_on(first + k))), None)
+        if s is None or first + s not in stream.done:
+            return
+        wrong = steps.misfits(s, self.held_on(first + s))
+        old = [steps.pitches(k) for k in range(s, done)]
+        t, notes = self.stage.now(), stream.count
+        if not steps.back_to(s):
+            return
+        stream.take_back(first + s, wrong)     # silent at once: a gap while the step is decoded again, not a clash
+        since = t if heard_at is None else heard_at
+        self.silenced.add((self.stage.now() - since) * 1000)
+        new = [steps.decode(self.held_on(first + k)) for k in range(s, done)]
+        changed = {v for v in range(4) if [p[v] for p in old] != [p[v] for p in new]} - wrong
+        stream.take_back(first + s, changed)
+        for k, pitches in enumerate(new):
+            grid = self.stage.time_of(first + s + k)
+            stream.step(first + s + k, pitches, changed | wrong, at_once=grid is not None and grid <= self.stage.now())
+        log.debug("respond step %d: %s -> %s for the key struck on step %d (%.1f ms)", first + s, old[0], new[0],
+                  step, (self.stage.now() - t) * 1000)
+        self.redone.add((self.stage.now() - since) * 1000)
+        self.stage.stats["generated_notes"] += stream.count - notes
+        self.stage.stats["answer_steps_redone"] += 1
+
     def close(self, step: int) -> None:
         """Another mode from `step` (a phrase boundary, where the answer ends anyway): what
         is decoded ends where it is."""
         if self.answering is not None:
             self._answer_upto(None, close_at=max(step, self.answering[2] + self.answering[4]))
+
+    def log_stats(self) -> None:
+        if len(self.redone):
+            r, q = self.redone, self.silenced
+            log.info("respond: answer steps decoded again for a key struck on them: %d; after the key, the voices "
+                     "that did not fit silenced p50 %.1f / p99 %.1f / max %.1f ms, sounded again p50 %.1f / p99 %.1f "
+                     "/ max %.1f ms", len(r), q.percentile(50), q.percentile(99), q.max_ms, r.percentile(50),
+                     r.percentile(99), r.max_ms)
 
     def answer_ms(self, started: float) -> float:
         return self.first_step_ms     # streamed: the cut must leave time for the first step only
