@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from livegen.generate.accompany import seam_after
+from livegen.generate.accompany import BASS_BELOW, is_bass, seam_after, semitone_from
 from livegen.modes.base import Job, Mode, log
 from livegen.phrase import answer_velocity, generate
 from livegen.roll import Note
@@ -123,13 +123,76 @@ class PhraseCut(Mode):
             self.stage.remote.recent_ms = []   # the cut lead is measured again
 
 
+FIT_AFTER_S = 0.004   # the answer's notes starting on a step are looked at against the keys held this long after
+                      # it (before, a key about to be let go would still count: a legato player lets go on the beat)
+
+
 class PhraseAnswers(PhraseCut):
-    """loop (accompany, edit) and respond (edit): each phrase answered whole at its cut."""
+    """loop (accompany, edit) and respond (edit): each phrase answered whole at its cut.
+
+    The answer is made from the phrase before; a key struck as it plays that a note of the
+    answer sounding on that step does not fit (a semitone from a key held, or under the
+    player's bass line) ends that note at once, or before it sounds; and a note of the answer
+    that starts on a step the keys held then do not fit ends FIT_AFTER_S after it began."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.pending: Mode | None = None    # a model or mode switch for the next phrase
         self.seam: tuple[int, list[int]] | None = None   # (phrase, accompany's last step): see seam_after
+        self.scheduled: list[tuple] = []    # the last two answers' notes: (id, channel, pitch, start, end); the
+                                            # worker puts a new list here, the capture thread reads it
+        self.taken: set[int] = set()        # capture thread: ids of the notes taken back
+        self.fit_step = 0                   # capture thread: the next step whose starting notes are looked at
+
+    def begin(self, step: int) -> None:
+        super().begin(step)
+        self.fit_step = step
+
+    def relocate(self, step: float) -> None:
+        super().relocate(step)
+        self.fit_step = int(step)
+
+    def note_on(self, pitch: int, velocity: int, pos: float, t: float) -> None:
+        step = self.stage.capture.note_on(pitch, velocity, pos)
+        held = {n.pitch for n in self.stage.capture.phrase(step, step + 1)}
+        self._fit(step, held, lambda start: start <= step)
+
+    def wake_at(self) -> float | None:
+        due = [x for x in (self.cut_time(), self._fit_time()) if x is not None]
+        return min(due) if due else None
+
+    def _fit_time(self) -> float | None:
+        t = self.stage.time_of(self.fit_step)
+        return None if t is None else t + FIT_AFTER_S
+
+    def tick(self, now: float, next_mode: Mode | None) -> int | None:
+        capture = self.stage.capture
+        while (due := self._fit_time()) is not None and now >= due:
+            if now - due > 0.05:     # (steps long past, after a pause of the clock: from the step now)
+                self.fit_step = max(self.fit_step + 1, int(self.stage.transport.position(now - FIT_AFTER_S) or 0))
+                continue
+            self._fit(self.fit_step, set(capture.held) | set(capture.pedalled), lambda start: start == self.fit_step)
+            self.fit_step += 1
+        return super().tick(now, next_mode)
+
+    def _fit(self, step: int, held: set[int], starts) -> None:
+        """Capture thread: the answer's notes sounding on `step` (those whose start passes
+        `starts`) that do not fit what the player holds on it are taken back."""
+        if not held:
+            return
+        notes = [n for answer in self.scheduled for n in answer
+                 if starts(n[3]) and step < n[4] and n[0] not in self.taken]
+        if not notes:
+            return
+        held = sorted(held)
+        bass = held[0] if (is_bass(held[0], held[-1]) if len(held) > 1 else held[0] < BASS_BELOW) else None
+        for note_id, ch, p, start, end in notes:
+            if semitone_from(p, held) or (bass is not None and p < bass):
+                self.stage.scheduler.take_back(note_id, ch, p)
+                self.taken.add(note_id)
+                self.stage.stats["answer_notes_taken_back"] += 1
+        if len(self.taken) > 4096:
+            self.taken = {i for answer in self.scheduled for i, *_ in answer} & self.taken
 
     def calibrate(self) -> float:
         tune = [Note(60 + p, 2 * i, 2 * i + 2) for i, p in enumerate((0, 2, 4, 5, 7, 9, 11, 12) * 2)]
@@ -173,14 +236,16 @@ class PhraseAnswers(PhraseCut):
             self._take_pending()
         self.source = "local"
         velocity = answer_velocity(job.notes)
-        count = 0
+        scheduler, scheduled = self.stage.scheduler, []
         for n in self.phrase_notes(job):
             if n.track in self.muted:
                 continue
-            self.stage.scheduler.schedule_note(n.start + job.steps, n.end + job.steps, self.channels[n.track],
-                                               self.stage.in_key(n.pitch), velocity)
-            count += 1
-        return count
+            ch, pitch = self.channels[n.track], self.stage.in_key(n.pitch)
+            note_id = scheduler.schedule_on(n.start + job.steps, ch, pitch, velocity)
+            scheduler.schedule_off(n.end + job.steps, note_id, ch, pitch)
+            scheduled.append((note_id, ch, pitch, n.start + job.steps, n.end + job.steps))
+        self.scheduled = self.scheduled[-1:] + [scheduled]
+        return len(scheduled)
 
     def phrase_notes(self, job: Job) -> list[Note]:
         """The answer's notes: from a remote worker when one answers in time, else made here
