@@ -217,6 +217,9 @@ def main() -> int:
     redone = next((line.split("them: ")[1] for line in out.splitlines() if "answer steps decoded again" in line), None)
     if redone is not None:
         print(f"| answer steps decoded again for a key struck on them | {redone} |")
+    taken = next((int(x.split()[1]) for x in out.split(", ") if x.startswith("answer_notes_taken_back")), 0)
+    if taken:
+        print(f"| notes of an answer made at the cut ended for a key that they did not fit | {taken} |")
     sent = next((line.split("livegen: ")[1] for line in out.splitlines() if "after their deadline" in line), "?")
     print(f"| daemon's own send error | {sent} |")
     print(f"| daemon CPU while idle ({args.idle_seconds:g} s) | {idle_cpu:.2f} % of one core |")
