@@ -98,6 +98,24 @@ def test_respond_with_the_transformer_answers_in_four_voices_from_what_was_playe
     assert_all_ended(rig)
 
 
+def test_respond_with_the_transformer_hears_a_flood_of_keys_on_one_step_without_losing_its_own_steps(bundled):
+    """Every key struck on an answer step is a job for the worker (the step may not fit it):
+    85 keys at once on one step (a forearm on the keyboard, or garbage on the line) are
+    looked at a few times, not 85, so the queue keeps room for the context's steps and no
+    job is dropped; the answer plays on and every note ends."""
+    rig = Rig(bundled["continue"], bpm=BPM, seed=5, mode="respond")
+    t0 = rig.t0 + 1.0
+    rig.play(MELODY, t0, STEP)
+    for pitch in range(24, 109):
+        rig.at(t0 + 40 * STEP, [0x90, pitch, 70])
+        rig.at(t0 + 42 * STEP, [0x80, pitch, 0])
+    rig.run_until(t0 + 3 * PHRASE * STEP)
+    rig.stop()
+    assert rig.engine.stats["phrases_dropped"] == 0
+    assert len([n for n in rig.note_ons() if n[0] - t0 >= PHRASE * STEP]) > 8    # the answer
+    assert_all_ended(rig)
+
+
 FOLLOW_TUNE = [(67, 0, 4), (69, 4, 6), (71, 6, 8), (72, 8, 16), (71, 16, 18), (69, 18, 20), (67, 20, 24)]
 
 

@@ -26,14 +26,17 @@ log = logging.getLogger("livegen.engine")
 class ContinueAnswers(PhraseCut):
     """The answer is decoded AHEAD steps before each of its steps sounds, as the next phrase
     is played, so that it hears what the player holds then (both hands: no voice a semitone
-    against a held note or under the player's bass, which its bass follows)."""
+    against a held note or under the player's bass line, where its own bass rests), and again
+    when a key struck on a step already decoded does not fit it (`_struck`)."""
 
+    MAX_KEYS = 4   # keys struck on one step that are looked at against the answer's step
     AHEAD = 2    # steps: an answer step is decoded once the step AHEAD before it has been played
                  # (at its late window's close, a third of a step after it), or sooner (`_answer_in_time`)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.next_step = 0               # the next step to add to the context
+        self.keys_posted = (-1, 0)       # capture thread: (step, keys on it posted to the worker)
         self.harmoniser: Harmoniser | None = None
         self.first_step_ms = 0.0
         self.answering: list | None = None   # [answer's steps, stream, first step, steps, steps decoded]
@@ -61,7 +64,11 @@ class ContinueAnswers(PhraseCut):
 
     def note_on(self, pitch: int, velocity: int, pos: float, t: float) -> None:
         step = self.stage.capture.note_on(pitch, velocity, pos)
-        if step >= self.next_step - 1:    # (the answer step it falls on may be decoded already)
+        posted = self.keys_posted[1] if self.keys_posted[0] == step else 0
+        # (the answer step it falls on may be decoded already; a flood of keys on one step is
+        # heard MAX_KEYS times at most, so that the context's own steps always find room)
+        if step >= self.next_step - 1 and posted < self.MAX_KEYS:
+            self.keys_posted = (step, posted + 1)
             tune, others = tune_and_others(n.pitch for n in self.stage.capture.phrase(step, step + 1))
             self.stage.post(StepJob(step, tune, velocity, t, silent=True, correction=True, held=others))
 
