@@ -153,9 +153,10 @@ class PhraseAnswers(PhraseCut):
         self.fit_step = int(step)
 
     def note_on(self, pitch: int, velocity: int, pos: float, t: float) -> None:
-        step = self.stage.capture.note_on(pitch, velocity, pos)
-        held = {n.pitch for n in self.stage.capture.phrase(step, step + 1)}
-        self._fit(step, held, lambda start: start <= step)
+        capture = self.stage.capture
+        step = capture.note_on(pitch, velocity, pos)
+        # (the keys down now: a few, however many notes a flood has left in the capture)
+        self._fit(step, set(capture.held) | set(capture.pedalled), lambda start: start <= step)
 
     def wake_at(self) -> float | None:
         due = [x for x in (self.cut_time(), self._fit_time()) if x is not None]
