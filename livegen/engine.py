@@ -70,7 +70,7 @@ class Engine:
         self.jobs: queue.Queue = queue.Queue(maxsize=JOB_QUEUE)
         self.stats = {"received": 0, "input_dropped": 0, "malformed": 0, "sysex": 0, "ignored": 0,
                       "phrases": 0, "phrases_dropped": 0, "worker_errors": 0, "generated_notes": 0,
-                      "answer_steps_redone": 0, "answer_notes_taken_back": 0}
+                      "answer_notes_taken_back": 0}
         self.stage = Stage(settings, self.scheduler, self.transport, self.new_capture(),
                            np.random.default_rng(settings.seed), SamplingSettings(settings.temperature, settings.top_p),
                            self.stats, self._post, lambda: not self.jobs.empty(), now,

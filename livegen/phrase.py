@@ -148,8 +148,10 @@ class VoiceStream:
                 note_id = None
                 if self.scheduler is not None:
                     ch = self.channels[v]
-                    note_id = (self.scheduler.note_now(ch, pitch, self.velocity, self.since)
-                               if self.immediate or at_once else self.scheduler.schedule_on(step, ch, pitch, self.velocity))
+                    if self.immediate or at_once:
+                        note_id = self.scheduler.note_now(ch, pitch, self.velocity, self.since)
+                    else:
+                        note_id = self.scheduler.schedule_on(step, ch, pitch, self.velocity)
                 self.current[v] = (pitch, note_id, step)
                 ons[v] = self.current[v]
                 self.count += 1

@@ -172,10 +172,10 @@ class Amends:
         """Undo a note from `schedule_on` (with `off_only`: only its note-off, so that it sounds
         on). True when what is taken back had not been sent; a note-on that was is ended now."""
         with self._cond:
-            kept = [e for e in self._heap if e[2] != note_id or (off_only and e[1] == 1)]
-            taken = {e[1] for e in self._heap if e[2] == note_id} - {e[1] for e in kept if e[2] == note_id}
-            if len(kept) < len(self._heap):
-                self._heap = kept
+            mine = lambda e: e[2] == note_id and not (off_only and e[1] == 1)    # noqa: E731
+            taken = {e[1] for e in self._heap if mine(e)}      # 1: its note-on, 0: its note-off
+            if taken:
+                self._heap = [e for e in self._heap if not mine(e)]
                 heapq.heapify(self._heap)
             if off_only:
                 return 0 in taken

@@ -191,6 +191,12 @@ def is_bass(low: int, tune: int | None) -> bool:
     return tune is None or (low < tune and (low < BASS_BELOW or tune - low >= 12))
 
 
+def plays_bass(held: list[int]) -> bool:
+    """What the player holds over an answer (sorted pitches, the top one standing for the
+    tune): its lowest note is a bass line (`is_bass`; a lone note only under middle C)."""
+    return is_bass(held[0], held[-1]) if len(held) > 1 else held[0] < BASS_BELOW
+
+
 def both_hands(notes: list[R.Note], start: int, steps: int, shift: int, pitch_low: int, tracks: list[str],
                tune: np.ndarray) -> tuple[list, np.ndarray | None]:
     """What the player holds besides the tune at each step of [start, start + steps) (the

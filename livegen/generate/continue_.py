@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from livegen import roll as R
-from livegen.generate.accompany import BASS_BELOW, MELODY_TARGET, is_bass, semitone_from
+from livegen.generate.accompany import MELODY_TARGET, is_bass, plays_bass, semitone_from
 from livegen.models import Model
 
 
@@ -162,8 +162,7 @@ class Placement:
             return None
         info = self.model.info
         tokens = sorted(p + self.shift - info.pitch_low for p in held)
-        low = tokens[0] + info.pitch_low
-        return self._hand(tokens, is_bass(low, tokens[-1] + info.pitch_low) if len(tokens) > 1 else low < BASS_BELOW)
+        return self._hand(tokens, plays_bass([t + info.pitch_low for t in tokens]))
 
     def _hand(self, held: list[int], bass: bool) -> tuple[set[int], int | None]:
         rest = self.model.info.pitch_count
@@ -404,7 +403,7 @@ class Harmoniser(Placement):
         """Continue what was harmonised for `steps` steps, all four voices: an iterator of
         (step offset, 4 MIDI pitches), one step decoded each time. `held_at(offset)`: the MIDI
         pitches the player holds as that step is decoded (`answer_hand`: no voice a semitone
-        against them or under the player's bass, which the bass follows)."""
+        against them or under the player's bass line, where the answer's bass rests)."""
         return AnswerSteps(self, steps, held_at)
 
 

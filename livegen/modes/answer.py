@@ -4,9 +4,9 @@ answer is left to decode; the answer is streamed, each step scheduled as it is d
 
 An answer step is decoded before the keys struck on it are known: a key struck on a step
 already decoded that the step does not fit (a voice a semitone from it or under the
-player's bass, another bass than the player's) has the step decoded again with it, and only
-the voices that change are sounded again (before the step's time, nothing is heard of the
-first; after it, the note that did not fit sounds for the time one step takes to decode)."""
+player's bass line, a bass where the player plays one) has the step decoded again with it:
+the voices that do not fit are silenced at once, and the voices that change sound when the
+step is decoded (before the step's time, nothing is heard of the first)."""
 from __future__ import annotations
 
 import logging
@@ -192,10 +192,10 @@ class ContinueAnswers(PhraseCut):
         if a is None:
             return
         steps, stream, first, count, done = a
-        s = next((k for k in range(max(step - first, 0), done) if steps.misfits(k, self.held_on(first + k))), None)
+        misfits = ((k, steps.misfits(k, self.held_on(first + k))) for k in range(max(step - first, 0), done))
+        s, wrong = next(((k, w) for k, w in misfits if w), (None, set()))
         if s is None or first + s not in stream.done:
             return
-        wrong = steps.misfits(s, self.held_on(first + s))
         old = [steps.pitches(k) for k in range(s, done)]
         t, notes = self.stage.now(), stream.count
         if not steps.back_to(s):
@@ -213,7 +213,6 @@ class ContinueAnswers(PhraseCut):
                   step, (self.stage.now() - t) * 1000)
         self.redone.add((self.stage.now() - since) * 1000)
         self.stage.stats["generated_notes"] += stream.count - notes
-        self.stage.stats["answer_steps_redone"] += 1
 
     def close(self, step: int) -> None:
         """Another mode from `step` (a phrase boundary, where the answer ends anyway): what

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from livegen.generate.accompany import BASS_BELOW, is_bass, seam_after, semitone_from
+from livegen.generate.accompany import plays_bass, seam_after, semitone_from
 from livegen.modes.base import Job, Mode, log
 from livegen.phrase import answer_velocity, generate
 from livegen.roll import Note
@@ -186,7 +186,7 @@ class PhraseAnswers(PhraseCut):
         if not notes:
             return
         held = sorted(held)
-        bass = held[0] if (is_bass(held[0], held[-1]) if len(held) > 1 else held[0] < BASS_BELOW) else None
+        bass = held[0] if plays_bass(held) else None
         for note_id, ch, p, start, end in notes:
             if semitone_from(p, held) or (bass is not None and p < bass):
                 self.stage.scheduler.take_back(note_id, ch, p)
