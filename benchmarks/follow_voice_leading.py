@@ -78,7 +78,7 @@ def main() -> int:
     for (set_name, theirs_name, tunes), model in ((s, m) for s in sets for m in models):
         ours_name = f"follow, {Path(model.info.path).stem}, {set_name}"
         for rows in tunes:
-            h = harmoniser_for(model, SamplingSettings(0.9, 0.95), np.random.default_rng(args.seed))
+            h = harmoniser_for(model, SamplingSettings(), np.random.default_rng(args.seed))
             ours = [[r[0]] + h.step(r[0] if r[0] >= 0 else None, at=at) for at, r in enumerate(rows)]
             weights = np.zeros(12)
             for r in rows:

@@ -33,8 +33,8 @@ def add_settings_flags(p: argparse.ArgumentParser, live: bool) -> None:
     p.add_argument("--key", help='the key, e.g. "D minor" (default: the key of what is played)')
     p.add_argument("--scale-lock", action="store_const", const=True,
                    help="every generated note inside the key (the --key, else the key of what is played)")
-    p.add_argument("--temperature", type=float, help="continue: sampling temperature (default 0.9)")
-    p.add_argument("--top-p", type=float, help="continue: nucleus sampling (default 0.95)")
+    p.add_argument("--temperature", type=float, help="continue: sampling temperature (default: the model's, 0.9 unless a fine-tune set it)")
+    p.add_argument("--top-p", type=float, help="continue: nucleus sampling (default: the model's, 0.95 unless a fine-tune set it)")
     p.add_argument("--edit-passes", type=int, help="edit: network passes (default 10)")
     p.add_argument("--edits-per-pass", type=int, help="edit: cells flipped per pass (default 10)")
     p.add_argument("--max-remove", type=float, help="edit: largest share of your notes removed (default 0.5)")

@@ -48,8 +48,8 @@ class Settings:
     late_ms: float = 10.0           # a note-on later than this is dropped, not played
     start_jack: bool = True         # start `jackd -d dummy` when JACK is needed and none runs
     jack_server: str = ""           # JACK server name (JACK_DEFAULT_SERVER)
-    temperature: float = 0.9        # continue: sampling temperature (edit: see edit_temperature)
-    top_p: float = 0.95             # continue: nucleus sampling
+    temperature: float | None = None    # continue: sampling temperature (None: the model's, 0.9 unless a fine-tune set it)
+    top_p: float | None = None          # continue: nucleus sampling (None: the model's, 0.95)
     edit_passes: int = 10
     edits_per_pass: int = 10
     edit_temperature: float = 0.05

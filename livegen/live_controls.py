@@ -143,6 +143,13 @@ class LiveControls:
 
         threading.Thread(target=load, name="livegen-preset", daemon=True).start()
 
+    def settings_played(self) -> dict:
+        """The live settings; where one is left to the model (None), the model's own."""
+        info = self.engine.model.info
+        own = {"threshold": info.threshold, "temperature": info.temperature, "top_p": info.top_p}
+        return {k: own[k] if getattr(self.engine.settings, k) is None and k in own else getattr(self.engine.settings, k)
+                for k in CONTROLS}
+
     def status(self) -> dict:
         """What `livegen ctl ... status` shows: the mode, model, tracks, settings and counters."""
         e, settings = self.engine, self.engine.settings
@@ -151,7 +158,7 @@ class LiveControls:
                 "tracks": dict(zip(e.tracks, [c + 1 for c in e.channels])),
                 "muted": sorted(e.tracks[i] for i in e.muted), "bpm": round(e.transport.bpm, 2),
                 "running": e.transport.running, "phrase_steps": e.steps,
-                "settings": {k: getattr(settings, k) for k in CONTROLS},
+                "settings": self.settings_played(),
                 "cc_map": dict(settings.cc_map), "programs": list(settings.programs),
                 "program": None if self.program is None else self.program + 1,
                 "preset": self.preset, "presets": {n: p["program"] for n, p in settings.presets.items()},

@@ -46,6 +46,8 @@ class ModelInfo:
     max_context: int = 0
     past_shape: tuple = ()       # (layers, 2, heads, head_dim) for `continue`
     state_shape: tuple = ()      # (layers, hidden) for `harmonise`
+    temperature: float = 0.9     # continue, harmonise: sampling, where the player sets none
+    top_p: float = 0.95
     meta: dict = field(default_factory=dict)
 
 
@@ -162,7 +164,25 @@ def check_contract(path: str, meta: dict, inputs: dict, outputs: dict) -> ModelI
         if not all(isinstance(d, int) for d in fixed):
             raise ModelError(f"{path}: input `past` must have fixed layers, 2, heads and head_dim axes")
         info.past_shape = tuple(fixed)
+    if kind in ("continue", "harmonise"):
+        _sampling(path, info, meta)
     return info
+
+
+def _sampling(path: str, info: ModelInfo, meta: dict) -> None:
+    """Optional `livegen.temperature` (0..2) and `livegen.top_p` (above 0, up to 1): the
+    sampling the model plays with where the player sets none (a fine-tune writes them)."""
+    for key, low, high in (("temperature", 0.0, 2.0), ("top_p", 0.0, 1.0)):
+        text = meta.get(f"livegen.{key}")
+        if text is None:
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            raise ModelError(f"{path}: livegen.{key} must be a number, not {text!r}") from None
+        if not (low <= value <= high and (key == "temperature" or value > 0)):
+            raise ModelError(f"{path}: livegen.{key} {value:g} lies outside {low:g}..{high:g}")
+        setattr(info, key, value)
 
 
 def _harmonise_contract(path: str, info: ModelInfo, meta: dict, need, inputs: dict, outputs: dict) -> None:

@@ -54,6 +54,36 @@ def test_a_guessed_step_sounds_the_same_as_a_decoded_one(model):
         assert all(p == -1 or 36 <= p < 84 for p in (alto, tenor, bass))
 
 
+class RestLoving:
+    """The shipped Transformer with its rest made e**5 times likelier: what a model fine-tuned
+    on string quartets learned (a voice that rests rests on, as in a solo passage)."""
+
+    def __init__(self, model):
+        self.model, self.info = model, model.info
+
+    def run(self, feeds, options=None):
+        out = dict(self.model.run(feeds, options))
+        out["logits"] = out["logits"].copy()
+        out["logits"][..., self.info.pitch_count] += 5.0
+        return out
+
+
+@pytest.mark.parametrize("speculate", [False, True])
+def test_no_voice_stays_silent_a_bar_while_the_player_plays(model, speculate):
+    """Follow mode with a model that would rather rest: each voice comes in again within
+    SILENT_STEPS steps of the player's notes (before: the voices fell silent and stayed so)."""
+    line = [s if s is not None else 67 for s in soprano_line(96)]       # the player plays throughout
+    out, _ = harmonise(RestLoving(model), line, speculate=speculate)
+    longest = [0, 0, 0]
+    for voice in range(3):
+        run = 0
+        for step in out:
+            run = run + 1 if step[voice] == -1 else 0
+            longest[voice] = max(longest[voice], run)
+    assert max(longest) <= Harmoniser.SILENT_STEPS, longest
+    assert sum(p != -1 for step in out for p in step) > 0.5 * 3 * len(line)
+
+
 def test_an_unguessed_note_is_decoded_and_a_note_during_the_guess_uses_what_is_done(model):
     h = Harmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(1), live=True)
     h.speculate()                           # before the first note: its octave, from BOS

@@ -96,3 +96,31 @@ def test_cuda_request_without_cuda_is_refused_clearly(shift_model):
         pytest.skip("this machine has CUDA")
     with pytest.raises(ModelError, match="--device cuda"):
         Model(str(shift_model), device="cuda")
+
+
+@pytest.mark.parametrize("value, message", [("hot", "livegen.temperature must be a number, not 'hot'"),
+                                            ("3", "livegen.temperature 3 lies outside 0..2"),
+                                            (None, "")])
+def test_a_model_carries_how_it_is_sampled(tmp_path, value, message):
+    """A fine-tuned Transformer's `livegen.temperature` and `livegen.top_p` are what it plays
+    with where the player sets none; a bad one is refused naming the file and the field."""
+    import onnx
+
+    from livegen.generate.continue_ import SamplingSettings
+
+    proto = onnx.load(str(Model("continue").info.path))
+    for key, v in (("livegen.temperature", value or "1.1"), ("livegen.top_p", "1")):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, v
+    path = tmp_path / "tuned.onnx"
+    onnx.save(proto, str(path))
+    if message:
+        with pytest.raises(ModelError) as err:
+            Model(str(path))
+        assert str(path) in str(err.value) and message in str(err.value)
+        return
+    info = Model(str(path)).info
+    assert (SamplingSettings().of(info).temperature, SamplingSettings().of(info).top_p) == (1.1, 1.0)
+    assert SamplingSettings(0.5, None).of(info) == SamplingSettings(0.5, 1.0)      # the player's wins
+    bundled = Model("continue").info
+    assert (SamplingSettings().of(bundled).temperature, SamplingSettings().of(bundled).top_p) == (0.9, 0.95)

@@ -242,6 +242,29 @@ def test_a_folder_of_your_own_midi_says_what_it_used_and_why_it_skipped_the_rest
         D.load_midi_folder(tmp_path)
 
 
+
+def test_a_quartet_wider_than_the_models_window_keeps_its_soprano_on_top(tmp_path):
+    """A first violin up to A6 and a cello down to C2 (wider than the models' 36-81): the
+    voices move together and only the notes still outside fold by octaves, so the soprano
+    stays above the alto (moving each voice by itself put the first violin an octave under
+    the second for the whole piece); the summary says what was moved."""
+    violin1 = [(84 + k % 10, 2 * k, 2 * k + 2) for k in range(16)]          # C6 .. A6
+    violin2 = [(76, 0, 32)]
+    viola = [(64, 0, 32)]
+    cello = [(36, 0, 16), (48, 16, 32)]
+    write_midi(tmp_path / "wide.mid", [cello, viola, violin2, violin1])
+    arr, _ = D.read_midi(tmp_path / "wide.mid")
+    fitted, moved = D.fit_range(arr)
+    assert fitted.min() >= D.PITCH_LOW and fitted.max() <= D.PITCH_LOW + D.PITCH_COUNT - 1
+    assert (fitted[:, 0] > fitted[:, 1]).mean() >= 0.75        # the first violin above the second
+    assert (fitted % 12 == arr % 12).all()                     # every note kept, by pitch class
+    assert "folded" in moved
+    summary: list[str] = []
+    D.load_midi_folder(tmp_path, summary)
+    assert "folded into 36-81 by octaves" in summary[0]
+    jsb_like = np.array([[72, 67, 64, 48]] * 16, np.int16)     # inside already: left as it is
+    assert D.fit_range(jsb_like)[0].tolist() == jsb_like.tolist() and D.fit_range(jsb_like)[1] == ""
+
 def test_finetune_is_one_command_from_a_bundled_model_to_a_file_livegen_plays(tmp_path, capsys, jsb_path):
     from livegen.models import Model
     from training.finetune import main as finetune
@@ -284,12 +307,15 @@ def test_finetune_is_one_command_from_a_bundled_model_to_a_file_livegen_plays(tm
     assert "none of the 1 MIDI files can be used" in capsys.readouterr().err
 
 
-def test_an_accompany_finetune_sets_its_threshold_from_the_music(tmp_path):
-    """The exported threshold is the one (of THRESHOLDS) whose notes per bar come nearest the
-    folder's own, and the card says so."""
+@pytest.mark.parametrize("kind", ["accompany", "continue"])
+def test_a_finetune_sets_how_it_is_played_from_the_music(tmp_path, kind):
+    """accompany: the exported threshold is the one (of THRESHOLDS) whose notes per bar come
+    nearest the folder's own; continue: the temperature and top-p (of SAMPLINGS), which the
+    runtime then plays with unless the player sets others. The card says which."""
     import onnx
 
-    from training.finetune import THRESHOLDS
+    from livegen.models import Model
+    from training.finetune import SAMPLINGS, THRESHOLDS
     from training.finetune import main as finetune
 
     folder = tmp_path / "band"
@@ -298,8 +324,16 @@ def test_an_accompany_finetune_sets_its_threshold_from_the_music(tmp_path):
         write_midi(folder / f"p{k}.mid", [[(43 + k, s * 4, s * 4 + 4) for s in range(16)], [(55 + k, 0, 64)],
                                           [(64 + k, 0, 64)], [(72 + k + (s % 3) * 2, s * 4, s * 4 + 4) for s in range(16)]])
     out = tmp_path / "out"
-    assert finetune(["--from", "accompany", "--data", str(folder), "--minutes", "0.03", "--valid-every", "2",
+    assert finetune(["--from", kind, "--data", str(folder), "--minutes", "0.03", "--valid-every", "2",
                      "--batch-size", "4", "--out", str(out), "--jsb", ""]) == 0
     meta = {p.key: p.value for p in onnx.load(str(out / "band.onnx")).metadata_props}
-    assert float(meta["livegen.threshold"]) in THRESHOLDS
-    assert f"threshold {meta['livegen.threshold']}:" in (out / "band.md").read_text()
+    card = (out / "band.md").read_text()
+    if kind == "accompany":
+        assert float(meta["livegen.threshold"]) in THRESHOLDS
+        assert f"threshold {meta['livegen.threshold']}:" in card
+        return
+    chosen = (float(meta["livegen.temperature"]), float(meta["livegen.top_p"]))
+    assert chosen in SAMPLINGS
+    assert f"temperature {meta['livegen.temperature']}, top_p {meta['livegen.top_p']}:" in card
+    info = Model(str(out / "band.onnx"), "cpu").info
+    assert (info.temperature, info.top_p) == chosen

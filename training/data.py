@@ -197,10 +197,10 @@ def load_midi_folder(folder: str | Path, summary: list[str] | None = None) -> Sp
         except DataError as err:
             lines.append(f"skipped {name}: {err}")
             continue
-        arr = clip_to_range(arr)
+        arr, moved = fit_range(arr)
         split = stable_split(f.name)
         splits[split].append(arr)
-        lines.append(f"used    {name}: {len(arr) / 16:.0f} bars, {how} ({split})")
+        lines.append(f"used    {name}: {len(arr) / 16:.0f} bars, {how}{'; ' + moved if moved else ''} ({split})")
     for line in lines:
         log.info("%s", line)
     if summary is not None:
@@ -223,18 +223,36 @@ def load_midi_folder(folder: str | Path, summary: list[str] | None = None) -> Sp
 
 
 def clip_to_range(arr: np.ndarray) -> np.ndarray:
-    """Move whole voices by octaves into the model's pitch window; drop what still sticks out."""
-    arr = arr.copy()
+    """The voices in the model's pitch window (see `fit_range`)."""
+    return fit_range(arr)[0]
+
+
+def fit_range(arr: np.ndarray) -> tuple[np.ndarray, str]:
+    """(the voices moved into the model's pitch window, what was done): the whole piece by
+    the octaves that leave the fewest notes outside it, then each note still outside by
+    octaves to its nearest inside. The voices move together, so the soprano stays on top:
+    moving each voice by itself put a quartet's first violin (up to A6) an octave under the
+    second, and the models learned voices that cross all the time."""
     high = PITCH_LOW + PITCH_COUNT - 1
-    for v in range(4):
-        col = arr[:, v]
-        sounding = col >= 0
-        while sounding.any() and col[sounding].max() > high and col[sounding].min() - 12 >= PITCH_LOW:
-            col[sounding] -= 12
-        while sounding.any() and col[sounding].min() < PITCH_LOW and col[sounding].max() + 12 <= high:
-            col[sounding] += 12
-        col[(col < PITCH_LOW) | (col > high)] = REST
-    return arr
+    sounding = arr >= 0
+    if not sounding.any():
+        return arr.copy(), ""
+
+    def outside(shift: int) -> int:
+        moved = arr[sounding].astype(np.int32) + shift
+        return int(((moved < PITCH_LOW) | (moved > high)).sum())
+
+    shift = min((12 * k for k in range(-3, 4)), key=lambda s: (outside(s), abs(s)))
+    out = arr.astype(np.int32)
+    out[sounding] += shift
+    low_side, high_side = sounding & (out < PITCH_LOW), sounding & (out > high)
+    folded = int(low_side.sum() + high_side.sum())
+    out[low_side] += 12 * ((PITCH_LOW - out[low_side] + 11) // 12)
+    out[high_side] -= 12 * ((out[high_side] - high + 11) // 12)
+    done = [f"moved {shift // 12:+d} octave{'s' if abs(shift) > 12 else ''}"] if shift else []
+    if folded:
+        done.append(f"{folded} of {int(sounding.sum())} voice-steps folded into {PITCH_LOW}-{high} by octaves")
+    return out.astype(np.int16), ", ".join(done)
 
 
 def _music21_chorale(score) -> np.ndarray | None:

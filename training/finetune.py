@@ -27,44 +27,73 @@ log = logging.getLogger("training")
 
 # Fine-tuning rates: a tenth or less of training from scratch, so the start is not forgotten
 LR = {"gan": 1e-4, "arcnn": 1e-4, "transformer": 1e-4}
+# The Transformer's crops: 2 bars, not its whole context of 8 (a step of 16 crops of 512 tokens
+# took 12 s on one core of a 2-core machine: 25 steps in 5 minutes, too few to learn more of
+# quartets than that their voices rest, so that the voices it wrote fell silent)
+CROP_STEPS = {"transformer": 32}
 
 
 JSB = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "jsb" / "Jsb16thSeparated.json"
 
 
 THRESHOLDS = (0.3, 0.25, 0.2, 0.15, 0.1, 0.07, 0.05)
+# continue: (temperature, top-p) pairs, the bundled default first
+SAMPLINGS = ((0.9, 0.95), (1.0, 0.95), (1.0, 1.0), (1.1, 1.0), (1.2, 1.0), (1.3, 1.0))
 
 
-def calibrate_threshold(onnx_path: Path, chorales: list, steps: int = 256) -> str:
-    """accompany: the runtime plays a pitch where the generator's probability passes the file's
-    `livegen.threshold`. After fine-tuning on music whose voices range wider than the chorales'
-    the probabilities spread and fewer pass 0.3 (the voices thinned from 4.9 to 1.2 notes a
-    bar on quartets): choose the threshold whose notes per bar, on the first training pieces,
-    come nearest the music's own, and write it into the file."""
+def density(voices: list) -> float:
+    """Notes per bar per voice (alto, tenor, bass) over pieces of (steps, 4) voices."""
+    from training.evaluate import estimate_key, voice_metrics
+
+    counts = [voice_metrics(v, estimate_key(v)) for v in voices]
+    return sum(m["notes"] for m in counts) / max(sum(m["bars"] for m in counts), 1)
+
+
+def calibrate(onnx_path: Path, chorales: list, knob: str, steps: int = 256) -> str:
+    """Set how the model is played so that its voices move as often as the music's.
+
+    accompany (`knob` threshold): the runtime plays a pitch where the generator's probability
+    passes the file's `livegen.threshold`; after fine-tuning on music whose voices range wider
+    than the chorales' the probabilities spread and fewer pass 0.3 (the voices thinned from
+    4.9 to 1.2 notes a bar on quartets). continue (`knob` sampling): sampled at 0.9 and top-p
+    0.95, a model fine-tuned on quartets held its notes and rests (1.8 notes a bar against
+    the quartets' 4.8): `livegen.temperature` and `livegen.top_p`. The setting whose notes per
+    bar on the first training pieces come nearest theirs is written into the file, where the
+    runtime takes it unless the player sets another."""
     import numpy as np
     import onnx
 
+    from livegen.generate.continue_ import Harmoniser, SamplingSettings
     from livegen.models import Model
-    from training.evaluate import estimate_key, generate_voices, voice_metrics
+    from training.evaluate import generate_voices
 
     model = Model(str(onnx_path), "cpu")
     pieces = [c[:steps] for c in chorales[:6]]
-    own = [voice_metrics(c, estimate_key(c)) for c in pieces]
-    want = sum(m["notes"] for m in own) / max(sum(m["bars"] for m in own), 1)
+    want = density(pieces)
     found = []
-    for threshold in THRESHOLDS:
-        model.info.threshold = threshold
+    for value in (THRESHOLDS if knob == "threshold" else SAMPLINGS):
         rng = np.random.default_rng(0)
-        got = [voice_metrics(generate_voices(model, c, rng), estimate_key(c)) for c in pieces]
-        found.append((abs(sum(m["notes"] for m in got) / max(sum(m["bars"] for m in got), 1) - want), threshold,
-                      sum(m["notes"] for m in got) / max(sum(m["bars"] for m in got), 1)))
-    _, best, density = min(found)
+        if knob == "threshold":
+            model.info.threshold = value
+            made = [generate_voices(model, c, rng) for c in pieces]
+        else:
+            made = []
+            for c in pieces:
+                h = Harmoniser(model, SamplingSettings(*value), rng)
+                made.append(np.array([[s] + h.step(int(s) if s >= 0 else None) for s in c[:, 0]]))
+        got = density(made)
+        found.append((abs(got - want), value, got))
+    _, best, got = min(found, key=lambda f: f[0])
+    keys = {"livegen.threshold": best} if knob == "threshold" else {"livegen.temperature": best[0],
+                                                                     "livegen.top_p": best[1]}
     proto = onnx.load(str(onnx_path))
-    for entry in proto.metadata_props:
-        if entry.key == "livegen.threshold":
-            entry.value = f"{best:g}"
+    props = {entry.key: entry for entry in proto.metadata_props}
+    for key, value in keys.items():
+        entry = props.get(key) or proto.metadata_props.add()
+        entry.key, entry.value = key, f"{value:g}"
     onnx.save(proto, str(onnx_path))
-    return f"threshold {best:g}: {density:.2f} notes per bar on the training pieces, theirs {want:.2f}"
+    what = ", ".join(f"{k.split('.')[1]} {v:g}" for k, v in keys.items())
+    return f"{what}: {got:.2f} notes per bar on the training pieces, theirs {want:.2f}"
 
 
 def compare(source: str, onnx_path: Path, splits: D.Splits, jsb: str, limit: int) -> str:
@@ -93,7 +122,7 @@ def card(path: Path, source: str, data: str, summary: list[str], result: dict, h
              f"- held-out loss (the folder's validation part): {before:.4f} before, {after:.4f} after "
              f"({100 * (after - before) / before:+.1f} %)",
              f"- export: ONNX Runtime against torch, largest difference {report['max_abs_diff']:.1e}",
-             *([f"- {report['threshold']}"] if "threshold" in report else []),
+             *([f"- played with {report['played with']}"] if "played with" in report else []),
              "", "## Before and after", "", table, "", "## Data", "", *[f"    {line}" for line in summary or ["(not a MIDI folder)"]], "",
              f"Play it: `livegen run --model {path.with_suffix('.onnx')}`, or `livegen ctl ... set model "
              f"{path.with_suffix('.onnx')}` while livegen runs.", ""]
@@ -111,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=0.0, help="default: a fine-tuning rate for the kind of model")
+    p.add_argument("--crop-steps", type=int, default=0,
+                   help="continue: 16th steps per training crop (default 32, two bars; 128 is its whole context)")
     p.add_argument("--valid-every", type=int, default=25)
     p.add_argument("--config", default=None, help="JSON of training config fields to change, e.g. "
                    "'{\"adv_weight\": 0}'")
@@ -133,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         name = args.name or (Path(data[5:]).name if data.startswith("midi:") else f"{model}-finetuned")
         run = RunConfig(model=model, data=data, out=str(out), steps=10 ** 9, batch_size=args.batch_size,
                         lr=args.lr or LR[model], warmup=10, valid_every=args.valid_every, device=args.device,
-                        minutes=args.minutes, init=args.source)
+                        minutes=args.minutes, init=args.source, crop_steps=args.crop_steps or CROP_STEPS.get(model, 0))
         log.info("fine-tuning %s (%s) for %g minutes; progress below, the loss picture in %s",
                  args.source, model, args.minutes, out / "loss.png")
         result = fit(run, json.loads(args.config) if args.config else None)
@@ -142,9 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         onnx_path = out / f"{name}.onnx"
         report = export(out / "best.pt", onnx_path)
         history = load_checkpoint(out / "last.pt")["history"]
-        if start["kind"] == "accompany":
-            report["threshold"] = calibrate_threshold(onnx_path, splits.train)
-            log.info("%s", report["threshold"])
+        knob = {"accompany": "threshold", "continue": "sampling"}.get(start["kind"])
+        if knob:
+            report["played with"] = calibrate(onnx_path, splits.train, knob)
+            log.info("played with %s", report["played with"])
         log.info("comparing before and after (the folder's held-out files, %d JSB test chorales)", args.jsb_limit)
         table = compare(args.source, onnx_path, splits, args.jsb, args.jsb_limit)
         text = card(onnx_path.with_suffix(".md"), args.source, data, summary, result, history, report, table)

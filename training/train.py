@@ -50,6 +50,7 @@ class RunConfig:
     max_chorales: int = 0      # 0 = all; a small number makes a quick test run
     minutes: float = 0.0       # > 0: stop after this much training time; the LR schedule follows it
     init: str = ""             # a checkpoint whose weights start this run (modules of the same names)
+    crop_steps: int = 0        # transformer: steps per training crop (0: its whole context)
 
 
 # --------------------------------------------------------------------------- tasks
@@ -202,9 +203,17 @@ class TransformerTask(Task):
     def tokens(self, chorale: np.ndarray) -> np.ndarray:
         return tokens_from_voices(chorale, D.PITCH_LOW, self.cfg.pitch_count, None)
 
-    def crop(self, tokens: np.ndarray, start_step: int) -> np.ndarray:
-        """BOS + up to max_context - 1 tokens from a step boundary, padded with -100 (ignored)."""
-        n = self.cfg.max_context
+    @property
+    def span(self) -> int:
+        """Steps per training crop: the whole context, or fewer (`RunConfig.crop_steps`: a
+        fine-tune on a CPU takes more, shorter steps in its minutes)."""
+        whole = self.cfg.max_context // 4
+        return min(self.run.crop_steps or whole, whole)
+
+    def crop(self, tokens: np.ndarray, start_step: int, span: int | None = None) -> np.ndarray:
+        """BOS + up to `span` steps' tokens (the context's max_context - 1 at most) from a step
+        boundary, padded with -100 (ignored)."""
+        n = min((span or self.cfg.max_context // 4) * 4, self.cfg.max_context)
         body = tokens[start_step * 4: start_step * 4 + n]
         out = np.full(n + 1, -100, np.int64)
         out[0] = self.cfg.bos_id
@@ -217,9 +226,9 @@ class TransformerTask(Task):
         rows = []
         for k in picks:
             steps = len(self.train_tokens[k]) // 4
-            span = self.cfg.max_context // 4
+            span = self.span
             start = 0 if self.rng.random() < 0.25 else int(self.rng.integers(0, max(steps - span, 0) + 1))
-            rows.append(self.crop(self.train_tokens[k], start))
+            rows.append(self.crop(self.train_tokens[k], start, span))
         batch = torch.from_numpy(np.stack(rows)).to(self.device)
         inputs = batch[:, :-1].clamp(min=0)
         logits, _ = model(inputs)

@@ -17,8 +17,18 @@ from livegen.models import Model
 
 @dataclass
 class SamplingSettings:
-    temperature: float = 0.9
-    top_p: float = 0.95
+    """Sampling temperature and nucleus (top-p). None: the model file's own
+    (`ModelInfo.temperature`, `top_p`: 0.9 and 0.95, or what a fine-tune found for its music,
+    see training.finetune). Shared and changed live (`livegen ctl ... set temperature`)."""
+    temperature: float | None = None
+    top_p: float | None = None
+
+    def of(self, info) -> "SamplingSettings":
+        """These settings, the model's own where they are None."""
+        if self.temperature is not None and self.top_p is not None:
+            return self
+        return SamplingSettings(info.temperature if self.temperature is None else self.temperature,
+                                info.top_p if self.top_p is None else self.top_p)
 
 
 def sample(logits: np.ndarray, settings: SamplingSettings, rng: np.random.Generator, allowed: int,
@@ -191,6 +201,7 @@ class Harmoniser(Placement):
     FOLLOW_TOKENS, FOLLOW_KEEP = 64, 8
     TIER, TIERS = 12, 2   # sopranos decoded ahead per step: batches of 12, the likeliest first
     PAUSE_STEPS = 16      # after a bar of the player's silence the model waits where it is
+    SILENT_STEPS = 12     # a voice silent this many steps under the player's notes must come in
     STATS = ("steps answered from a guess made ahead: %(hits)d; decoded when played: %(misses)d not guessed, "
              "%(unguessed)d not ready; guess passes stopped by a note: %(stopped)d; steps sounded again for a "
              "late note or another key of a chord: %(corrected)d")    # (follow's closing line, of guess_stats)
@@ -206,6 +217,7 @@ class Harmoniser(Placement):
         self.last_token: int | None = None
         self.before: list[int] | None = None   # the last step's soprano, alto, tenor, bass tokens
         self.rest_run = 0               # steps in a row with no soprano
+        self.silent = [0, 0, 0]         # steps each voice has rested while the player played
         self.guesses: list[dict] = []   # speculation for step `count`: see `speculate`
         # steps answered from a guess; guessed but not that note; no guess ready; passes stopped
         self.guess_stats = {"hits": 0, "misses": 0, "unguessed": 0, "stopped": 0, "corrected": 0}
@@ -266,8 +278,8 @@ class Harmoniser(Placement):
                 if k == 2 and hand and hand[1] is not None:
                     tok = hand[1]          # the player's bass
                 else:
-                    ban = banned([s_tok] + out, self.before, rest)
-                    tok = sample(logits, self.settings, rng, rest + 1, sorted(set(ban) | hand[0]) if hand else ban)
+                    ban = self._ban([s_tok] + out)
+                    tok = sample(logits, self.settings.of(info), rng, rest + 1, sorted(set(ban) | hand[0]) if hand else ban)
                 out.append(tok)
                 if k < 2:
                     logits = self.dec.feed([tok])
@@ -276,12 +288,25 @@ class Harmoniser(Placement):
         self.last_token = s_tok
         self.before = [s_tok] + out
         self.rest_run = self.rest_run + 1 if s_tok == rest else 0
+        self.silent = [n + (s_tok != rest) if t == rest else 0 for t, n in zip(out, self.silent)]
         return [info.pitch_low + t - self.shift if t < rest else -1 for t in out]
+
+    def _ban(self, step: list[int]) -> list[int]:
+        """`banned` for the next voice of `step`, and a rest for a voice that has been silent
+        SILENT_STEPS steps while the player played: no voice stays silent for a bar under the
+        player's notes. (A model fine-tuned on string quartets learned that a voice that rests
+        rests on, as in a solo passage: its voices fell silent, 0.7 notes a bar against the
+        quartets' 4.8.)"""
+        rest = self.model.info.pitch_count
+        out = banned(step, self.before, rest)
+        if step[0] != rest and self.silent[len(step) - 1] >= self.SILENT_STEPS:
+            out = sorted(set(out) | {rest})
+        return out
 
     def _state(self) -> tuple:
         d = self.dec
         return (d.past, list(d.tokens), d.logits, self.pending_bass, self.count, self.last_token, self.rest_run,
-                list(self.guesses), self.shift, self.shift_set, self.before)
+                list(self.guesses), self.shift, self.shift_set, self.before, list(self.silent))
 
     def redo(self, soprano: int | None, held: tuple = ()) -> list[int] | None:
         """The last step again with this soprano (a late note for it, or another key of its
@@ -293,7 +318,7 @@ class Harmoniser(Placement):
         state, self.undo = self.undo, None
         d = self.dec
         (d.past, tokens, d.logits, self.pending_bass, self.count, self.last_token, self.rest_run, self.guesses,
-         self.shift, self.shift_set, self.before) = state
+         self.shift, self.shift_set, self.before, self.silent) = state
         d.tokens = list(tokens)
         self.guess_stats["corrected"] += 1
         return self.step(soprano, urgent=True, undo=True, held=held)
@@ -348,6 +373,7 @@ class Harmoniser(Placement):
         else:
             return
         rest = self.model.info.pitch_count
+        sampling = self.settings.of(self.model.info)
         for first in range(0, len(ranked), self.TIER):
             if interrupt():
                 return
@@ -372,8 +398,8 @@ class Harmoniser(Placement):
                 past, logits = out["present"], out["logits"][:, -1]
                 guess["past"], guess["logits"] = past, logits
                 for r in range(n):
-                    ban = banned([sopranos[r]] + guess["tokens"][r], self.before, rest)
-                    guess["tokens"][r].append(sample(logits[r], self.settings, guess["rngs"][r], rest + 1, ban))
+                    ban = self._ban([sopranos[r]] + guess["tokens"][r])
+                    guess["tokens"][r].append(sample(logits[r], sampling, guess["rngs"][r], rest + 1, ban))
                 if k == 0:
                     self.guesses.append(guess)
                 if k == 2 or interrupt():
@@ -395,8 +421,8 @@ class Harmoniser(Placement):
         rng = copy.deepcopy(guess["rngs"][row])     # (the guess may be taken up again by `redo`)
         while len(out) < 3:
             logits = self.dec.feed([out[-1]])
-            out.append(sample(logits, self.settings, rng, rest + 1,
-                              sorted(set(banned([guess["sopranos"][row]] + out, self.before, rest)) | no)))
+            out.append(sample(logits, self.settings.of(self.model.info), rng, rest + 1,
+                              sorted(set(self._ban([guess["sopranos"][row]] + out)) | no)))
         return out
 
     def answer(self, steps: int, held_at=None) -> "AnswerSteps":
@@ -457,7 +483,7 @@ class AnswerSteps:
             if v == 3 and hand and hand[1] is not None and hand[1] < self.rest:
                 tok = hand[1]       # the player's bass
             else:
-                tok = sample(logits, h.settings, rng, self.rest, sorted(hand[0]) if hand else ())   # pitches only
+                tok = sample(logits, h.settings.of(h.model.info), rng, self.rest, sorted(hand[0]) if hand else ())   # pitches only
             step.append(tok)
             logits = dec.feed([tok])
         self.logits = logits

@@ -101,7 +101,7 @@ class ChordHarmoniser(Placement):
                 continue
             row = logits if k == 0 else logits[voices[-1]]    # the tenor given the alto, the bass given the tenor
             ban = sorted(set(banned([s_tok] + voices, self.before, rest)) | no)
-            voices.append(sample(row, self.settings, rng, rest + 1, ban))
+            voices.append(sample(row, self.settings.of(info), rng, rest + 1, ban))
         self.guess_stats["unguessed"] += 1
         self.count += 1
         self.before = [s_tok] + voices
