@@ -48,6 +48,8 @@ class ModelInfo:
     state_shape: tuple = ()      # (layers, hidden) for `harmonise`
     temperature: float = 0.9     # continue, harmonise: sampling, where the player sets none
     top_p: float = 0.95
+    voice_ranges: list | None = None     # accompany: (low, high) MIDI pitch per track, for the decoder
+    parallel_penalty: float = 3.0        # accompany: nats the decoder charges a parallel fifth or octave
     meta: dict = field(default_factory=dict)
 
 
@@ -145,6 +147,7 @@ def check_contract(path: str, meta: dict, inputs: dict, outputs: dict) -> ModelI
         except ValueError:
             raise ModelError(f"{path}: livegen.threshold must be a number") from None
         info.max_polyphony = _int(meta, "livegen.max_polyphony", path, default=0)
+        _decoder_rules(path, info, meta)
     elif kind == "edit":
         _fixed(path, "roll", need(inputs, "roll", 4, "input"), {1: 1, 2: info.window_steps, 3: info.pitch_count})
         _fixed(path, "logits", need(outputs, "logits", 4, "output"), {1: 1, 2: info.window_steps, 3: info.pitch_count})
@@ -167,6 +170,32 @@ def check_contract(path: str, meta: dict, inputs: dict, outputs: dict) -> ModelI
     if kind in ("continue", "harmonise"):
         _sampling(path, info, meta)
     return info
+
+
+def _decoder_rules(path: str, info: ModelInfo, meta: dict) -> None:
+    """accompany, optional: `livegen.voice_ranges` ("53-74,48-69,40-64", a MIDI range per
+    track, for a melody whose middle lies near 70) and `livegen.parallel_penalty` (nats, 0 to
+    20): the voice-leading decoder's rules where the chorale ones (the choral ranges, 3
+    nats) do not fit the music the model was fine-tuned on."""
+    text = meta.get("livegen.voice_ranges")
+    if text is not None:
+        try:
+            ranges = [tuple(int(x) for x in part.split("-")) for part in text.split(",")]
+        except ValueError:
+            raise ModelError(f"{path}: livegen.voice_ranges must be LOW-HIGH per track, e.g. 53-74,48-69, "
+                             f"not {text!r}") from None
+        if len(ranges) != len(info.tracks) or not all(len(r) == 2 and 0 <= r[0] <= r[1] <= 127 for r in ranges):
+            raise ModelError(f"{path}: livegen.voice_ranges {text!r}: one LOW-HIGH (MIDI, LOW <= HIGH) for "
+                             f"each of the {len(info.tracks)} tracks")
+        info.voice_ranges = ranges
+    text = meta.get("livegen.parallel_penalty")
+    if text is not None:
+        try:
+            info.parallel_penalty = float(text)
+        except ValueError:
+            raise ModelError(f"{path}: livegen.parallel_penalty must be a number, not {text!r}") from None
+        if not 0 <= info.parallel_penalty <= 20:
+            raise ModelError(f"{path}: livegen.parallel_penalty {text} lies outside 0..20")
 
 
 def _sampling(path: str, info: ModelInfo, meta: dict) -> None:

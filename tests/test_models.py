@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -124,3 +126,43 @@ def test_a_model_carries_how_it_is_sampled(tmp_path, value, message):
     assert SamplingSettings(0.5, None).of(info) == SamplingSettings(0.5, 1.0)      # the player's wins
     bundled = Model("continue").info
     assert (SamplingSettings().of(bundled).temperature, SamplingSettings().of(bundled).top_p) == (0.9, 0.95)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"voice_ranges": "53-74,48-69"}, "one LOW-HIGH (MIDI, LOW <= HIGH) for each of the 3 tracks"),
+    ({"voice_ranges": "alto"}, "livegen.voice_ranges must be LOW-HIGH per track"),
+    ({"parallel_penalty": "-1"}, "livegen.parallel_penalty -1 lies outside 0..20"),
+])
+def test_an_accompany_models_decoder_rules_are_checked(tmp_path, changes, message):
+    path = broken(tmp_path, **changes)
+    with pytest.raises(ModelError) as err:
+        Model(str(path))
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_the_decoder_plays_by_the_models_own_rules():
+    """A fine-tuned accompany model's parallel penalty and voice ranges are what the decoder
+    keeps: without the penalty parallel fifths and octaves come back, and a bass range high
+    up keeps the bass there."""
+    import json as _json
+
+    from training.evaluate import estimate_key, generate_voices, voice_metrics
+
+    jsb = Path(__file__).resolve().parents[2] / "shared" / "data" / "jsb" / "Jsb16thSeparated.json"
+    tunes = [np.array(c, np.int16)[:64] for c in _json.loads(jsb.read_text())["test"][:6]]
+    model = Model("accompany")
+
+    def played():
+        rng = np.random.default_rng(0)
+        return [voice_metrics(generate_voices(model, c, rng), estimate_key(c)) | {"voices": generate_voices(
+            model, c, np.random.default_rng(0))} for c in tunes]
+
+    chorale = played()
+    model.info.parallel_penalty = 0.0
+    free = played()
+    assert sum(m["parallels"] for m in free) > sum(m["parallels"] for m in chorale)
+    model.info.parallel_penalty = 3.0
+    model.info.voice_ranges = [(53, 74), (48, 69), (55, 64)]
+    high = played()
+    low_bass = lambda ms: sum(int(((m["voices"][:, 3] >= 0) & (m["voices"][:, 3] < 55)).sum()) for m in ms)  # noqa: E731
+    assert low_bass(high) < 0.5 * low_bass(chorale)

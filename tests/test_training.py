@@ -315,8 +315,11 @@ def test_a_finetune_sets_how_it_is_played_from_the_music(tmp_path, kind):
     import onnx
 
     from livegen.models import Model
-    from training.finetune import SAMPLINGS, THRESHOLDS
+    from training.finetune import PENALTIES, SAMPLINGS, THRESHOLDS, music_ranges
     from training.finetune import main as finetune
+
+    def D_ranges(folder):
+        return music_ranges(D.load_midi_folder(folder).train)
 
     folder = tmp_path / "band"
     folder.mkdir()
@@ -331,6 +334,10 @@ def test_a_finetune_sets_how_it_is_played_from_the_music(tmp_path, kind):
     if kind == "accompany":
         assert float(meta["livegen.threshold"]) in THRESHOLDS
         assert f"threshold {meta['livegen.threshold']}:" in card
+        assert float(meta["livegen.parallel_penalty"]) in PENALTIES
+        assert f"parallel_penalty {meta['livegen.parallel_penalty']}:" in card
+        info = Model(str(out / "band.onnx"), "cpu").info      # the decoder's ranges are the music's
+        assert info.voice_ranges == D_ranges(folder) and info.parallel_penalty == float(meta["livegen.parallel_penalty"])
         return
     chosen = (float(meta["livegen.temperature"]), float(meta["livegen.top_p"]))
     assert chosen in SAMPLINGS

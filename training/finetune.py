@@ -39,6 +39,8 @@ JSB = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "jsb" 
 THRESHOLDS = (0.3, 0.25, 0.2, 0.15, 0.1, 0.07, 0.05)
 # continue: (temperature, top-p) pairs, the bundled default first
 SAMPLINGS = ((0.9, 0.95), (1.0, 0.95), (1.0, 1.0), (1.1, 1.0), (1.2, 1.0), (1.3, 1.0))
+# accompany: nats the decoder charges a parallel fifth or octave, the bundled 3 first
+PENALTIES = (3.0, 1.0, 0.3, 0.0)
 
 
 def density(voices: list) -> float:
@@ -49,51 +51,98 @@ def density(voices: list) -> float:
     return sum(m["notes"] for m in counts) / max(sum(m["bars"] for m in counts), 1)
 
 
-def calibrate(onnx_path: Path, chorales: list, knob: str, steps: int = 256) -> str:
-    """Set how the model is played so that its voices move as often as the music's.
+def parallel_rate(voices: list) -> float:
+    """Parallel fifths and octaves per move of two voices, over pieces of (steps, 4) voices."""
+    from training.evaluate import voice_metrics
 
-    accompany (`knob` threshold): the runtime plays a pitch where the generator's probability
-    passes the file's `livegen.threshold`; after fine-tuning on music whose voices range wider
-    than the chorales' the probabilities spread and fewer pass 0.3 (the voices thinned from
-    4.9 to 1.2 notes a bar on quartets). continue (`knob` sampling): sampled at 0.9 and top-p
-    0.95, a model fine-tuned on quartets held its notes and rests (1.8 notes a bar against
-    the quartets' 4.8): `livegen.temperature` and `livegen.top_p`. The setting whose notes per
-    bar on the first training pieces come nearest theirs is written into the file, where the
-    runtime takes it unless the player sets another."""
+    counts = [voice_metrics(v, set()) for v in voices]
+    return sum(m["parallels"] for m in counts) / max(sum(m["moves"] for m in counts), 1)
+
+
+def music_ranges(chorales: list) -> list[tuple[int, int]]:
+    """Alto, tenor and bass: the 2nd to 98th percentile of their pitches, each piece moved by
+    the octaves the runtime moves its tune by (towards a middle of MELODY_TARGET)."""
     import numpy as np
+
+    from livegen import roll as R
+    from livegen.generate.accompany import MELODY_TARGET
+
+    pitches: list[list[int]] = [[], [], []]
+    for c in chorales:
+        tune = [int(p) for p in c[:, 0] if p >= 0]
+        shift = R.octave_shift(tune, D.PITCH_LOW, D.PITCH_COUNT, MELODY_TARGET)
+        for v in range(3):
+            pitches[v] += [int(p) + shift for p in c[:, v + 1] if p >= 0]
+    return [(int(np.percentile(p, 2)), int(np.percentile(p, 98))) if p else (D.PITCH_LOW, D.PITCH_LOW + 45)
+            for p in pitches]
+
+
+def write_meta(onnx_path: Path, keys: dict[str, str]) -> None:
     import onnx
+
+    proto = onnx.load(str(onnx_path))
+    props = {entry.key: entry for entry in proto.metadata_props}
+    for key, value in keys.items():
+        entry = props.get(key) or proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(onnx_path))
+
+
+def nearest(onnx_path: Path, pieces: list, knob: str, values: tuple, measure) -> tuple:
+    """(the value of `knob` whose voices, made by the runtime's code for the pieces' tunes,
+    come nearest the pieces' own by `measure`; what they gave; the pieces' own)."""
+    import numpy as np
 
     from livegen.generate.continue_ import Harmoniser, SamplingSettings
     from livegen.models import Model
     from training.evaluate import generate_voices
 
     model = Model(str(onnx_path), "cpu")
-    pieces = [c[:steps] for c in chorales[:6]]
-    want = density(pieces)
-    found = []
-    for value in (THRESHOLDS if knob == "threshold" else SAMPLINGS):
+    want, found = measure(pieces), []
+    for value in values:
         rng = np.random.default_rng(0)
-        if knob == "threshold":
-            model.info.threshold = value
-            made = [generate_voices(model, c, rng) for c in pieces]
-        else:
+        if knob == "sampling":
             made = []
             for c in pieces:
                 h = Harmoniser(model, SamplingSettings(*value), rng)
                 made.append(np.array([[s] + h.step(int(s) if s >= 0 else None) for s in c[:, 0]]))
-        got = density(made)
+        else:
+            setattr(model.info, knob, value)
+            made = [generate_voices(model, c, rng) for c in pieces]
+        got = measure(made)
         found.append((abs(got - want), value, got))
     _, best, got = min(found, key=lambda f: f[0])
-    keys = {"livegen.threshold": best} if knob == "threshold" else {"livegen.temperature": best[0],
-                                                                     "livegen.top_p": best[1]}
-    proto = onnx.load(str(onnx_path))
-    props = {entry.key: entry for entry in proto.metadata_props}
-    for key, value in keys.items():
-        entry = props.get(key) or proto.metadata_props.add()
-        entry.key, entry.value = key, f"{value:g}"
-    onnx.save(proto, str(onnx_path))
-    what = ", ".join(f"{k.split('.')[1]} {v:g}" for k, v in keys.items())
-    return f"{what}: {got:.2f} notes per bar on the training pieces, theirs {want:.2f}"
+    return best, got, want
+
+
+def calibrate(onnx_path: Path, chorales: list, kind: str, steps: int = 256) -> str:
+    """Set how the model is played from the music it was fine-tuned on (written into the
+    file, where the runtime takes it unless the player sets another; the first training
+    pieces are the measure).
+
+    accompany: the decoder's voice ranges (the music's own, not the choral ones), its
+    threshold (the runtime plays a pitch where the generator's probability passes it: after
+    fine-tuning on quartets the probabilities spread and the voices thinned from 4.9 to 1.2
+    notes a bar at 0.3) by notes per bar, and what it charges a parallel fifth or octave (the
+    chorales avoid them, string quartets double voices in octaves) by parallels per move.
+    continue: the temperature and top-p by notes per bar (sampled at 0.9 and 0.95, a model
+    fine-tuned on quartets held its notes and rests: 1.8 notes a bar against their 4.8)."""
+    pieces = [c[:steps] for c in chorales[:6]]
+    said = []
+    if kind == "continue":
+        (t, p), got, want = nearest(onnx_path, pieces, "sampling", SAMPLINGS, density)
+        write_meta(onnx_path, {"livegen.temperature": f"{t:g}", "livegen.top_p": f"{p:g}"})
+        return f"temperature {t:g}, top_p {p:g}: {got:.2f} notes per bar on the training pieces, theirs {want:.2f}"
+    ranges = music_ranges(chorales)
+    write_meta(onnx_path, {"livegen.voice_ranges": ",".join(f"{lo}-{hi}" for lo, hi in ranges)})
+    said.append("voice ranges " + ", ".join(f"{lo}-{hi}" for lo, hi in ranges))
+    best, got, want = nearest(onnx_path, pieces, "threshold", THRESHOLDS, density)
+    write_meta(onnx_path, {"livegen.threshold": f"{best:g}"})
+    said.append(f"threshold {best:g}: {got:.2f} notes per bar on the training pieces, theirs {want:.2f}")
+    best, got, want = nearest(onnx_path, pieces, "parallel_penalty", PENALTIES, parallel_rate)
+    write_meta(onnx_path, {"livegen.parallel_penalty": f"{best:g}"})
+    said.append(f"parallel_penalty {best:g}: {got:.4f} parallels per move on the training pieces, theirs {want:.4f}")
+    return "; ".join(said)
 
 
 def compare(source: str, onnx_path: Path, splits: D.Splits, jsb: str, limit: int) -> str:
@@ -173,9 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         onnx_path = out / f"{name}.onnx"
         report = export(out / "best.pt", onnx_path)
         history = load_checkpoint(out / "last.pt")["history"]
-        knob = {"accompany": "threshold", "continue": "sampling"}.get(start["kind"])
-        if knob:
-            report["played with"] = calibrate(onnx_path, splits.train, knob)
+        if start["kind"] in ("accompany", "continue"):
+            report["played with"] = calibrate(onnx_path, splits.train, start["kind"])
             log.info("played with %s", report["played with"])
         log.info("comparing before and after (the folder's held-out files, %d JSB test chorales)", args.jsb_limit)
         table = compare(args.source, onnx_path, splits, args.jsb, args.jsb_limit)

@@ -147,7 +147,7 @@ def voice_lead(probs: np.ndarray, melody: np.ndarray, threshold: float, near: fl
 def decode(probs: np.ndarray, threshold: float, max_polyphony: int, pitch_low: int, start: int,
            onset_probs: np.ndarray | None = None, melody: np.ndarray | None = None,
            seam: list | None = None, spans: list | None = None, hands: list | None = None,
-           fixed: np.ndarray | None = None) -> list[R.Note]:
+           fixed: np.ndarray | None = None, penalty: float = 3.0) -> list[R.Note]:
     """(tracks, T, P) probabilities -> notes, track index kept in Note.track.
 
     With one note per track and the melody's pitch index per step (-1 for none), the voices
@@ -157,8 +157,8 @@ def decode(probs: np.ndarray, threshold: float, max_polyphony: int, pitch_low: i
     player's other notes (see `voice_lead`).
     """
     if max_polyphony == 1 and melody is not None:
-        chosen = voice_lead(probs, melody, threshold, before=seam[0] if seam else None, spans=spans, hands=hands,
-                            fixed=fixed)
+        chosen = voice_lead(probs, melody, threshold, penalty=penalty, before=seam[0] if seam else None,
+                            spans=spans, hands=hands, fixed=fixed)
         if seam is not None:
             seam[:] = [np.concatenate([[melody[-1]], chosen[:, -1]])]
         active = np.zeros(probs.shape, bool)
@@ -245,14 +245,15 @@ def accompany(model: Model, notes: list[R.Note], start: int, steps: int, rng: np
         if seam and len(seam) == len(info.tracks) + 1 else []
     result = []
     # in the model's register (the melody moved near MELODY_TARGET), so the voices keep
-    # their ranges relative to the melody wherever it is played
-    spans = [tuple(p - info.pitch_low for p in VOICE_RANGES[t.lower()]) if t.lower() in VOICE_RANGES else None
-             for t in info.tracks]
+    # their ranges relative to the melody wherever it is played: the file's own (a fine-tune
+    # writes its music's), or the choral ones
+    ranges = info.voice_ranges or [VOICE_RANGES.get(t.lower()) for t in info.tracks]
+    spans = [tuple(p - info.pitch_low for p in r) if r else None for r in ranges]
     w = info.window_steps
     for k in range(len(melody)):
         onsets = out["onset_probs"][k] if "onset_probs" in out else None
         tune = np.where(melody[k].any(axis=1), melody[k].argmax(axis=1), -1)
         hands, fixed = both_hands(phrase, start + k * w, w, shift, info.pitch_low, info.tracks, tune)
         result += decode(out["probs"][k], cut, info.max_polyphony, info.pitch_low, start + k * w,
-                         onsets, tune, joined, spans, hands, fixed)
+                         onsets, tune, joined, spans, hands, fixed, info.parallel_penalty)
     return R.transpose(R.clip_to_window(result, start, start + steps), -shift)
