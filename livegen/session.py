@@ -27,9 +27,18 @@ CLOSE_S = 5.0            # the most the ports and sockets may take to close at e
 def load_model(settings: Settings) -> Model:
     model = Model(settings.model, settings.device)
     ms = model.warm_up()
-    log.info("model %s (%s, tracks %s) on %s, warm-up pass %.1f ms", model.info.path, model.info.kind,
-             ",".join(model.info.tracks), model.provider, ms)
+    log.info("model %s (%s, tracks %s) on %s, warm-up pass %.1f ms%s", model.info.path, model.info.kind,
+             ",".join(model.info.tracks), model.provider, ms, played_with(model.info.meta))
     return model
+
+
+def played_with(meta: dict) -> str:
+    """How the file says it is played (a fine-tune writes these: training.finetune.calibrate;
+    the player's --temperature, --top-p, --threshold win)."""
+    said = [f"{key.split('.', 1)[1].replace('_', ' ')} {meta[key]}" for key in (
+        "livegen.temperature", "livegen.top_p", "livegen.threshold", "livegen.voice_ranges", "livegen.parallel_penalty")
+        if key in meta]
+    return f"; the file's own {', '.join(said)}" if said else ""
 
 
 class LiveSession:

@@ -344,3 +344,6 @@ def test_a_finetune_sets_how_it_is_played_from_the_music(tmp_path, kind):
     assert f"temperature {meta['livegen.temperature']}, top_p {meta['livegen.top_p']}:" in card
     info = Model(str(out / "band.onnx"), "cpu").info
     assert (info.temperature, info.top_p) == chosen
+    from livegen.session import played_with       # the start-up line says so
+
+    assert f"temperature {meta['livegen.temperature']}, top p {meta['livegen.top_p']}" in played_with(info.meta)
