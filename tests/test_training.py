@@ -283,6 +283,9 @@ def test_finetune_is_one_command_from_a_bundled_model_to_a_file_livegen_plays(tm
     card = (out / "my band.md").read_text()
     assert "held-out loss" in card and "before" in card and "skipped waltz.mid" in card, card
     assert re.search(r"\| JSB test \(2\) \| F1 \| 0\.\d+ \| 0\.\d+ \|", card), card      # before and after
+    # and beside the held-out part's own figures, the whole folder's (the style it learns)
+    assert re.search(r"\| held out of the folder \(\d\) \| in-scale rate \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \|",
+                     card), card
     assert Model(str(out / "my band.onnx")).info.kind == "edit"
     # `livegen render` plays it at once, as `livegen run --model FILE` does
     song = tmp_path / "tune.mid"

@@ -352,10 +352,30 @@ def headline(model: Model, chorales: list[np.ndarray], seed: int = 0) -> tuple[d
     return {"F1": rows["livegen sampler"]["F1"]} | ours, {"F1": float("nan")} | theirs
 
 
-def before_after(before: Model, after: Model, sets: dict[str, list[np.ndarray]]) -> str:
+def own_figures(kind: str, chorales: list[np.ndarray], window: int) -> dict[str, float]:
+    """The music's own figures, measured as `headline` measures a model's output: the voices'
+    statistics (accompany, continue), or those of its windows' rolls (edit)."""
+    if kind == "edit":
+        per = max(2, -(-EDIT_WINDOWS // len(chorales)))
+        originals, _ = corrupted_windows(chorales, window, per)
+        scales = [estimate_key(c) for c in chorales for _ in range(min(per, len(c) // window))]
+        return roll_stats(originals, scales, D.PITCH_LOW)
+    sums = None
+    for c in chorales:
+        m = voice_metrics(c, estimate_key(c))
+        sums = m if sums is None else {k: sums[k] + m[k] for k in m}
+    return summarise(sums)
+
+
+def before_after(before: Model, after: Model, sets: dict[str, list[np.ndarray]],
+                 folder: list[np.ndarray] | None = None) -> str:
     """A markdown table: each set of chorales (the folder's held-out part, the JSB test split),
-    the figures before and after a fine-tune, and the music's own where there are any."""
-    lines = ["| music | figure | before | after | the music's own |", "|---|---|---|---|---|"]
+    the figures before and after a fine-tune, and the music's own where there are any; with
+    `folder` (all its pieces), also the folder's own, the style the fine-tune learns."""
+    mine = (lambda k: "-") if not folder else (
+        lambda k, own=own_figures(after.info.kind, folder, after.info.window_steps): f"{own[k]:.4f}" if k in own else "-")
+    lines = ["| music | figure | before | after | the music's own |" + (" the folder's own |" if folder else ""),
+             "|---|---|---|---|---|" + ("---|" if folder else "")]
     for name, chorales in sets.items():
         if not chorales:
             continue
@@ -363,7 +383,8 @@ def before_after(before: Model, after: Model, sets: dict[str, list[np.ndarray]])
         a, _ = headline(after, chorales)
         for k in b:
             lines.append(f"| {name} ({len(chorales)}) | {k} | {b[k]:.4f} | {a[k]:.4f} | "
-                         f"{'-' if own is None or np.isnan(own[k]) else f'{own[k]:.4f}'} |")
+                         f"{'-' if own is None or np.isnan(own[k]) else f'{own[k]:.4f}'} |"
+                         + (f" {mine(k)} |" if folder and name != "JSB test" else " - |" if folder else ""))
     return "\n".join(lines)
 
 

@@ -157,7 +157,8 @@ def compare(source: str, onnx_path: Path, splits: D.Splits, jsb: str, limit: int
     start = source if source in BUNDLED or source.endswith(".onnx") else None
     if start is None:
         return "(the start was a checkpoint: no ONNX file to compare with)"
-    return before_after(Model(str(resolve(start)), "cpu"), Model(str(onnx_path), "cpu"), sets)
+    folder = splits.train + splits.valid + splits.test if splits.source.startswith("midi:") else None
+    return before_after(Model(str(resolve(start)), "cpu"), Model(str(onnx_path), "cpu"), sets, folder)
 
 
 def card(path: Path, source: str, data: str, summary: list[str], result: dict, history: list[dict],
