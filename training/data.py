@@ -222,11 +222,6 @@ def load_midi_folder(folder: str | Path, summary: list[str] | None = None) -> Sp
     return Splits(source=f"midi:{folder}", **splits)
 
 
-def clip_to_range(arr: np.ndarray) -> np.ndarray:
-    """The voices in the model's pitch window (see `fit_range`)."""
-    return fit_range(arr)[0]
-
-
 def fit_range(arr: np.ndarray) -> tuple[np.ndarray, str]:
     """(the voices moved into the model's pitch window, what was done): the whole piece by
     the octaves that leave the fewest notes outside it, then each note still outside by
@@ -279,7 +274,7 @@ def _music21_chorale(score) -> np.ndarray | None:
             arr[s:e, v] = p
     if not all((arr[:, v] >= 0).any() for v in range(4)):
         return None
-    return clip_to_range(arr)
+    return fit_range(arr)[0]
 
 
 def load_music21(cache_dir: str | Path | None = None, exclude_sopranos: list[np.ndarray] | None = None,

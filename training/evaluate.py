@@ -360,8 +360,13 @@ def own_figures(kind: str, chorales: list[np.ndarray], window: int) -> dict[str,
         originals, _ = corrupted_windows(chorales, window, per)
         scales = [estimate_key(c) for c in chorales for _ in range(min(per, len(c) // window))]
         return roll_stats(originals, scales, D.PITCH_LOW)
+    return voice_figures(chorales)
+
+
+def voice_figures(pieces: list[np.ndarray]) -> dict[str, float]:
+    """`summarise` of the alto, tenor and bass of (steps, 4) pieces, each in its own key."""
     sums = None
-    for c in chorales:
+    for c in pieces:
         m = voice_metrics(c, estimate_key(c))
         sums = m if sums is None else {k: sums[k] + m[k] for k in m}
     return summarise(sums)
@@ -372,8 +377,7 @@ def before_after(before: Model, after: Model, sets: dict[str, list[np.ndarray]],
     """A markdown table: each set of chorales (the folder's held-out part, the JSB test split),
     the figures before and after a fine-tune, and the music's own where there are any; with
     `folder` (all its pieces), also the folder's own, the style the fine-tune learns."""
-    mine = (lambda k: "-") if not folder else (
-        lambda k, own=own_figures(after.info.kind, folder, after.info.window_steps): f"{own[k]:.4f}" if k in own else "-")
+    whole = own_figures(after.info.kind, folder, after.info.window_steps) if folder else {}
     lines = ["| music | figure | before | after | the music's own |" + (" the folder's own |" if folder else ""),
              "|---|---|---|---|---|" + ("---|" if folder else "")]
     for name, chorales in sets.items():
@@ -382,9 +386,9 @@ def before_after(before: Model, after: Model, sets: dict[str, list[np.ndarray]],
         b, own = headline(before, chorales)
         a, _ = headline(after, chorales)
         for k in b:
+            mine = f" {whole[k]:.4f} |" if k in whole and name != "JSB test" else " - |"
             lines.append(f"| {name} ({len(chorales)}) | {k} | {b[k]:.4f} | {a[k]:.4f} | "
-                         f"{'-' if own is None or np.isnan(own[k]) else f'{own[k]:.4f}'} |"
-                         + (f" {mine(k)} |" if folder and name != "JSB test" else " - |" if folder else ""))
+                         f"{'-' if own is None or np.isnan(own[k]) else f'{own[k]:.4f}'} |" + (mine if folder else ""))
     return "\n".join(lines)
 
 

@@ -45,18 +45,16 @@ PENALTIES = (3.0, 1.0, 0.3, 0.0)
 
 def density(voices: list) -> float:
     """Notes per bar per voice (alto, tenor, bass) over pieces of (steps, 4) voices."""
-    from training.evaluate import estimate_key, voice_metrics
+    from training.evaluate import voice_figures
 
-    counts = [voice_metrics(v, estimate_key(v)) for v in voices]
-    return sum(m["notes"] for m in counts) / max(sum(m["bars"] for m in counts), 1)
+    return voice_figures(voices)["notes per bar"]
 
 
 def parallel_rate(voices: list) -> float:
     """Parallel fifths and octaves per move of two voices, over pieces of (steps, 4) voices."""
-    from training.evaluate import voice_metrics
+    from training.evaluate import voice_figures
 
-    counts = [voice_metrics(v, set()) for v in voices]
-    return sum(m["parallels"] for m in counts) / max(sum(m["moves"] for m in counts), 1)
+    return voice_figures(voices)["parallel 5ths/8ves per move"]
 
 
 def music_ranges(chorales: list) -> list[tuple[int, int]]:

@@ -273,13 +273,14 @@ class Harmoniser(Placement):
             ids = ([self.pending_bass] if self.pending_bass is not None else []) + [s_tok]
             rng = self._step_rng(s_tok)
             logits = self.dec.feed(ids)
+            sampling = self.settings.of(info)
             out = []
             for k in range(3):
                 if k == 2 and hand and hand[1] is not None:
                     tok = hand[1]          # the player's bass
                 else:
                     ban = self._ban([s_tok] + out)
-                    tok = sample(logits, self.settings.of(info), rng, rest + 1, sorted(set(ban) | hand[0]) if hand else ban)
+                    tok = sample(logits, sampling, rng, rest + 1, sorted(set(ban) | hand[0]) if hand else ban)
                 out.append(tok)
                 if k < 2:
                     logits = self.dec.feed([tok])
