@@ -218,6 +218,39 @@ def test_midi_clock_start_stop_continue_and_song_position(shift_model):
     assert later == [(1 + k, 74 - s, 64.0) for k, s in enumerate(SHIFTS)]   # phrase 1 (steps 32..63) answered in 2
 
 
+def test_a_midi_stop_silences_before_the_capture_thread_gets_to_it(shift_model):
+    """The input's thread hands a Stop to the capture thread, and silences at once itself:
+    the capture thread may be behind (here: not run at all until later), and the notes
+    must not sound on for as long as it is. When it comes, it stops the grid: no note more,
+    and no second note-off for what was ended."""
+    rig = Rig(str(shift_model), clock="midi", bpm=BPM, seed=1)
+    tick = 60 / (BPM * 24)
+    step = tick * 6
+    t0 = rig.t0 + 1.0
+    rig.at(t0 - 0.05, [0xFA])
+    for n in range(int(1.5 * PHRASE * 6)):
+        rig.at(t0 + n * tick, [0xF8])
+    rig.play([(72, 0, 4), (76, 8, 20)], t0, step)
+    stop_at = t0 + (PHRASE + 10) * step + 0.001      # the answer's second chord sounding
+    rig.run_until(stop_at)
+    sounding = set(rig.engine.scheduler.ledger.sounding)
+    assert len(sounding) == 3
+    sent = len(rig.sent)
+    rig.engine.feed(stop_at, [0xFC])                 # from the input's thread; the capture thread is busy
+    rig.engine.scheduler.pump(stop_at)
+    ended = {(m[0] & 0x0F, m[1]) for _, m in rig.sent[sent:] if m[0] & 0xF0 == 0x80}
+    assert ended == sounding, "the Stop waited for the capture thread"
+    while not rig.engine.inq.empty():                # the capture thread's turn, 30 ms later
+        _, data = rig.engine.inq.get_nowait()
+        rig.engine.receive(stop_at + 0.03, data)
+    rig.run_until(stop_at + 2.0)
+    assert not [m for _, m in rig.sent[sent:] if m[0] & 0xF0 == 0x90], "a note after the Stop"
+    assert not rig.engine.transport.running and rig.sounding() == set()
+    echo = [m for t, m in rig.sent[sent:] if m[0] & 0xF0 == 0x80 and t > stop_at]
+    assert len(echo) <= len(sounding)               # (its echo once, not again for the capture thread)
+    rig.stop()
+
+
 def test_a_tempo_change_moves_the_scheduled_answer_along(shift_model):
     rig = Rig(str(shift_model), bpm=BPM, seed=1)
     t0 = rig.t0 + 1.0

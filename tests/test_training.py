@@ -265,6 +265,35 @@ def test_a_quartet_wider_than_the_models_window_keeps_its_soprano_on_top(tmp_pat
     jsb_like = np.array([[72, 67, 64, 48]] * 16, np.int16)     # inside already: left as it is
     assert D.fit_range(jsb_like)[0].tolist() == jsb_like.tolist() and D.fit_range(jsb_like)[1] == ""
 
+def test_holding_out_each_files_last_bars_measures_music_like_the_whole_folder(tmp_path):
+    """`hold_out="tail"` (finetune's default): the last bars of every file long enough are
+    the held-out part, never trained on; by file name, a folder of three may hold out none of
+    one kind of piece. Every bar is used once, and the summary says which were held out."""
+    lengths = {"long.mid": 40, "mid.mid": 20, "short.mid": 8}         # bars
+    for k, (name, bars) in enumerate(lengths.items()):
+        write_midi(tmp_path / name, [[(48 + k, 16 * b, 16 * b + 16) for b in range(bars)],
+                                     [(60 + k, 16 * b, 16 * b + 8) for b in range(bars)],
+                                     [(64 + k, 16 * b, 16 * b + 16) for b in range(bars)],
+                                     [(72 + (b % 5), 16 * b, 16 * b + 4) for b in range(bars)]])
+    summary: list[str] = []
+    splits = D.load_midi_folder(tmp_path, summary, hold_out="tail")
+    held = sorted(len(a) // 16 for a in splits.valid)
+    assert held == [4, 6], held         # 15 % of 40 bars; at least 4 of 20; none of 8 (trained on whole)
+    assert splits.test == [] and sorted(len(a) // 16 for a in splits.train) == [8, 16, 34]
+    for name, bars in lengths.items():
+        whole = D.fit_range(D.read_midi(tmp_path / name)[0])[0]
+        head = next(a for a in splits.train if len(a) <= len(whole) and np.array_equal(a, whole[:len(a)]))
+        tail = [a for a in splits.valid if np.array_equal(a, whole[len(head):])]
+        assert len(head) + sum(len(a) for a in tail) == len(whole) == 16 * bars     # each bar once
+    lines = {line.split(": ")[0].split()[-1]: line for line in summary}
+    assert "bars 1-34 trained on, 35-40 held out" in lines["long.mid"]
+    assert "too short to hold bars out" in lines["short.mid"]
+    files = D.load_midi_folder(tmp_path, hold_out="files")      # the other way: whole files
+    assert sorted(len(a) // 16 for a in files.train + files.valid + files.test) == [8, 20, 40]
+    with pytest.raises(D.DataError, match="'files' or 'tail'"):
+        D.load_midi_folder(tmp_path, hold_out="middle")
+
+
 def test_finetune_is_one_command_from_a_bundled_model_to_a_file_livegen_plays(tmp_path, capsys, jsb_path):
     from livegen.models import Model
     from training.finetune import main as finetune

@@ -181,9 +181,24 @@ def load_midi_file(path: str | Path, steps_per_beat: int = 4) -> np.ndarray:
         raise DataError(f"{path}: {err}") from None
 
 
-def load_midi_folder(folder: str | Path, summary: list[str] | None = None) -> Splits:
-    """Every .mid/.midi file under a folder, split deterministically by file name; a line per
-    file in `summary` (used: its bars and how its voices were made; or skipped: why)."""
+# `hold_out="tail"`: the last part of every file is held out, at least TAIL_BARS bars and
+# TAIL_SHARE of the file (files shorter than 3 * TAIL_BARS are trained on whole)
+TAIL_BARS, TAIL_SHARE = 4, 0.15
+
+
+def load_midi_folder(folder: str | Path, summary: list[str] | None = None, hold_out: str = "files") -> Splits:
+    """Every .mid/.midi file under a folder; a line per file in `summary` (used: its bars and
+    how its voices were made; or skipped: why).
+
+    `hold_out`: "files" splits the files by a hash of their names (80/10/10): the held-out
+    music was never heard, but a dozen files leave one or two, which may be unlike the rest
+    (a folder of quartets held out its one Beethoven movement, denser and more chromatic
+    than the others). "tail" holds out the last bars of every file (`TAIL_BARS`,
+    `TAIL_SHARE`) as the validation part (no test part): the held-out part is like the
+    folder as a whole, at the price that a theme heard in a file's first bars may come
+    back in its held-out last ones."""
+    if hold_out not in ("files", "tail"):
+        raise DataError(f"hold_out: 'files' or 'tail', not {hold_out!r}")
     folder = Path(folder)
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".mid", ".midi"))
     if not files:
@@ -198,8 +213,18 @@ def load_midi_folder(folder: str | Path, summary: list[str] | None = None) -> Sp
             lines.append(f"skipped {name}: {err}")
             continue
         arr, moved = fit_range(arr)
-        split = stable_split(f.name)
-        splits[split].append(arr)
+        bars = len(arr) // 16
+        if hold_out == "tail":
+            tail = max(TAIL_BARS, round(TAIL_SHARE * bars)) if bars >= 3 * TAIL_BARS else 0
+            cut = (bars - tail) * 16 if tail else len(arr)
+            splits["train"].append(arr[:cut])
+            if tail:
+                splits["valid"].append(arr[cut:])
+            split = f"bars 1-{bars - tail} trained on, {bars - tail + 1}-{bars} held out" if tail else \
+                "trained on whole: too short to hold bars out"
+        else:
+            split = stable_split(f.name)
+            splits[split].append(arr)
         lines.append(f"used    {name}: {len(arr) / 16:.0f} bars, {how}{'; ' + moved if moved else ''} ({split})")
     for line in lines:
         log.info("%s", line)
@@ -347,19 +372,20 @@ def augment(chorales: list[np.ndarray]) -> list[np.ndarray]:
     return [t for c in chorales for t in transpositions(c)]
 
 
-def load_source(spec: str, cache_dir: str | Path | None = None) -> Splits:
-    """`jsb:PATH`, `music21`, `midi:FOLDER`, or a bare path (a .json is JSB, a folder is MIDI)."""
+def load_source(spec: str, cache_dir: str | Path | None = None, hold_out: str = "files") -> Splits:
+    """`jsb:PATH`, `music21`, `midi:FOLDER`, or a bare path (a .json is JSB, a folder is MIDI);
+    `hold_out` for a MIDI folder (`load_midi_folder`)."""
     if spec == "music21":
         return load_music21(cache_dir)
     if spec.startswith("jsb:"):
         return load_jsb(spec[4:])
     if spec.startswith("midi:"):
-        return load_midi_folder(spec[5:])
+        return load_midi_folder(spec[5:], hold_out=hold_out)
     p = Path(spec)
     if p.suffix == ".json":
         return load_jsb(p)
     if p.is_dir():
-        return load_midi_folder(p)
+        return load_midi_folder(p, hold_out=hold_out)
     raise DataError(f"{spec}: not a data source (use jsb:FILE.json, music21 or midi:FOLDER)")
 
 

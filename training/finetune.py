@@ -8,8 +8,9 @@ folder (a line per file), trains for `--minutes` with a progress bar (a loss pic
 output folder, checked every `--valid-every` steps on the held-out part of the folder; run
 the same command again and it resumes), exports `OUT/NAME.onnx` and writes `OUT/NAME.md`:
 the data, the steps and time, the held-out loss before and after, and `training.evaluate`'s
-figures before and after on the folder's held-out files and on the JSB test chorales (are
-they closer to the folder's own, and is the JSB quality kept?).
+figures before and after on the folder's held-out part and on the JSB test chorales (are
+they closer to the folder's own, and is the JSB quality kept?). The held-out part is the
+last bars of every file (`--hold-out tail`, `training.data.load_midi_folder`), or whole files.
 """
 from __future__ import annotations
 
@@ -149,7 +150,7 @@ def compare(source: str, onnx_path: Path, splits: D.Splits, jsb: str, limit: int
     from livegen.models import BUNDLED, Model, resolve
     from training.evaluate import before_after
 
-    sets = {"held out of the folder": splits.valid + splits.test}
+    sets = {"held out of the folder": splits.valid + splits.test}     # (its files, or its files' last bars)
     if jsb and Path(jsb).exists():
         sets["JSB test"] = D.load_jsb(jsb).test[:limit]
     start = source if source in BUNDLED or source.endswith(".onnx") else None
@@ -190,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=0.0, help="default: a fine-tuning rate for the kind of model")
     p.add_argument("--crop-steps", type=int, default=0,
                    help="continue: 16th steps per training crop (default 32, two bars; 128 is its whole context)")
+    p.add_argument("--hold-out", choices=("tail", "files"), default="tail",
+                   help="a MIDI folder: what is held out to measure the fine-tune: the last bars of every "
+                        "file (default: like the folder as a whole) or whole files (never heard, but one or "
+                        "two of a dozen, which may be unlike the rest)")
     p.add_argument("--valid-every", type=int, default=25)
     p.add_argument("--config", default=None, help="JSON of training config fields to change, e.g. "
                    "'{\"adv_weight\": 0}'")
@@ -204,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         if data.startswith("midi:"):
             folder = Path(data[5:]).expanduser()
             data = f"midi:{folder}"
-            splits = D.load_midi_folder(folder, summary)        # (its lines are logged as it reads)
+            splits = D.load_midi_folder(folder, summary, args.hold_out)    # (its lines are logged as it reads)
         else:
             splits = D.load_source(data)
         model = start["model"]
@@ -212,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         name = args.name or (Path(data[5:]).name if data.startswith("midi:") else f"{model}-finetuned")
         run = RunConfig(model=model, data=data, out=str(out), steps=10 ** 9, batch_size=args.batch_size,
                         lr=args.lr or LR[model], warmup=10, valid_every=args.valid_every, device=args.device,
-                        minutes=args.minutes, init=args.source, crop_steps=args.crop_steps or CROP_STEPS.get(model, 0))
+                        minutes=args.minutes, init=args.source, crop_steps=args.crop_steps or CROP_STEPS.get(model, 0),
+                        hold_out=args.hold_out)
         log.info("fine-tuning %s (%s) for %g minutes; progress below, the loss picture in %s",
                  args.source, model, args.minutes, out / "loss.png")
         result = fit(run, json.loads(args.config) if args.config else None)
@@ -224,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         if start["kind"] in ("accompany", "continue"):
             report["played with"] = calibrate(onnx_path, splits.train, start["kind"])
             log.info("played with %s", report["played with"])
-        log.info("comparing before and after (the folder's held-out files, %d JSB test chorales)", args.jsb_limit)
+        log.info("comparing before and after (the folder's held-out part, %d JSB test chorales)", args.jsb_limit)
         table = compare(args.source, onnx_path, splits, args.jsb, args.jsb_limit)
         text = card(onnx_path.with_suffix(".md"), args.source, data, summary, result, history, report, table)
         onnx_path.with_suffix(".md").write_text(text)

@@ -51,6 +51,7 @@ class RunConfig:
     minutes: float = 0.0       # > 0: stop after this much training time; the LR schedule follows it
     init: str = ""             # a checkpoint whose weights start this run (modules of the same names)
     crop_steps: int = 0        # transformer: steps per training crop (0: its whole context)
+    hold_out: str = "files"    # a MIDI folder: whole files held out, or each file's last bars ("tail")
 
 
 # --------------------------------------------------------------------------- tasks
@@ -502,7 +503,7 @@ def fit(run: RunConfig, model_config: dict | None = None, resume: bool = True, s
     np.random.seed(run.seed)
     out = Path(run.out)
     out.mkdir(parents=True, exist_ok=True)
-    splits = D.load_source(run.data, cache_dir=out / "cache")
+    splits = D.load_source(run.data, cache_dir=out / "cache", hold_out=run.hold_out)
     last = out / "last.pt"
     ckpt = load_checkpoint(last) if resume and last.exists() else None
     start = load_start(run.init) if run.init and not ckpt else None
