@@ -302,6 +302,9 @@ SWITCH_TO = {("loop", "accompany"): ("loop", "edit"), ("loop", "edit"): ("respon
              ("respond", "continue"): ("follow", "continue"), ("respond", "edit"): ("loop", "edit"),
              ("follow", "continue"): ("respond", "continue")}
 STOP_EVENTS = ["stop", "panic", "switch", "disconnect", "sigterm"]
+# also "unplug": the listener and the witness both disconnected (the output has no connection
+# left, as a synth that was its only one), then the listener connected again (timed), then
+# the witness (not in the default draw, which the tables above were made with)
 
 
 class ClockMaster(threading.Thread):
@@ -499,11 +502,18 @@ def stops(count: int, seed: int, bpm: float = BPM, events=STOP_EVENTS, ways=WAYS
                         patchbay.disconnect(d.out_port, "lgrel-listener:in")
                         time.sleep(0.4)
                         at = patchbay.connect(d.out_port, "lgrel-listener:in")
+                    elif kind == "unplug":      # no connection left at all, then the listener back
+                        patchbay.disconnect(d.out_port, "lgrel-listener:in")
+                        patchbay.disconnect(d.out_port, "lgrel-witness:in")
+                        time.sleep(0.4)
+                        at = patchbay.connect(d.out_port, "lgrel-listener:in")
+                        time.sleep(0.05)
+                        patchbay.connect(d.out_port, "lgrel-witness:in")
                     else:
                         d.proc.send_signal(signal.SIGTERM)
                         d.proc.wait(10)
                     # (a connection made again took up to 627 ms to get its note-offs: 2026-12-03)
-                    time.sleep(1.0 if kind == "disconnect" else 0.6)
+                    time.sleep(1.0 if kind in ("disconnect", "unplug") else 0.6)
                     msgs = listener.messages()
                     heard = witness.messages()
                     ends, unended = [], []

@@ -286,6 +286,8 @@ class Hub:
                 self.unlinked, self.resend_at = False, now + LinkWatch.RESEND_S
                 log.info("output %s: connected to %s: sent the note-offs missed", self.out_name,
                          ", ".join(sorted(made)))
+            elif self.unlinked and not linked:
+                scheduler.presend()     # (no one hears them until a connection is made)
             self.linked = linked
         self.checked = now
 

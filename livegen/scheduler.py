@@ -142,6 +142,7 @@ class OffsAgain:
         self.recent: deque = deque(maxlen=4096)      # (time, channel, pitch) of the note-offs sent
         self.missed: set[tuple[int, int]] = set()    # those a removed connection missed
         self.echo: deque = deque()                   # (when, note-off) to send once more
+        self.quiet: list[list[int]] = []             # missed ones sent to no connection (`presend`)
 
     @property
     def echo_at(self) -> float | None:
@@ -205,6 +206,16 @@ class Amends:
                     self._now.append((None, [NOTE_OFF | ch, pitch, 0], None))
             if not again:
                 self.offs.missed = set()
+            self._cond.notify()
+
+    def presend(self) -> None:
+        """The output has no connection left since one was removed: the note-offs it missed
+        go out now, into nothing, at each look until one is made, so that a connection's
+        first JACK cycle carries them (not the cycle after the look that sees it). Not for
+        keys sounding again; not echoed or recorded: nobody hears them."""
+        with self._cond:
+            self.offs.quiet = [[NOTE_OFF | ch, p, 0] for ch, p in sorted(self.offs.missed)
+                               if (ch, p) not in self.ledger.sounding]
             self._cond.notify()
 
 
@@ -337,7 +348,7 @@ class Scheduler(Amends, threading.Thread):
 
     # ---------------------------------------------------------------- the thread
 
-    def _emit(self, msg: list[int], again: bool = False) -> None:
+    def _emit(self, msg: list[int], again: bool = False, heard: bool = True) -> None:
         try:
             self._send(msg)
             self.stats["sent"] += 1
@@ -347,7 +358,7 @@ class Scheduler(Amends, threading.Thread):
             self.stats["send_errors"] += 1
             if self.stats["send_errors"] < 5:
                 log.warning("send failed: %s", err)
-        if self.on_sent:
+        if self.on_sent and heard:
             self.on_sent(self.now(), msg)
 
     def _do_panic(self) -> None:
@@ -448,6 +459,9 @@ class Scheduler(Amends, threading.Thread):
             self._send_immediate(*self._now.popleft())
         for msg in self.offs.echo_due(self.now(), self.ledger.sounding):
             self._emit(msg, again=True)
+        quiet, self.offs.quiet = self.offs.quiet, []
+        for msg in quiet:
+            self._emit(msg, again=True, heard=False)
 
     def next_due(self) -> float | None:
         """When the next scheduled message is due (for a virtual clock)."""

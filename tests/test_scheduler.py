@@ -218,6 +218,59 @@ def test_a_panics_note_offs_go_once_more_but_not_for_a_note_struck_again():
     assert [m for t, m in sent if t > 0.5 and m[0] == 0x80] == [[0x80, 60, 0]], "once only"
 
 
+def test_a_synth_unplugged_from_an_output_with_no_other_connection_finds_its_note_offs_waiting():
+    """The synth was the output's only connection: while none is there, the note-offs it
+    missed go out at every look at the connections (into nothing, unrecorded), so that the
+    first JACK cycle of its return carries them, not the cycle after the look that sees it.
+    With another connection left (a DAW recording), nothing goes to it over and over."""
+    from livegen.hub import Hub
+
+    class Links:            # the output's connections as JACK would report them at each look
+        now: list[str] = ["synth:in"]
+
+        def connections(self, port):
+            return list(self.now)
+
+    for others in ([], ["daw:in"]):
+        clock, sent, recorded = [0.0], [], []
+        s = Scheduler(lambda m: sent.append((clock[0], list(m))), lambda step: step * 0.1, now=lambda: clock[0],
+                      on_sent=lambda t, m: recorded.append(list(m)))
+        hub = Hub("jack", "lgtest", feed=None)
+        hub.links, hub.out_name = Links(), "lgtest:out"
+        hub.links.now = ["synth:in"] + others
+        hub.look_at_links(s)
+        s.note_now(0, 60, 90)
+        s.note_now(1, 67, 90)
+        s.pump(0.0)
+        clock[0] = 0.5
+        hub.links.now = others                              # unplugged while both sound
+        hub.look_at_links(s)
+        s.pump(0.5)
+        assert {tuple(m) for t, m in sent if t == 0.5 and m[0] & 0xF0 == 0x80} == {(0x80, 60, 0), (0x81, 67, 0)}
+        s.note_now(1, 67, 90)                               # struck again, unheard by the synth
+        clock[0] = 0.55                                     # (and the panic's echo gone)
+        s.pump(0.55)
+        offs_before = len(recorded)
+        for k in range(3):                                  # looks while it is away
+            clock[0] = 0.6 + 0.002 * k
+            hub.look_at_links(s)
+            s.pump(clock[0])
+        waiting = [m for t, m in sent if t >= 0.6 and m[0] & 0xF0 == 0x80]
+        if others:
+            assert waiting == [], "a DAW left connected got the missed note-offs again and again"
+        else:
+            assert waiting == [[0x80, 60, 0]] * 3, waiting       # (not the key struck again: it sounds)
+            assert len(recorded) == offs_before, "sent into nothing, not recorded"
+        clock[0] = 0.7
+        hub.links.now = ["synth:in"] + others               # back: its note-offs, the key struck again's too
+        hub.look_at_links(s)
+        s.pump(0.7)
+        assert {tuple(m) for t, m in sent if t == 0.7} == {(0x80, 60, 0), (0x81, 67, 0)}
+        hub.look_at_links(s)
+        s.pump(0.71)
+        assert not [m for t, m in sent if t == 0.71], "nothing more while it is connected"
+
+
 def test_every_note_off_goes_once_more_unless_the_key_is_struck_again():
     """A MIDI cycle lost by a busy JACK graph took a voice's ordinary note-off with it, and
     the note hung at the synth until the next stop (benchmarks/README.md, 150 stop events

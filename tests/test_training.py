@@ -294,6 +294,27 @@ def test_holding_out_each_files_last_bars_measures_music_like_the_whole_folder(t
         D.load_midi_folder(tmp_path, hold_out="middle")
 
 
+def test_short_crops_of_a_long_piece_do_not_dwell_on_its_first_bars(tmp_path):
+    """The Transformer's crops begin a piece a quarter of the time where a crop is a good part
+    of it (a chorale in its whole context: BOS and the first step matter); 2-bar crops of a
+    movement of 100 bars begin it no more often than any other of its steps (a quarter of the
+    time taught 2 of the 100 bars as often as the rest together)."""
+    from training.train import TransformerTask
+
+    rng = np.random.default_rng(0)
+    long_piece = np.stack([rng.integers(48, 80, 1600)] * 4, axis=1).astype(np.int16)    # 100 bars
+    splits = D.Splits(train=[long_piece], valid=[long_piece[:64]], test=[], source="test")
+
+    def share_at_start(crop_steps: int, steps: int) -> float:
+        run = RunConfig(model="transformer", data="", out=str(tmp_path), augment=False, crop_steps=crop_steps)
+        task = TransformerTask(run, splits, torch.device("cpu"), 0, 1, model_config=TINY["transformer"] |
+                               {"max_context": 512})
+        return float(np.mean([task.crop_start(steps) == 0 for _ in range(4000)]))
+
+    assert share_at_start(32, 1600) < 0.04            # about 32 / 1600 plus the uniform draw's share
+    assert 0.2 < share_at_start(0, 200) < 0.3          # a chorale in its whole context: as before
+
+
 def test_finetune_is_one_command_from_a_bundled_model_to_a_file_livegen_plays(tmp_path, capsys, jsb_path):
     from livegen.models import Model
     from training.finetune import main as finetune
