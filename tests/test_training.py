@@ -294,6 +294,20 @@ def test_holding_out_each_files_last_bars_measures_music_like_the_whole_folder(t
         D.load_midi_folder(tmp_path, hold_out="middle")
 
 
+def test_a_fine_tune_can_rehearse_the_chorales_in_a_share_of_its_steps(jsb_path):
+    """`--rehearse 0.25`: about a quarter of the training steps are JSB chorales (drawn in a
+    seeded order), the rest the player's music."""
+    chorales = D.load_jsb(jsb_path).train
+    music = [np.zeros((16 * 300, 4), np.int16)]                     # 300 bars of "my music"
+    picked = D.rehearsal(chorales, 0.25, music, seed=0)
+    steps = sum(len(c) for c in picked)
+    assert 0.25 <= steps / (steps + len(music[0])) < 0.27
+    assert [len(c) for c in picked] == [len(c) for c in D.rehearsal(chorales, 0.25, music, seed=0)]
+    assert D.rehearsal(chorales, 0.0, music) == []
+    with pytest.raises(D.DataError, match="share from 0 to under 1"):
+        D.rehearsal(chorales, 1.0, music)
+
+
 def test_short_crops_of_a_long_piece_do_not_dwell_on_its_first_bars(tmp_path):
     """The Transformer's crops begin a piece a quarter of the time where a crop is a good part
     of it (a chorale in its whole context: BOS and the first step matter); 2-bar crops of a

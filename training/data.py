@@ -368,6 +368,21 @@ def transpositions(arr: np.ndarray) -> list[np.ndarray]:
     return out
 
 
+def rehearsal(chorales: list[np.ndarray], share: float, music: list[np.ndarray], seed: int = 0) -> list[np.ndarray]:
+    """Chorales (drawn in a seeded order) to train on beside `music`, so that they make up
+    about `share` of the steps: a fine-tune that rehearses what the model knew."""
+    if not 0 <= share < 1:
+        raise DataError(f"rehearse: a share from 0 to under 1, not {share}")
+    want = share / (1 - share) * sum(len(m) for m in music)
+    out, have = [], 0
+    for k in np.random.default_rng(seed).permutation(len(chorales)):
+        if have >= want:
+            break
+        out.append(chorales[k])
+        have += len(chorales[k])
+    return out
+
+
 def augment(chorales: list[np.ndarray]) -> list[np.ndarray]:
     return [t for c in chorales for t in transpositions(c)]
 

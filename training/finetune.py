@@ -32,6 +32,8 @@ LR = {"gan": 1e-4, "arcnn": 1e-4, "transformer": 1e-4}
 # took 12 s on one core of a 2-core machine: 25 steps in 5 minutes, too few to learn more of
 # quartets than that their voices rest, so that the voices it wrote fell silent)
 CROP_STEPS = {"transformer": 32}
+# The share of a fine-tune's training steps taken from the JSB chorales (`--rehearse`)
+REHEARSE: dict[str, float] = {}
 
 
 JSB = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "jsb" / "Jsb16thSeparated.json"
@@ -178,6 +180,18 @@ def card(path: Path, source: str, data: str, summary: list[str], result: dict, h
     return "\n".join(lines)
 
 
+def rehearsing(share: float | None, model: str, jsb: str) -> str:
+    """`RunConfig.rehearse` for a fine-tune: the share asked for, or the kind's default, of
+    the JSB chorales' training split (none when the file is not there)."""
+    share = REHEARSE.get(model, 0.0) if share is None else share
+    if not share:
+        return ""
+    if not jsb or not Path(jsb).exists():
+        log.warning("no JSB data at %s: the fine-tune does not rehearse the chorales", jsb)
+        return ""
+    return f"{share:g}:{jsb}"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training finetune", description=__doc__.split("\n\n")[0])
     p.add_argument("--from", dest="source", required=True,
@@ -195,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="a MIDI folder: what is held out to measure the fine-tune: the last bars of every "
                         "file (default: like the folder as a whole) or whole files (never heard, but one or "
                         "two of a dozen, which may be unlike the rest)")
+    p.add_argument("--rehearse", type=float, default=None,
+                   help="share of the training steps taken from the JSB chorales the model learnt, so that "
+                        "it keeps what they taught it (default: REHEARSE for its kind)")
     p.add_argument("--valid-every", type=int, default=25)
     p.add_argument("--config", default=None, help="JSON of training config fields to change, e.g. "
                    "'{\"adv_weight\": 0}'")
@@ -218,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         run = RunConfig(model=model, data=data, out=str(out), steps=10 ** 9, batch_size=args.batch_size,
                         lr=args.lr or LR[model], warmup=10, valid_every=args.valid_every, device=args.device,
                         minutes=args.minutes, init=args.source, crop_steps=args.crop_steps or CROP_STEPS.get(model, 0),
-                        hold_out=args.hold_out)
+                        hold_out=args.hold_out, rehearse=rehearsing(args.rehearse, model, args.jsb))
         log.info("fine-tuning %s (%s) for %g minutes; progress below, the loss picture in %s",
                  args.source, model, args.minutes, out / "loss.png")
         result = fit(run, json.loads(args.config) if args.config else None)

@@ -52,6 +52,7 @@ class RunConfig:
     init: str = ""             # a checkpoint whose weights start this run (modules of the same names)
     crop_steps: int = 0        # transformer: steps per training crop (0: its whole context)
     hold_out: str = "files"    # a MIDI folder: whole files held out, or each file's last bars ("tail")
+    rehearse: str = ""         # a fine-tune: "SHARE:JSB.json", that share of the training steps from the chorales
 
 
 # --------------------------------------------------------------------------- tasks
@@ -511,6 +512,9 @@ def fit(run: RunConfig, model_config: dict | None = None, resume: bool = True, s
     out = Path(run.out)
     out.mkdir(parents=True, exist_ok=True)
     splits = D.load_source(run.data, cache_dir=out / "cache", hold_out=run.hold_out)
+    if run.rehearse:
+        share, path = run.rehearse.split(":", 1)
+        splits.train = splits.train + D.rehearsal(D.load_jsb(path).train, float(share), splits.train, run.seed)
     last = out / "last.pt"
     ckpt = load_checkpoint(last) if resume and last.exists() else None
     start = load_start(run.init) if run.init and not ckpt else None
