@@ -226,24 +226,27 @@ def load_midi_folder(folder: str | Path, summary: list[str] | None = None, hold_
             split = stable_split(f.name)
             splits[split].append(arr)
         lines.append(f"used    {name}: {len(arr) / 16:.0f} bars, {how}{'; ' + moved if moved else ''} ({split})")
-    for line in lines:
-        log.info("%s", line)
-    if summary is not None:
-        summary.extend(lines)
     if not any(splits.values()):
         raise DataError(f"{folder}: none of the {len(files)} MIDI files can be used:\n  " + "\n  ".join(lines))
     # A small folder may hash everything into one or two splits: a file is moved so that the
     # held-out loss is measured on music not trained on, where there are two files or more
     if not splits["train"]:
         splits["train"] = [splits["valid"].pop()] if splits["valid"] else [splits["test"].pop()]
+        lines.append("(a held-out file is trained on instead, as no other file was left to train on)")
     if not splits["valid"]:
         if splits["test"]:
             splits["valid"] = [splits["test"].pop()]
         elif len(splits["train"]) > 1:
             splits["valid"] = [splits["train"].pop()]
+            lines.append("(the last file used is held out whole instead, as nothing else was held out)")
         else:
-            log.warning("one usable file: the held-out loss is measured on the file trained on")
+            lines.append("(one usable file, too short to hold bars out, so the held-out loss is "
+                         "measured on the music trained on)")
             splits["valid"] = splits["train"][:1]
+    for line in lines:
+        log.info("%s", line)
+    if summary is not None:
+        summary.extend(lines)
     return Splits(source=f"midi:{folder}", **splits)
 
 
