@@ -6,13 +6,12 @@ missed note-offs" (issue 13). No livegen here: python-rtmidi and jackd only.
 
 A sender process sends a controller message every millisecond into its output, which has no
 connection; this process connects it to a listener through a JACK client of its own
-(`jack_connect`, timed from the call), takes the time of the first message heard, and
-disconnects again, `--rounds` times. Prints p50 / p99 / max in ms and the JACK cycle.
+(`reliability.Patchbay`: `jack_connect`, timed from the call), takes the time of the first
+message heard, and disconnects again, `--rounds` times. Prints p50 / p99 / max in ms and the JACK cycle.
 """
 from __future__ import annotations
 
 import argparse
-import ctypes
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.jack_drops import start_jack  # noqa: E402
+from benchmarks.reliability import Patchbay  # noqa: E402
 
 SENDER = r"""
 import sys, time, rtmidi
@@ -37,8 +37,6 @@ while True:
 def run(rounds: int, period: int) -> dict:
     import rtmidi
 
-    from livegen.ports import JackLinks
-
     server = f"lgconnect-{uuid.uuid4().hex[:6]}"
     jack = start_jack(server, f"/tmp/{server}.log", period)
     heard: list[float] = []
@@ -46,27 +44,24 @@ def run(rounds: int, period: int) -> dict:
     listener = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, "lgc-listener")
     listener.open_virtual_port("in")
     listener.set_callback(lambda event, _: (lock.acquire(), heard.append(time.perf_counter()), lock.release()))
-    links = JackLinks("lgc-patchbay")
-    for name in ("jack_connect", "jack_disconnect"):
-        getattr(links.jack, name).argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
+    patchbay = Patchbay()
     sender = subprocess.Popen([sys.executable, "-c", SENDER, "lgc-sender"], stdout=subprocess.PIPE, text=True)
     try:
         assert sender.stdout.readline().strip() == "ready"
         time.sleep(0.5)
-        source, dest = b"lgc-sender:out", b"lgc-listener:in"
+        source, dest = "lgc-sender:out", "lgc-listener:in"
         ms = []
         for k in range(rounds):
             time.sleep(0.3)
             with lock:
                 heard.clear()
-            at = time.perf_counter()
-            assert links.jack.jack_connect(links.client, source, dest) == 0
+            at = patchbay.connect(source, dest)
             time.sleep(0.1)
             with lock:
                 first = [t for t in heard if t >= at]
             if first:
                 ms.append((first[0] - at) * 1000)
-            assert links.jack.jack_disconnect(links.client, source, dest) == 0
+            patchbay.disconnect(source, dest)
             print(f"\rrounds: {k + 1}/{rounds}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
     finally:
