@@ -87,7 +87,7 @@ class Worker:
         self.stats = {"served": 0, "expired": 0, "errors": 0}
 
     def serve(self, halt) -> None:
-        """Until `halt` (a threading.Event) is set."""
+        """Until `halt` (a threading.Event or a livegen.signals.StopFlag) is set."""
         import zmq
 
         while not halt.is_set():
@@ -162,10 +162,8 @@ class Worker:
 
 def serve(bind: str, specs: list[str] | None, device: str, keys: str) -> None:
     """`livegen worker`: load the models, then answer requests until SIGINT or SIGTERM."""
-    import signal
-    import threading
-
     from livegen.models import BUNDLED, Model
+    from livegen.signals import StopFlag, stop_on
 
     check_bind(bind, keys)          # before loading the models
     models = []
@@ -176,9 +174,8 @@ def serve(bind: str, specs: list[str] | None, device: str, keys: str) -> None:
         log.info("serving %s (%s) on %s, sha256 %s..., warm-up pass %.1f ms", m.info.path, m.info.kind, m.provider,
                  m.sha256[:12], ms)
     worker = Worker(bind, models, keys)
-    halt = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: halt.set())
+    halt = StopFlag()
+    stop_on(halt)
     log.info("worker listening on %s%s; Ctrl-C stops", bind, " (CURVE)" if keys else "")
     try:
         worker.serve(halt)

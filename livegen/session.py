@@ -7,7 +7,6 @@ import gc
 import logging
 import os
 import signal
-import threading
 import time
 
 from livegen.config import Settings
@@ -18,6 +17,7 @@ from livegen.hub import Hub
 from livegen.models import Model
 from livegen.ports import JackServerProbe, jack_server_running, pick_backend, start_jack_dummy
 from livegen.service import Notifier
+from livegen.signals import StopFlag, stop_on
 
 log = logging.getLogger("livegen")
 EXIT_SERVER_LOST = 3     # `livegen run`'s status when the JACK server went away under it
@@ -58,7 +58,7 @@ class LiveSession:
         if self.backend == "jack":
             self._need_jack()
         self.model = load_model(settings)
-        self.stopped = threading.Event()
+        self.stopped = StopFlag()     # (a threading.Event set from a signal handler can hang: livegen.signals)
         self.notify = Notifier()
         self.fed, self.hung_said = 0.0, False
 
@@ -117,8 +117,7 @@ class LiveSession:
         self.open()
         if self.settings.control or self.settings.web:
             self._open_control()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: self.stopped.set())
+        stop_on(self.stopped)
         self.engine.start()
         if self.backend == "jack" and self.settings.output == "virtual":
             self.hub.watch_links(self.engine.scheduler)    # (a thread of its own)

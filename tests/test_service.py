@@ -151,3 +151,42 @@ def test_without_systemd_the_notifier_does_nothing_and_a_bad_watchdog_is_named(c
     assert n.watchdog_s is None and "WATCHDOG_USEC='soon'" in caplog.text
     assert Notifier({"WATCHDOG_USEC": "5000000", "WATCHDOG_PID": "1"}).watchdog_s is None   # another process's
     assert Notifier({"WATCHDOG_USEC": "5000000", "WATCHDOG_PID": str(os.getpid())}).watchdog_s == 5.0
+
+
+# The main thread waits on the stop flag (0 s at a time, so that it is inside the flag's code
+# nearly always) while another thread signals it 5,000 times a second. threading.Event in its
+# place hangs for good within a second or two: the handler's set() waits on the lock that the
+# interrupted wait() holds (what once kept `livegen run` from ever ending on SIGTERM).
+HAMMER = """
+import os, signal, sys, threading, time
+from livegen.signals import StopFlag, stop_on
+flag = StopFlag()
+stop_on(flag, (signal.SIGUSR2,))
+def shoot():
+    end = time.monotonic() + 3.0
+    while time.monotonic() < end:
+        os.kill(os.getpid(), signal.SIGUSR2)
+        time.sleep(0.0002)
+shooter = threading.Thread(target=shoot)
+shooter.start()
+waits = 0
+while shooter.is_alive():
+    flag.wait(0)
+    waits += 1
+shooter.join()
+print("set", flag.is_set(), "waits", waits)
+"""
+
+
+def test_a_stop_signal_never_hangs_the_thread_it_interrupts():
+    run = subprocess.run([sys.executable, "-c", HAMMER], capture_output=True, text=True, timeout=30,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith("set True waits "), run.stdout
+    # and the flag wakes a waiting thread at once, as SIGTERM must (its notes end within 10 ms)
+    from livegen.signals import StopFlag
+    flag = StopFlag()
+    threading.Timer(0.05, flag.set).start()
+    t = time.monotonic()
+    assert flag.wait(5.0) and time.monotonic() - t < 1.0
+    flag.close()
