@@ -40,6 +40,8 @@ class LiveControls:
         setattr(settings, key, value)
         if key in ("temperature", "top_p"):
             engine.stage.sampling.temperature, engine.stage.sampling.top_p = settings.temperature, settings.top_p
+        elif key == "key":
+            engine.stage.sampling.key = settings.key      # (a file's key_penalty pulls towards it)
         elif key == "mute":
             engine.playing.set_muted(muted)
         elif key == "seed":
@@ -147,8 +149,9 @@ class LiveControls:
         """The live settings; where one is left to the model (None), the model's own."""
         info = self.engine.model.info
         own = {"threshold": info.threshold, "temperature": info.temperature, "top_p": info.top_p}
-        return {k: own[k] if getattr(self.engine.settings, k) is None and k in own else getattr(self.engine.settings, k)
-                for k in CONTROLS}
+        played = {k: own[k] if getattr(self.engine.settings, k) is None and k in own else getattr(self.engine.settings, k)
+                  for k in CONTROLS}
+        return played | ({"key_penalty": info.key_penalty} if info.key_penalty else {})
 
     def status(self) -> dict:
         """What `livegen ctl ... status` shows: the mode, model, tracks, settings and counters."""

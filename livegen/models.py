@@ -48,6 +48,7 @@ class ModelInfo:
     state_shape: tuple = ()      # (layers, hidden) for `harmonise`
     temperature: float = 0.9     # continue, harmonise: sampling, where the player sets none
     top_p: float = 0.95
+    key_penalty: float = 0.0     # continue: nats a voice's pitch outside the key costs (generate.continue_.KeyPull)
     voice_ranges: list | None = None     # accompany: (low, high) MIDI pitch per track, for the decoder
     parallel_penalty: float = 3.0        # accompany: nats the decoder charges a parallel fifth or octave
     meta: dict = field(default_factory=dict)
@@ -199,17 +200,18 @@ def _decoder_rules(path: str, info: ModelInfo, meta: dict) -> None:
 
 
 def _sampling(path: str, info: ModelInfo, meta: dict) -> None:
-    """Optional `livegen.temperature` (0..2) and `livegen.top_p` (above 0, up to 1): the
-    sampling the model plays with where the player sets none (a fine-tune writes them)."""
-    for key, low, high in (("temperature", 0.0, 2.0), ("top_p", 0.0, 1.0)):
+    """Optional `livegen.temperature` (0..2), `livegen.top_p` (above 0, up to 1) and, for
+    continue, `livegen.key_penalty` (0..20 nats): the sampling the model plays with where the
+    player sets none (a fine-tune writes them)."""
+    for key, low, high in (("temperature", 0.0, 2.0), ("top_p", 0.0, 1.0), ("key_penalty", 0.0, 20.0)):
         text = meta.get(f"livegen.{key}")
-        if text is None:
+        if text is None or (key == "key_penalty" and info.kind != "continue"):
             continue
         try:
             value = float(text)
         except ValueError:
             raise ModelError(f"{path}: livegen.{key} must be a number, not {text!r}") from None
-        if not (low <= value <= high and (key == "temperature" or value > 0)):
+        if not (low <= value <= high and (key != "top_p" or value > 0)):
             raise ModelError(f"{path}: livegen.{key} {value:g} lies outside {low:g}..{high:g}")
         setattr(info, key, value)
 

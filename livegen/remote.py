@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 VERSION = 1
 # the settings that shape a phrase's notes (see phrase.generate)
 GENERATION_KEYS = ("mode", "threshold", "temperature", "top_p", "edit_passes", "edits_per_pass",
-                   "edit_temperature", "max_remove", "max_add", "keep_player")
+                   "edit_temperature", "max_remove", "max_add", "keep_player", "key")
 PING_EVERY = 0.5
 
 

@@ -103,20 +103,25 @@ def test_cuda_request_without_cuda_is_refused_clearly(shift_model):
         Model(str(shift_model), device="cuda")
 
 
-@pytest.mark.parametrize("value, message", [("hot", "livegen.temperature must be a number, not 'hot'"),
-                                            ("3", "livegen.temperature 3 lies outside 0..2"),
-                                            (None, "")])
-def test_a_model_carries_how_it_is_sampled(tmp_path, value, message):
-    """A fine-tuned Transformer's `livegen.temperature` and `livegen.top_p` are what it plays
-    with where the player sets none; a bad one is refused naming the file and the field."""
+@pytest.mark.parametrize("field, value, message", [
+    ("temperature", "hot", "livegen.temperature must be a number, not 'hot'"),
+    ("temperature", "3", "livegen.temperature 3 lies outside 0..2"),
+    ("key_penalty", "-1", "livegen.key_penalty -1 lies outside 0..20"),
+    ("key_penalty", "nan", "livegen.key_penalty nan lies outside 0..20"),
+    (None, None, "")])
+def test_a_model_carries_how_it_is_sampled(tmp_path, field, value, message):
+    """A fine-tuned Transformer's `livegen.temperature`, `livegen.top_p` and
+    `livegen.key_penalty` are what it plays with where the player sets none; a bad one is
+    refused naming the file and the field."""
     import onnx
 
     from livegen.generate.continue_ import SamplingSettings
 
     proto = onnx.load(str(Model("continue").info.path))
-    for key, v in (("livegen.temperature", value or "1.1"), ("livegen.top_p", "1")):
+    meta = {"temperature": "1.1", "top_p": "1", "key_penalty": "1.5"} | ({field: value} if field else {})
+    for key, v in meta.items():
         entry = proto.metadata_props.add()
-        entry.key, entry.value = key, v
+        entry.key, entry.value = f"livegen.{key}", v
     path = tmp_path / "tuned.onnx"
     onnx.save(proto, str(path))
     if message:
@@ -125,10 +130,10 @@ def test_a_model_carries_how_it_is_sampled(tmp_path, value, message):
         assert str(path) in str(err.value) and message in str(err.value)
         return
     info = Model(str(path)).info
-    assert (SamplingSettings().of(info).temperature, SamplingSettings().of(info).top_p) == (1.1, 1.0)
-    assert SamplingSettings(0.5, None).of(info) == SamplingSettings(0.5, 1.0)      # the player's wins
+    assert SamplingSettings().of(info) == SamplingSettings(1.1, 1.0, 1.5)
+    assert SamplingSettings(0.5, None, 0.0).of(info) == SamplingSettings(0.5, 1.0, 0.0)      # the player's wins
     bundled = Model("continue").info
-    assert (SamplingSettings().of(bundled).temperature, SamplingSettings().of(bundled).top_p) == (0.9, 0.95)
+    assert SamplingSettings().of(bundled) == SamplingSettings(0.9, 0.95, 0.0)
 
 
 def test_the_decoder_plays_by_the_models_own_rules():

@@ -378,11 +378,12 @@ def test_finetune_is_one_command_from_a_bundled_model_to_a_file_livegen_plays(tm
 def test_a_finetune_sets_how_it_is_played_from_the_music(tmp_path, kind):
     """accompany: the exported threshold is the one (of THRESHOLDS) whose notes per bar come
     nearest the folder's own; continue: the temperature and top-p (of SAMPLINGS), which the
-    runtime then plays with unless the player sets others. The card says which."""
+    runtime then plays with unless the player sets others, and the pull towards the key (of
+    KEY_PENALTIES) whose in-scale rate comes nearest. The card says which."""
     import onnx
 
     from livegen.models import Model
-    from training.finetune import PENALTIES, SAMPLINGS, THRESHOLDS, music_ranges
+    from training.finetune import KEY_PENALTIES, PENALTIES, SAMPLINGS, THRESHOLDS, music_ranges
     from training.finetune import main as finetune
 
     def D_ranges(folder):
@@ -409,8 +410,11 @@ def test_a_finetune_sets_how_it_is_played_from_the_music(tmp_path, kind):
     chosen = (float(meta["livegen.temperature"]), float(meta["livegen.top_p"]))
     assert chosen in SAMPLINGS
     assert f"temperature {meta['livegen.temperature']}, top_p {meta['livegen.top_p']}:" in card
+    assert float(meta["livegen.key_penalty"]) in KEY_PENALTIES
+    assert f"key_penalty {meta['livegen.key_penalty']}:" in card
     info = Model(str(out / "band.onnx"), "cpu").info
-    assert (info.temperature, info.top_p) == chosen
+    assert (info.temperature, info.top_p, info.key_penalty) == chosen + (float(meta["livegen.key_penalty"]),)
     from livegen.session import played_with       # the start-up line says so
 
-    assert f"temperature {meta['livegen.temperature']}, top p {meta['livegen.top_p']}" in played_with(info.meta)
+    assert (f"temperature {meta['livegen.temperature']}, top p {meta['livegen.top_p']}, "
+            f"key penalty {meta['livegen.key_penalty']}") in played_with(info.meta)

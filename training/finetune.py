@@ -44,6 +44,8 @@ THRESHOLDS = (0.3, 0.25, 0.2, 0.15, 0.1, 0.07, 0.05)
 SAMPLINGS = ((0.9, 0.95), (1.0, 0.95), (1.0, 1.0), (1.1, 1.0), (1.2, 1.0), (1.3, 1.0))
 # accompany: nats the decoder charges a parallel fifth or octave, the bundled 3 first
 PENALTIES = (3.0, 1.0, 0.3, 0.0)
+# continue: nats a voice's pitch outside the key heard costs (`livegen.key_penalty`), none first
+KEY_PENALTIES = (0.0, 0.5, 1.0, 2.0)
 
 
 def density(voices: list) -> float:
@@ -51,6 +53,13 @@ def density(voices: list) -> float:
     from training.evaluate import voice_figures
 
     return voice_figures(voices)["notes per bar"]
+
+
+def in_scale(voices: list) -> float:
+    """The share of the alto's, tenor's and bass's notes in each piece's key."""
+    from training.evaluate import voice_figures
+
+    return voice_figures(voices)["in-scale rate"]
 
 
 def parallel_rate(voices: list) -> float:
@@ -89,9 +98,12 @@ def write_meta(onnx_path: Path, keys: dict[str, str]) -> None:
     onnx.save(proto, str(onnx_path))
 
 
-def nearest(onnx_path: Path, pieces: list, knob: str, values: tuple, measure) -> tuple:
+def nearest(onnx_path: Path, pieces: list, knob: str, values: tuple, measure, sampling=None) -> tuple:
     """(the value of `knob` whose voices, made by the runtime's code for the pieces' tunes,
-    come nearest the pieces' own by `measure`; what they gave; the pieces' own)."""
+    come nearest the pieces' own by `measure`; what they gave; the pieces' own). continue's
+    knobs, "sampling" (temperature, top-p) and "key_penalty", change `sampling`."""
+    import dataclasses
+
     import numpy as np
 
     from livegen.generate.continue_ import Harmoniser, SamplingSettings
@@ -99,13 +111,16 @@ def nearest(onnx_path: Path, pieces: list, knob: str, values: tuple, measure) ->
     from training.evaluate import generate_voices
 
     model = Model(str(onnx_path), "cpu")
+    sampling = sampling or SamplingSettings(key_penalty=0.0)
     want, found = measure(pieces), []
     for value in values:
         rng = np.random.default_rng(0)
-        if knob == "sampling":
+        if knob in ("sampling", "key_penalty"):
+            played = (dataclasses.replace(sampling, temperature=value[0], top_p=value[1]) if knob == "sampling"
+                      else dataclasses.replace(sampling, key_penalty=value))
             made = []
             for c in pieces:
-                h = Harmoniser(model, SamplingSettings(*value), rng)
+                h = Harmoniser(model, played, rng)
                 made.append(np.array([[s] + h.step(int(s) if s >= 0 else None) for s in c[:, 0]]))
         else:
             setattr(model.info, knob, value)
@@ -114,6 +129,25 @@ def nearest(onnx_path: Path, pieces: list, knob: str, values: tuple, measure) ->
         found.append((abs(got - want), value, got))
     _, best, got = min(found, key=lambda f: f[0])
     return best, got, want
+
+
+def calibrate_sampling(onnx_path: Path, pieces: list) -> str:
+    """continue: the temperature and top-p whose notes per bar come nearest the music's, then
+    the pull towards the key whose in-scale rate does, then (the pull takes notes away: a
+    pitch outside the key gives way to a held note) the sampling again, the same or hotter."""
+    from livegen.generate.continue_ import SamplingSettings
+
+    (t, p), got, want = nearest(onnx_path, pieces, "sampling", SAMPLINGS, density)
+    penalty, in_got, in_want = nearest(onnx_path, pieces, "key_penalty", KEY_PENALTIES, in_scale,
+                                       SamplingSettings(t, p, 0.0))
+    if penalty:
+        hotter = SAMPLINGS[SAMPLINGS.index((t, p)):][:3]
+        (t, p), got, want = nearest(onnx_path, pieces, "sampling", hotter, density, SamplingSettings(t, p, penalty))
+    write_meta(onnx_path, {"livegen.temperature": f"{t:g}", "livegen.top_p": f"{p:g}",
+                           "livegen.key_penalty": f"{penalty:g}"})
+    return (f"temperature {t:g}, top_p {p:g}: {got:.2f} notes per bar on the training pieces, theirs {want:.2f}; "
+            f"key_penalty {penalty:g}: {in_got:.3f} of the voices' notes in the key (at the first sampling), "
+            f"theirs {in_want:.3f}")
 
 
 def calibrate(onnx_path: Path, chorales: list, kind: str, steps: int = 256) -> str:
@@ -127,13 +161,12 @@ def calibrate(onnx_path: Path, chorales: list, kind: str, steps: int = 256) -> s
     notes a bar at 0.3) by notes per bar, and what it charges a parallel fifth or octave (the
     chorales avoid them, string quartets double voices in octaves) by parallels per move.
     continue: the temperature and top-p by notes per bar (sampled at 0.9 and 0.95, a model
-    fine-tuned on quartets held its notes and rests: 1.8 notes a bar against their 4.8)."""
+    fine-tuned on quartets held its notes and rests: 1.8 notes a bar against their 4.8), and
+    the pull towards the key by the in-scale rate (`calibrate_sampling`)."""
     pieces = [c[:steps] for c in chorales[:6]]
     said = []
     if kind == "continue":
-        (t, p), got, want = nearest(onnx_path, pieces, "sampling", SAMPLINGS, density)
-        write_meta(onnx_path, {"livegen.temperature": f"{t:g}", "livegen.top_p": f"{p:g}"})
-        return f"temperature {t:g}, top_p {p:g}: {got:.2f} notes per bar on the training pieces, theirs {want:.2f}"
+        return calibrate_sampling(onnx_path, pieces)
     ranges = music_ranges(chorales)
     write_meta(onnx_path, {"livegen.voice_ranges": ",".join(f"{lo}-{hi}" for lo, hi in ranges)})
     said.append("voice ranges " + ", ".join(f"{lo}-{hi}" for lo, hi in ranges))
