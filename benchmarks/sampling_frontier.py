@@ -1,8 +1,10 @@
 """How a `continue` file's voices move as its sampling changes: notes per bar and in-scale
 rate (and parallels, range) of the alto, tenor and bass it writes step by step under the
-tunes of a MIDI folder, at each (temperature, top-p), beside the music's own.
+tunes of a MIDI folder, at each (temperature, top-p[, key penalty]), beside the music's own.
 
-    python benchmarks/sampling_frontier.py MODEL.onnx FOLDER [T,P ...]
+    python benchmarks/sampling_frontier.py MODEL.onnx FOLDER [T,P[,K] ...]
+
+K: nats a pitch outside the key heard costs (`livegen.key_penalty`); 0 unless given.
 
 The folder is split as `python -m training finetune` splits it (`--hold-out tail`): the
 trained bars (3 windows of 128 steps per file: what the fine-tune's calibration sees) and
@@ -32,7 +34,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model")
     p.add_argument("folder")
-    p.add_argument("settings", nargs="*", default=SETTINGS, help="temperature,top-p pairs")
+    p.add_argument("settings", nargs="*", default=SETTINGS, help="temperature,top-p[,key penalty]")
     args = p.parse_args()
     logging.disable(logging.INFO)
     from livegen.generate.continue_ import Harmoniser, SamplingSettings
@@ -43,7 +45,7 @@ def main() -> None:
     splits = D.load_midi_folder(args.folder, hold_out="tail")
     sets = {"trained bars": windows(splits.train), "held-out bars": splits.valid}
     model = Model(args.model, "cpu")
-    print("| temperature, top-p | " + " | ".join(f"{name}: {k}" for name in sets for k in KEYS[:2]) + " |")
+    print("| temperature, top-p, key penalty | " + " | ".join(f"{name}: {k}" for name in sets for k in KEYS[:2]) + " |")
     print("|---" * (1 + 2 * len(sets)) + "|")
 
     def row(label: str, figures: list[dict]) -> None:
@@ -52,16 +54,17 @@ def main() -> None:
 
     row("(the music's own)", [voice_figures(pieces) for pieces in sets.values()])
     for setting in args.settings:
-        t, top_p = (float(x) for x in setting.split(","))
+        t, top_p, *k = (float(x) for x in setting.split(","))
+        penalty = k[0] if k else 0.0
         figures = []
         for pieces in sets.values():
             rng = np.random.default_rng(0)
             made = []
             for c in pieces:
-                h = Harmoniser(model, SamplingSettings(t, top_p), rng)
+                h = Harmoniser(model, SamplingSettings(t, top_p, penalty), rng)
                 made.append(np.array([[s] + h.step(int(s) if s >= 0 else None) for s in c[:, 0]]))
             figures.append(voice_figures(made))
-        row(f"{t:g}, {top_p:g}", figures)
+        row(f"{t:g}, {top_p:g}, {penalty:g}", figures)
 
 
 if __name__ == "__main__":

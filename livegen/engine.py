@@ -72,7 +72,8 @@ class Engine:
                       "phrases": 0, "phrases_dropped": 0, "worker_errors": 0, "generated_notes": 0,
                       "answer_notes_taken_back": 0}
         self.stage = Stage(settings, self.scheduler, self.transport, self.new_capture(),
-                           np.random.default_rng(settings.seed), SamplingSettings(settings.temperature, settings.top_p, key=settings.key),
+                           np.random.default_rng(settings.seed),
+                           SamplingSettings(settings.temperature, settings.top_p, key=settings.key or None),
                            self.stats, self._post, lambda: not self.jobs.empty(), now,
                            RemoteInference(settings.inference, settings.keys) if settings.inference else None)
         # the mode the capture thread listens with, and the one whose jobs the worker runs

@@ -41,7 +41,7 @@ class LiveControls:
         if key in ("temperature", "top_p"):
             engine.stage.sampling.temperature, engine.stage.sampling.top_p = settings.temperature, settings.top_p
         elif key == "key":
-            engine.stage.sampling.key = settings.key      # (a file's key_penalty pulls towards it)
+            engine.stage.sampling.key = settings.key or None      # (a file's key_penalty pulls towards it)
         elif key == "mute":
             engine.playing.set_muted(muted)
         elif key == "seed":
@@ -149,9 +149,8 @@ class LiveControls:
         """The live settings; where one is left to the model (None), the model's own."""
         info = self.engine.model.info
         own = {"threshold": info.threshold, "temperature": info.temperature, "top_p": info.top_p}
-        played = {k: own[k] if getattr(self.engine.settings, k) is None and k in own else getattr(self.engine.settings, k)
-                  for k in CONTROLS}
-        return played | ({"key_penalty": info.key_penalty} if info.key_penalty else {})
+        return {k: own[k] if getattr(self.engine.settings, k) is None and k in own else getattr(self.engine.settings, k)
+                for k in CONTROLS}
 
     def status(self) -> dict:
         """What `livegen ctl ... status` shows: the mode, model, tracks, settings and counters."""
@@ -166,5 +165,6 @@ class LiveControls:
                 "program": None if self.program is None else self.program + 1,
                 "preset": self.preset, "presets": {n: p["program"] for n, p in settings.presets.items()},
                 "key": settings.key or e.played_key(), "key_from": "set" if settings.key else "played",
+                "key_penalty": e.model.info.key_penalty,      # (the file's own pull towards the key)
                 "last_inference_ms": e.playing.last_ms(),
                 "stats": e.stats | e.scheduler.stats | (remote.stats if remote else {})}

@@ -97,7 +97,8 @@ def generate(model: Model, settings: Settings, notes: list[Note], start: int, st
     if model.info.kind == "edit":
         return edit_phrase(model, notes, start, steps, rng, edit_settings(settings))
     # continue: harmonise the phrase, then answer it (live does the same step by step as it is played)
-    harmoniser = Harmoniser(model, SamplingSettings(settings.temperature, settings.top_p, key=settings.key), rng)
+    sampling = SamplingSettings(settings.temperature, settings.top_p, key=settings.key or None)
+    harmoniser = Harmoniser(model, sampling, rng)
     for step in range(start, start + steps):
         tune, others = tune_and_others(n.pitch for n in notes if n.start <= step < n.end)
         harmoniser.step(tune, held=others)

@@ -88,9 +88,11 @@ def test_the_key_is_set_and_cleared_while_playing_and_status_says_whence(shift_m
     rig = Rig(str(shift_model), bpm=120)
     rig.engine.apply("key", "g minor")
     assert (rig.engine.status()["key"], rig.engine.status()["key_from"]) == ("G minor", "set")
+    assert rig.engine.stage.sampling.key == "G minor"     # (what a continue file's key_penalty pulls towards)
     with pytest.raises(ConfigError, match="key 'X minor'"):
         rig.engine.apply("key", "X minor")
     assert rig.engine.status()["key"] == "G minor"
     rig.engine.apply("key", "")
     assert (rig.engine.status()["key"], rig.engine.status()["key_from"]) == (None, "played")
+    assert rig.engine.stage.sampling.key is None
     rig.stop()

@@ -357,7 +357,8 @@ class Harmoniser(Placement):
     def _state(self) -> tuple:
         d = self.dec
         return (d.past, list(d.tokens), d.logits, self.pending_bass, self.count, self.last_token, self.rest_run,
-                list(self.guesses), self.shift, self.shift_set, self.before, list(self.silent), self.pull.weights.copy())
+                list(self.guesses), self.shift, self.shift_set, self.before, list(self.silent),
+                self.pull.weights.copy())
 
     def redo(self, soprano: int | None, held: tuple = ()) -> list[int] | None:
         """The last step again with this soprano (a late note for it, or another key of its
@@ -510,7 +511,8 @@ class AnswerSteps:
             logits = dec.feed([self.rest] * 4)
         self.logits = logits
         self.seed = int(harmoniser.rng.integers(2**63))
-        self.cost = harmoniser.pull.cost(harmoniser.settings.of(harmoniser.model.info))   # (the key of the phrase heard)
+        # the pull towards the key heard in the phrase (`KeyPull`), the same for the whole answer
+        self.cost = harmoniser.pull.cost(harmoniser.settings.of(harmoniser.model.info))
         self.done = 0
         self.tokens: list[list[int]] = []          # per step decoded
         self.quiet: list[bool] = []                # per step: its bass is the player's, not sounded
