@@ -63,7 +63,8 @@ class KeyPull:
     about 8 bars), once 8 steps of them are heard. Not the generated voices: a pull towards a
     key heard in them holds on to a wrong first guess (C minor heard as C major, its voices then
     pulled to E natural: with 4 nats, 0.859 of the voices' notes in the chorales' keys against
-    0.893 without the pull, and 0.933 hearing the player alone; 12 JSB test sopranos)."""
+    0.893 without the pull, and 0.933 hearing the player alone; 12 JSB test sopranos:
+    `benchmarks/key_pull.py`)."""
 
     FADE, HEARD = 0.995, 8.0
 
