@@ -153,8 +153,8 @@ class Hub:
 
     def _ports(self) -> tuple[list[str], list[str]]:
         """(sources, destinations): the ports an input can listen to and an output play to.
-        JACK: read from the server's shared memory by the connections' client, which is never
-        activated (a client made and closed for each look took 100 to 600 ms, longer the more
+        JACK: read from the server's shared memory by the connections' client, which has no
+        process callback (a client made and closed for each look took 100 to 600 ms, longer the more
         clients there were: a keyboard plugged in was heard up to 2 s later). Elsewhere
         through one long-lived pair of rtmidi clients."""
         if self.backend == "jack" and self._links() is not None:
@@ -291,15 +291,17 @@ class Hub:
             self.linked = linked
         self.checked = now
 
-    def stop_watching_links(self) -> None:
+    def stop_watching_links(self, server_alive: bool = True) -> None:
         if self.link_watch is not None:
             self.link_watch.stop()
             self.link_watch = None
+            if self.links and server_alive:     # (a call to a dead server waits for it in vain)
+                self.links.deactivate()
 
     def abandon(self) -> None:
         """The MIDI server is gone: its ports are left as they are (closing a client of a
         dead JACK server waits for it in vain)."""
-        self.stop_watching_links()
+        self.stop_watching_links(server_alive=False)
         for entry in self.inputs:
             if entry.poller is not None:
                 entry.poller.port.cancel_callback()
@@ -326,18 +328,20 @@ class Hub:
         if self.watcher is not None:
             self.watcher.close()
             self.watcher = None
-        # (the connections' client is not closed: it was never activated, so it holds up
-        # nothing, and the server forgets it when the process ends)
+        # (the connections' client is not closed: deactivated by `stop_watching_links`, it holds
+        # up nothing, and the server forgets it when the process ends)
         self.links = None
 
 
 class LinkWatch(threading.Thread):
-    """Looks at our virtual output's connections (JACK): every LOOK_S, and every FAST_S from a
-    removal until the connection is made again (FAST_FOR_S at most), so that a synth plugged
-    back in gets the note-offs it missed within a JACK cycle or two (64 ms p50 when the
-    session's main loop looked every 0.1 s). A look reads the server's shared memory: 7 us;
-    the thread takes 4.8 % of a core while it looks every 2 ms, 0.35 % every 50 ms (2-core
-    machine of benchmarks/README.md)."""
+    """Looks at our virtual output's connections (JACK): at once when libjack says a connection
+    was made or removed (`JackLinks.on_change`: before the first cycle that carries it, so a
+    synth plugged back in while another connection stays gets the note-offs it missed in that
+    cycle), every LOOK_S, and every FAST_S from a removal until the connection is made again
+    (FAST_FOR_S at most: the look that sends the missed note-offs into nothing, `presend`;
+    64 ms p50 when the session's main loop looked every 0.1 s). A look reads the server's
+    shared memory: 7 us; the thread takes 4.8 % of a core while it looks every 2 ms, 0.35 %
+    every 50 ms (2-core machine of benchmarks/README.md)."""
 
     LOOK_S, FAST_S, FAST_FOR_S = 0.05, 0.002, 60.0
     RESEND_S = 0.012      # JACK can lose what is sent in the cycle a connection is made: again after two
@@ -346,11 +350,19 @@ class LinkWatch(threading.Thread):
         super().__init__(name="livegen-links", daemon=True)
         self.hub, self.scheduler = hub, scheduler
         self.halt = threading.Event()
+        self.wake = threading.Event()      # (set by libjack's notification thread, and by `stop`)
+        self.told = hub.links.on_change(self.wake.set)
+        if not self.told:
+            log.info("libjack does not say when a connection changes: looking every %g s", self.LOOK_S)
 
     def run(self) -> None:
         hub, said = self.hub, False
-        while not self.halt.wait(self.FAST_S if hub.resend_at is not None or hub.unlinked and
-                                 time.perf_counter() - hub.unlinked_at < self.FAST_FOR_S else self.LOOK_S):
+        while not self.halt.is_set():
+            self.wake.wait(self.FAST_S if hub.resend_at is not None or hub.unlinked and
+                           time.perf_counter() - hub.unlinked_at < self.FAST_FOR_S else self.LOOK_S)
+            self.wake.clear()
+            if self.halt.is_set():
+                break
             try:
                 hub.look_at_links(self.scheduler)
             except Exception as err:    # (never the end of the music: said once, looked at again)
@@ -360,5 +372,6 @@ class LinkWatch(threading.Thread):
 
     def stop(self) -> None:
         self.halt.set()
+        self.wake.set()
         if self is not threading.current_thread():
             self.join(1)

@@ -76,6 +76,38 @@ def test_connections_are_read_through_rtmidis_own_libjack(jack_server):
         out.delete()
 
 
+def test_the_connections_client_is_told_when_a_connection_is_made_or_removed(jack_server):
+    """libjack says at once when a cable or a DAW connects or disconnects livegen's output (so
+    that a synth plugged back in gets its missed note-offs in the connection's first cycle),
+    and says nothing once the watch is over."""
+    import subprocess
+    import threading
+
+    from livegen.ports import JackLinks
+
+    out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, "lgtold")
+    out.open_virtual_port("out")
+    synth = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, "lgtold-synth")
+    synth.open_virtual_port("in")
+    links = JackLinks("lgtold")
+    told = threading.Event()
+    try:
+        assert links.on_change(told.set)
+        for command in ("jack_connect", "jack_disconnect"):
+            told.clear()
+            subprocess.run([command, "lgtold:out", "lgtold-synth:in"], check=True, timeout=10)
+            assert told.wait(2), command
+        links.deactivate()
+        told.clear()
+        subprocess.run(["jack_connect", "lgtold:out", "lgtold-synth:in"], check=True, timeout=10)
+        assert links.connections("lgtold:out") == ["lgtold-synth:in"] and not told.wait(0.3)
+    finally:
+        links.close()
+        for port in (synth, out):
+            port.close_port()
+            port.delete()
+
+
 def test_input_all_leaves_out_our_own_ports_other_livegens_and_the_ignored():
     from livegen.hub import wanted_inputs
 
