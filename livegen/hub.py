@@ -82,8 +82,10 @@ class Hub:
         self.unlinked = False          # a connection was removed: the next one made gets the missed note-offs
         self.unlinked_at = 0.0
         self.resend_at: float | None = None   # they were sent: send them once more at this time
+        self.resends = 0                      # (LinkWatch's output: how many times more)
         self.link_watch: LinkWatch | None = None
         self.checked = time.perf_counter()
+        self.clock = time.perf_counter        # (the output's connections' looks; a test's own clock)
         # runs what holds the GIL for ms (opening and closing ports) where the music leaves a
         # gap: the session hands in Scheduler.in_gap
         self.quiet: Callable[[Callable], object] = lambda fn: fn()
@@ -267,8 +269,9 @@ class Hub:
 
     def look_at_links(self, scheduler) -> None:
         """A connection removed (a cable, a DAW's routing): the notes sounding are ended; when a
-        connection is made again, it gets the note-offs it missed, and once more a little later."""
-        now = time.perf_counter()
+        connection is made again, it gets the note-offs it missed (if `connection_coming` has not
+        sent them already), and again every few ms (RESEND_S)."""
+        now = self.clock()
         found = self.links.connections(self.out_name)
         if found is not None:
             linked = set(found)
@@ -279,17 +282,27 @@ class Hub:
                 scheduler.unlinked(since=self.checked)
                 self.unlinked, self.unlinked_at = True, now
             if self.resend_at is not None and now >= self.resend_at:
-                scheduler.relinked()
-                self.resend_at = None
+                self.resends -= 1
+                scheduler.relinked(again=self.resends > 0, echo=False)
+                self.resend_at = now + LinkWatch.RESEND_S if self.resends > 0 else None
             if made and self.unlinked:
                 scheduler.relinked(again=True)
-                self.unlinked, self.resend_at = False, now + LinkWatch.RESEND_S
+                self.unlinked, self.resend_at, self.resends = False, now + LinkWatch.RESEND_S, LinkWatch.RESENDS
                 log.info("output %s: connected to %s: sent the note-offs missed", self.out_name,
                          ", ".join(sorted(made)))
             elif self.unlinked and not linked:
                 scheduler.presend()     # (no one hears them until a connection is made)
             self.linked = linked
         self.checked = now
+
+    def connection_coming(self, scheduler) -> None:
+        """libjack says a connection of our output is being made (LinkWatch): it carries
+        messages from the next JACK cycle, before a look can see it, so the note-offs missed
+        go now (and again every RESEND_S), as `look_at_links` sends them on seeing it."""
+        if self.unlinked:
+            scheduler.relinked(again=True)
+            self.unlinked, self.resend_at, self.resends = False, self.clock() + LinkWatch.RESEND_S, LinkWatch.RESENDS
+            log.info("output %s: connected again: sent the note-offs missed", self.out_name)
 
     def stop_watching_links(self, server_alive: bool = True) -> None:
         if self.link_watch is not None:
@@ -344,26 +357,39 @@ class LinkWatch(threading.Thread):
     every 50 ms (2-core machine of benchmarks/README.md)."""
 
     LOOK_S, FAST_S, FAST_FOR_S = 0.05, 0.002, 60.0
-    RESEND_S = 0.012      # JACK can lose what is sent in the cycle a connection is made: again after two
+    # JACK loses what is sent before the cycle in which a connection is made, and libjack says
+    # so 2-3 ms before that cycle: the missed note-offs go out again every RESEND_S, RESENDS
+    # times (into the connections that stayed too: a handful of note-offs for keys not sounding)
+    RESEND_S, RESENDS = 0.003, 4
 
     def __init__(self, hub: Hub, scheduler):
         super().__init__(name="livegen-links", daemon=True)
         self.hub, self.scheduler = hub, scheduler
         self.halt = threading.Event()
         self.wake = threading.Event()      # (set by libjack's notification thread, and by `stop`)
-        self.told = hub.links.on_change(self.wake.set)
+        self.coming = False                # libjack said a connection of our output is being made
+        self.told = hub.links.on_change(self._told, hub.out_name)
         if not self.told:
             log.info("libjack does not say when a connection changes: looking every %g s", self.LOOK_S)
+
+    def _told(self, ours: str | None, made: bool) -> None:
+        """libjack's notification thread: a connection changed somewhere on the server."""
+        if ours and made:
+            self.coming = True
+        self.wake.set()
 
     def run(self) -> None:
         hub, said = self.hub, False
         while not self.halt.is_set():
             self.wake.wait(self.FAST_S if hub.resend_at is not None or hub.unlinked and
-                           time.perf_counter() - hub.unlinked_at < self.FAST_FOR_S else self.LOOK_S)
+                           hub.clock() - hub.unlinked_at < self.FAST_FOR_S else self.LOOK_S)
             self.wake.clear()
             if self.halt.is_set():
                 break
             try:
+                if self.coming:
+                    self.coming = False
+                    hub.connection_coming(self.scheduler)
                 hub.look_at_links(self.scheduler)
             except Exception as err:    # (never the end of the music: said once, looked at again)
                 if not said:

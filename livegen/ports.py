@@ -201,21 +201,33 @@ class JackLinks:
         self.callback = None        # (kept: libjack calls it)
         self.active = False
 
-    def on_change(self, changed: Callable[[], None]) -> bool:
-        """`changed()` whenever a connection is made or removed anywhere on the server, called
-        on libjack's notification thread (so it must do no more than wake a thread): 2-3 ms
-        before the first JACK cycle that carries the connection (`jack_connect` then a message
-        every 0.5 ms, -p 256: p50 2.75, min 1.72 ms over 30), where a look every 2 ms found it
-        up to a cycle later. The client is activated for this (libjack sends no notification
-        otherwise) and still has no process callback, so it is never part of a cycle.
-        False where libjack refuses."""
+    def on_change(self, changed: Callable[[str | None, bool], None], port: str) -> bool:
+        """`changed(ours, made)` whenever a connection is made (`made`) or removed anywhere on
+        the server, `ours` being `port` when the connection is one of that port's (else None),
+        called on libjack's notification thread (so it must do no more than wake a thread):
+        2-3 ms before the first JACK cycle that carries a new connection (`jack_connect` then a
+        message every 0.5 ms, -p 256: p50 2.75, min 1.72 ms over 30), while the connection is
+        seen by `connections` only once that cycle has begun: a note-off sent after a look
+        that saw it was heard a cycle after the first one. The client is activated for this
+        (libjack sends no notification otherwise) and still has no process callback, so it is
+        never part of a cycle. False where libjack refuses."""
         import ctypes
 
         kind = ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int, ctypes.c_void_p)
         self.jack.jack_set_port_connect_callback.argtypes = [ctypes.c_void_p, kind, ctypes.c_void_p]
         self.jack.jack_activate.argtypes = [ctypes.c_void_p]
         self.jack.jack_deactivate.argtypes = [ctypes.c_void_p]
-        self.callback = kind(lambda a, b, connect, arg: changed())
+        self.jack.jack_port_by_id.restype = ctypes.c_void_p
+        self.jack.jack_port_by_id.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+        with self.lock:
+            handle = self.jack.jack_port_by_name(self.client, port.encode())
+
+        def told(a, b, connect, arg):     # (a lookup in the client's own copy of the graph)
+            ours = handle and handle in (self.jack.jack_port_by_id(self.client, a),
+                                         self.jack.jack_port_by_id(self.client, b))
+            changed(port if ours else None, bool(connect))
+
+        self.callback = kind(told)
         with self.lock:
             if self.jack.jack_set_port_connect_callback(self.client, self.callback, None) != 0:
                 return False

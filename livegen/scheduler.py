@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 NOTE_ON, NOTE_OFF, CONTROL = 0x90, 0x80, 0xB0
 SPIN_S = 0.0008   # the last part of a wait is a spin; sleeping that close is not precise enough
 ECHO_S = 0.012    # every note-off goes once more this much later (two JACK cycles of 5.3 ms)
+REPEAT = "repeat"  # (in an immediate message's third field: a repeat of its own, not echoed)
 CHORE_GAP_S = 0.03   # `in_gap`: a chore runs where nothing is due for this long (opening a JACK
                      # port holds the GIL for up to 20 ms: python-rtmidi does not release it)
 
@@ -194,16 +195,17 @@ class Amends:
             self.offs.missed |= set(self.ledger.sounding) | self.offs.sent_since(since)
         self.panic(clear=False)     # (the music goes on for the connections that remain)
 
-    def relinked(self, again: bool = False) -> None:
+    def relinked(self, again: bool = False, echo: bool = True) -> None:
         """A connection was made again: the note-offs it missed (a synth there would hold
         those notes until the same key came again), also for a key struck again meanwhile (the
         synth missed that note-on and would hold the old note until the new one ends: up to
         0.74 s in `reliability.py`'s follow runs). With `again` they are kept to be sent once
-        more, then for keys not sounding: JACK can lose what is sent as a connection is made."""
+        more, then for keys not sounding: JACK can lose what is sent as a connection is made.
+        Without `echo`, not sent once more ECHO_S later (`OffsAgain`): the hub's own repeats."""
         with self._cond:
             for ch, pitch in sorted(self.offs.missed):
                 if again or (ch, pitch) not in self.ledger.sounding:
-                    self._now.append((None, [NOTE_OFF | ch, pitch, 0], None))
+                    self._now.append((None, [NOTE_OFF | ch, pitch, 0], None if echo else REPEAT))
             if not again:
                 self.offs.missed = set()
             self._cond.notify()
@@ -370,7 +372,7 @@ class Scheduler(Amends, threading.Thread):
 
     def _send_immediate(self, note_id: int | None, msg: list[int], since: float | None) -> None:
         if note_id is None:
-            self._emit(msg)
+            self._emit(msg, again=since is REPEAT)
             return
         if msg[0] & 0xF0 == NOTE_OFF:      # (`take_back`: a note taken back after it was sent)
             if self.ledger.off(msg[0] & 0x0F, msg[1], note_id):

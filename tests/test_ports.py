@@ -90,13 +90,18 @@ def test_the_connections_client_is_told_when_a_connection_is_made_or_removed(jac
     synth = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, "lgtold-synth")
     synth.open_virtual_port("in")
     links = JackLinks("lgtold")
-    told = threading.Event()
+    told, said = threading.Event(), []
+
+    def changed(ours, made):
+        said.append((ours, made))
+        told.set()
+
     try:
-        assert links.on_change(told.set)
-        for command in ("jack_connect", "jack_disconnect"):
+        assert links.on_change(changed, "lgtold:out")
+        for command, made in (("jack_connect", True), ("jack_disconnect", False)):
             told.clear()
             subprocess.run([command, "lgtold:out", "lgtold-synth:in"], check=True, timeout=10)
-            assert told.wait(2), command
+            assert told.wait(2) and said[-1] == ("lgtold:out", made), (command, said)
         links.deactivate()
         told.clear()
         subprocess.run(["jack_connect", "lgtold:out", "lgtold-synth:in"], check=True, timeout=10)
