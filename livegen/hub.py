@@ -286,10 +286,7 @@ class Hub:
                 scheduler.relinked(again=self.resends > 0, echo=False)
                 self.resend_at = now + LinkWatch.RESEND_S if self.resends > 0 else None
             if made and self.unlinked:
-                scheduler.relinked(again=True)
-                self.unlinked, self.resend_at, self.resends = False, now + LinkWatch.RESEND_S, LinkWatch.RESENDS
-                log.info("output %s: connected to %s: sent the note-offs missed", self.out_name,
-                         ", ".join(sorted(made)))
+                self._send_missed(scheduler, now, "to " + ", ".join(sorted(made)))
             elif self.unlinked and not linked:
                 scheduler.presend()     # (no one hears them until a connection is made)
             self.linked = linked
@@ -300,9 +297,13 @@ class Hub:
         messages from the next JACK cycle, before a look can see it, so the note-offs missed
         go now (and again every RESEND_S), as `look_at_links` sends them on seeing it."""
         if self.unlinked:
-            scheduler.relinked(again=True)
-            self.unlinked, self.resend_at, self.resends = False, self.clock() + LinkWatch.RESEND_S, LinkWatch.RESENDS
-            log.info("output %s: connected again: sent the note-offs missed", self.out_name)
+            self._send_missed(scheduler, self.clock(), "again")
+
+    def _send_missed(self, scheduler, now: float, to: str) -> None:
+        """A connection is back: the note-offs it missed, now and RESENDS times more."""
+        scheduler.relinked(again=True)
+        self.unlinked, self.resend_at, self.resends = False, now + LinkWatch.RESEND_S, LinkWatch.RESENDS
+        log.info("output %s: connected %s: sent the note-offs missed", self.out_name, to)
 
     def stop_watching_links(self, server_alive: bool = True) -> None:
         if self.link_watch is not None:

@@ -6,8 +6,8 @@ thread between two bytecodes, so when SIGTERM lands while the main thread is ins
 SIGTERM with its notes still sounding (once in CI, in
 test_the_daemon_tells_systemd_ready_alive_status_and_stopping; with signals sent 5,000 times
 a second at a thread polling `Event.wait(0)`, within a second: tests/test_service.py;
-CPython issue 126434 is the same trap in multiprocessing.Event). `StopFlag.set()` takes no lock: it sets a bool and
-writes a byte to a pipe, which wakes `wait()` in `select`.
+CPython issue 126434 is the same trap in multiprocessing.Event). `StopFlag.set()` takes no
+lock: it sets a bool and writes a byte to a pipe, which wakes `wait()` in `select`.
 """
 from __future__ import annotations
 

@@ -48,25 +48,20 @@ PENALTIES = (3.0, 1.0, 0.3, 0.0)
 KEY_PENALTIES = (0.0, 0.5, 1.0, 2.0)
 
 
-def density(voices: list) -> float:
-    """Notes per bar per voice (alto, tenor, bass) over pieces of (steps, 4) voices."""
-    from training.evaluate import voice_figures
+def figure(name: str):
+    """A `measure` for `nearest`: this figure of `training.evaluate.voice_figures` (alto,
+    tenor and bass) over pieces of (steps, 4) voices."""
+    def measure(voices: list) -> float:
+        from training.evaluate import voice_figures
 
-    return voice_figures(voices)["notes per bar"]
+        return voice_figures(voices)[name]
 
-
-def in_scale(voices: list) -> float:
-    """The share of the alto's, tenor's and bass's notes in each piece's key."""
-    from training.evaluate import voice_figures
-
-    return voice_figures(voices)["in-scale rate"]
+    return measure
 
 
-def parallel_rate(voices: list) -> float:
-    """Parallel fifths and octaves per move of two voices, over pieces of (steps, 4) voices."""
-    from training.evaluate import voice_figures
-
-    return voice_figures(voices)["parallel 5ths/8ves per move"]
+density = figure("notes per bar")                       # per voice
+in_scale = figure("in-scale rate")                      # in each piece's key
+parallel_rate = figure("parallel 5ths/8ves per move")   # of two voices
 
 
 def music_ranges(chorales: list) -> list[tuple[int, int]]:
