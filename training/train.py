@@ -53,6 +53,7 @@ class RunConfig:
     crop_steps: int = 0        # transformer: steps per training crop (0: its whole context)
     hold_out: str = "files"    # a MIDI folder: whole files held out, or each file's last bars ("tail")
     rehearse: str = ""         # a fine-tune: "SHARE:JSB.json", that share of the training steps from the chorales
+    bf16: bool = False         # transformer: forward and backward under bfloat16 autocast (a GPU's tensor cores)
 
 
 # --------------------------------------------------------------------------- tasks
@@ -240,8 +241,10 @@ class TransformerTask(Task):
             rows.append(self.crop(self.train_tokens[k], start, self.span))
         batch = torch.from_numpy(np.stack(rows)).to(self.device)
         inputs = batch[:, :-1].clamp(min=0)
-        logits, _ = model(inputs)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), ignore_index=-100)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.run.bf16):
+            logits, _ = model(inputs)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
+                               ignore_index=-100)
         self.optimizers["transformer"].zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -639,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=None, help="JSON of model config fields, e.g. '{\"layers\": 4}'")
     p.add_argument("--minutes", type=float, default=0.0, help="stop after this much training time")
     p.add_argument("--fresh", action="store_true", help="ignore OUT/last.pt instead of resuming from it")
+    p.add_argument("--bf16", action="store_true", help="transformer: train under bfloat16 autocast (on a GPU)")
     p.add_argument("--init", default="", help="start from these weights: a checkpoint, a bundled model "
                    "(accompany, edit, continue) or a contract ONNX file, read back; the optimisers start fresh")
     args = p.parse_args(argv)
@@ -646,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     run = RunConfig(model=args.model, data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
                     lr=args.lr, valid_every=args.valid_every, warmup=args.warmup, seed=args.seed,
                     device=args.device, augment=not args.no_augment, max_chorales=args.max_chorales,
-                    minutes=args.minutes, init=args.init)
+                    minutes=args.minutes, init=args.init, bf16=args.bf16)
     try:
         model_config = json.loads(args.config) if args.config else None
         result = fit(run, model_config, resume=not args.fresh)

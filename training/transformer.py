@@ -49,6 +49,8 @@ def rotary_tables(positions: torch.Tensor, head_dim: int) -> tuple[torch.Tensor,
 
 def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate pairs of channels of x (B, H, T, D) by the angles of their positions."""
+    if x.dtype != cos.dtype:     # under autocast: rotate in float32, hand back q and k as v's dtype
+        return rotary(x.float(), cos, sin).to(x.dtype)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     rotated = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
     return rotated.flatten(-2)
