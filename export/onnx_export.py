@@ -23,7 +23,7 @@ from training.arcnn import ARCNN, ARCNNConfig
 from training.chordrnn import ChordRNN, ChordRNNConfig
 from training.gan import GANConfig, Generator
 from training.train import load_checkpoint
-from training.transformer import MusicTransformer, TransformerConfig
+from training.transformer import Ensemble, MusicTransformer, TransformerConfig
 
 CONTRACT = "1"
 TOLERANCE = 1e-4   # largest absolute difference allowed between torch and ONNX Runtime
@@ -109,9 +109,28 @@ def example_inputs(model: nn.Module, kind: str, batch: int = 2, t_past: int = 5,
     return {"input_ids": rng.integers(0, cfg.vocab_size, (batch, t_new)).astype(np.int64), "past": past}
 
 
-def export(ckpt_path: str | Path, out_path: str | Path, tolerance: float = TOLERANCE) -> dict:
-    ckpt = load_checkpoint(ckpt_path)
-    model, meta = build_model(ckpt)
+def build_ensemble(ckpts: list[dict]) -> tuple[Ensemble, dict]:
+    """One `continue` model from several Transformer checkpoints (`Ensemble`); its metadata
+    names the members' steps and `livegen.ensemble` their number."""
+    built = [build_model(c) for c in ckpts]
+    kinds = {meta["livegen.kind"] for _, meta in built}
+    if kinds != {"continue"}:
+        raise ExportError(f"an ensemble is made of continue checkpoints only, not {', '.join(sorted(kinds))}")
+    model = Ensemble([m for m, _ in built]).eval()
+    meta = dict(built[0][1])
+    meta.update({"livegen.ensemble": str(len(built)), "livegen.max_context": str(model.cfg.max_context),
+                 "livegen.version": "ensemble of " + ", ".join(m["livegen.version"] for _, m in built),
+                 "livegen.description": f"the mean of {len(built)} decoder-only Transformers' next-token "
+                                        "probabilities, their KV caches packed into one"})
+    return model, meta
+
+
+def export(ckpt_path: str | Path | list, out_path: str | Path, tolerance: float = TOLERANCE) -> dict:
+    """One checkpoint, or a list of `continue` checkpoints made into one ensemble model."""
+    if isinstance(ckpt_path, (list, tuple)):
+        model, meta = build_ensemble([load_checkpoint(p) for p in ckpt_path])
+    else:
+        model, meta = build_model(load_checkpoint(ckpt_path))
     kind = meta["livegen.kind"]
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -204,10 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m export", description="Export a livegen checkpoint to ONNX.")
     p.add_argument("checkpoint", help="a .pt written by `python -m training` (best.pt or last.pt)")
     p.add_argument("out", help="the .onnx file to write")
+    p.add_argument("--with", dest="more", action="append", default=[], metavar="CHECKPOINT",
+                   help="continue only: another Transformer checkpoint; the file is then their ensemble "
+                        "(the mean of their next-token probabilities), as many times as there are members")
     p.add_argument("--tolerance", type=float, default=TOLERANCE, help="largest torch/ORT difference allowed")
     args = p.parse_args(argv)
     try:
-        report = export(args.checkpoint, args.out, args.tolerance)
+        report = export([args.checkpoint, *args.more] if args.more else args.checkpoint, args.out, args.tolerance)
     except (ExportError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -112,6 +112,59 @@ def test_export_matches_torch_and_carries_the_contract(model, tmp_path, jsb_path
     assert m.info.meta["livegen.contract"] == ("2" if model == "chordrnn" else "1")
 
 
+def test_an_ensemble_of_transformers_plays_as_one_continue_model(tmp_path, jsb_path):
+    """`python -m export A.pt B.pt --with ...`: one contract file whose next-token
+    probabilities are the mean of its members' (token by token through the packed cache as in
+    one pass), which the runtime plays and `render` renders, and which a fine-tune refuses to
+    read back by name."""
+    import mido
+    from export.onnx_export import export
+    from livegen.models import Model
+    from training.from_onnx import ReadBackError, checkpoint_from_onnx
+
+    run_steps("transformer", tmp_path, jsb_path, 3)
+    other = RunConfig(model="transformer", data=f"jsb:{jsb_path}", out=str(tmp_path / "wider"), steps=3,
+                      batch_size=8, lr=3e-3, warmup=2, valid_every=3, max_chorales=6, seed=5)
+    fit(other, {**TINY["transformer"], "layers": 2, "d_model": 48, "heads": 3}, show_progress=False)
+    members = [tmp_path / "transformer" / "best.pt", tmp_path / "wider" / "best.pt"]
+    r = subprocess.run([sys.executable, "-m", "export", str(members[0]), str(tmp_path / "both.onnx"),
+                        "--with", str(members[1])], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(r.stdout)
+    assert report["max_abs_diff"] < 1e-4 and report["cache_max_abs_diff"] < 1e-4
+    both = Model(str(tmp_path / "both.onnx"))
+    assert both.info.kind == "continue" and both.info.meta["livegen.ensemble"] == "2"
+    assert both.info.past_shape == (3, 2, 3, 16)       # layers 1 + 2; heads 2 and 3; head_dim 16 both
+    alone = [Model(str(export(m, tmp_path / f"{i}.onnx")["file"])) for i, m in enumerate(members)]
+    ids = np.array([[both.info.bos_id, 5, 9, 12, 20, 46, 7]], np.int64)
+
+    def probs(model):
+        layers, two, heads, head_dim = model.info.past_shape
+        out = model.run({"input_ids": ids, "past": np.zeros((layers, two, 1, heads, 0, head_dim), np.float32)})
+        e = np.exp(out["logits"][0] - out["logits"][0].max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    assert np.abs(probs(both) - (probs(alone[0]) + probs(alone[1])) / 2).max() < 1e-5
+    song = mido.MidiFile(ticks_per_beat=480)
+    song.tracks.append(mido.MidiTrack([mido.Message("note_on", note=n, velocity=90, time=0 if i == 0 else 240)
+                                       for i, n in enumerate([67, 69, 71, 72] * 4)]
+                                      + [mido.Message("note_off", note=72, time=240)]))
+    song.save(tmp_path / "in.mid")
+    r = subprocess.run([sys.executable, "-m", "livegen", "render", str(tmp_path / "in.mid"), str(tmp_path / "out.mid"),
+                        "--model", str(tmp_path / "both.onnx"), "--mode", "respond"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    played = [m for t in mido.MidiFile(tmp_path / "out.mid").tracks for m in t if m.type == "note_on" and m.velocity]
+    assert len(played) > 16        # the player's notes and the ensemble's answer
+    with pytest.raises(ReadBackError, match="an ensemble of 2 Transformers"):
+        checkpoint_from_onnx(tmp_path / "both.onnx")
+
+
+def test_bfloat16_autocast_trains_the_transformer(tmp_path, jsb_path):
+    result = run_steps("transformer", tmp_path, jsb_path, 30, bf16=True)
+    losses = [h["loss"] for h in load_checkpoint(tmp_path / "transformer" / "last.pt")["history"] if "loss" in h]
+    assert result["step"] == 30 and np.mean(losses[-2:]) < losses[0], losses
+
+
 def test_export_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
     bad = tmp_path / "x.pt"
     torch.save({"hello": torch.zeros(1)}, bad)

@@ -52,6 +52,9 @@ def build(proto: onnx.ModelProto, named: dict[str, np.ndarray]) -> tuple[str, to
     kind = meta.get("livegen.kind")
     if kind not in MODEL_OF_KIND:
         raise ReadBackError(f"not a livegen contract model (livegen.kind {kind!r})")
+    if "livegen.ensemble" in meta:
+        raise ReadBackError(f"an ensemble of {meta['livegen.ensemble']} Transformers: fine-tune from one of "
+                            "their checkpoints (python -m training transformer --init runs/NAME/best.pt)")
     if kind == "harmonise":   # (its GRU's weights are fused into ONNX's own layout in the file)
         raise ReadBackError("a harmonise model's weights are not read back from ONNX: start from its checkpoint "
                             "(python -m training chordrnn --init runs/NAME/best.pt)")

@@ -6,6 +6,7 @@ so a cache can slide) plus a learned voice embedding (which of S, A, T, B a toke
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,6 +130,40 @@ class MusicTransformer(nn.Module):
             presents.append(present)
         logits = self.head(self.ln_f(x))
         return logits, torch.stack(presents)
+
+
+class Ensemble(nn.Module):
+    """Several Transformers over the same tokens, as one model of the same contract: the mean
+    of their next-token probabilities (given as log-probabilities, which the runtime's softmax
+    takes as logits) and their caches packed into one `past` (their layers one after another,
+    heads and head_dim padded with zeros to the widest member's). Each member sees only its own
+    slice, so the padding is never read."""
+
+    def __init__(self, members: list[MusicTransformer]):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one model")
+        first = members[0].cfg
+        for m in members[1:]:
+            if m.cfg.pitch_count != first.pitch_count:
+                raise ValueError(f"the members' pitch counts differ ({m.cfg.pitch_count} and {first.pitch_count})")
+        self.members = nn.ModuleList(members)
+        heads = max(m.cfg.heads for m in members)
+        head_dim = max(m.cfg.head_dim for m in members)
+        self.cfg = TransformerConfig(pitch_count=first.pitch_count, layers=sum(m.cfg.layers for m in members),
+                                     heads=heads, d_model=heads * head_dim, dropout=0.0,
+                                     max_context=min(m.cfg.max_context for m in members))
+
+    def forward(self, input_ids: torch.Tensor, past: torch.Tensor):
+        logps, presents, at = [], [], 0
+        for m in self.members:
+            c = m.cfg
+            logits, present = m(input_ids, past[at:at + c.layers, :, :, :c.heads, :, :c.head_dim])
+            logps.append(F.log_softmax(logits, dim=-1))
+            presents.append(F.pad(present, (0, self.cfg.head_dim - c.head_dim, 0, 0, 0, self.cfg.heads - c.heads)))
+            at += c.layers
+        mean = torch.logsumexp(torch.stack(logps), dim=0) - math.log(len(self.members))
+        return mean, torch.cat(presents)
 
 
 def tokens_from_voices(voices: np.ndarray, pitch_low: int, pitch_count: int, bos_id: int | None) -> np.ndarray:

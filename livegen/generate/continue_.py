@@ -161,7 +161,8 @@ class TokenDecoder:
     def slide(self, body: list[int], options=None) -> np.ndarray:
         history = self.tokens + body
         done = len(history) - len(history) % 4         # keep whole steps, then the partial one
-        start = max(0, done - self.keep_steps * 4)
+        keep = min(self.keep_steps, (self.max_tokens - 1) // 8)   # at most half a short context
+        start = max(0, done - keep * 4)
         recent = history[start:]
         before = self.past, self.tokens, self.logits
         self.past, self.tokens = self.empty, []

@@ -10,6 +10,10 @@
 # OUTDIR/<name>.log (the last validation line says its valid NLL). Then, on any machine:
 #   python -m export OUTDIR/<best>.pt model.onnx
 #   python -m training.evaluate model.onnx --jsb .../Jsb16thSeparated.json
+# or all of them with the shipped model as one ensemble file:
+#   python -m export OUTDIR/wide.pt ens.onnx --with OUTDIR/deep.pt --with ...
+# Run on an H200 on 2026-12-04 (one call, 8 minutes): each run 0.350-0.353 on the valid split,
+# 0.361-0.363 on the test split; the four with the shipped model, 0.334 (livegen/models/README.md).
 #
 #   training/scripts/train_continue.sh JSB.json OUTDIR [MINUTES] [DEVICE]
 # On a lent GPU machine (../shared does not travel: carry a copy of the JSON, never commit it):
