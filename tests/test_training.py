@@ -157,6 +157,10 @@ def test_an_ensemble_of_transformers_plays_as_one_continue_model(tmp_path, jsb_p
     assert len(played) > 16        # the player's notes and the ensemble's answer
     with pytest.raises(ReadBackError, match="an ensemble of 2 Transformers"):
         checkpoint_from_onnx(tmp_path / "both.onnx")
+    run_steps("arcnn", tmp_path, jsb_path, 2)
+    r = subprocess.run([sys.executable, "-m", "export", str(members[0]), str(tmp_path / "x.onnx"),
+                        "--with", str(tmp_path / "arcnn" / "best.pt")], capture_output=True, text=True)
+    assert r.returncode == 2 and "continue checkpoints only, not continue, edit" in r.stderr
 
 
 def test_bfloat16_autocast_trains_the_transformer(tmp_path, jsb_path):
