@@ -163,6 +163,28 @@ def test_an_ensemble_of_transformers_plays_as_one_continue_model(tmp_path, jsb_p
     assert r.returncode == 2 and "continue checkpoints only, not continue, edit" in r.stderr
 
 
+def test_a_transformer_learns_its_teachers_probabilities(tmp_path, jsb_path):
+    """`--teacher A,B`: the model is trained towards the mean of its teachers' next-token
+    probabilities (the KL to them falls); a teacher of another kind or a share outside 0..1
+    is refused by name."""
+    run_steps("transformer", tmp_path, jsb_path, 30)
+    teacher = str(tmp_path / "transformer" / "best.pt")
+    run = RunConfig(model="transformer", data=f"jsb:{jsb_path}", out=str(tmp_path / "student"), steps=30,
+                    batch_size=8, lr=3e-3, warmup=2, valid_every=30, max_chorales=6, seed=3,
+                    teacher=f"{teacher},{teacher}", distill=1.0)
+    fit(run, TINY["transformer"], show_progress=False)
+    kls = [h["kl"] for h in load_checkpoint(tmp_path / "student" / "last.pt")["history"] if "kl" in h]
+    assert len(kls) >= 3 and np.mean(kls[-2:]) < 0.5 * kls[0], kls
+    run_steps("arcnn", tmp_path, jsb_path, 2)
+    wrong = RunConfig(model="transformer", data=f"jsb:{jsb_path}", out=str(tmp_path / "x"), steps=1,
+                      max_chorales=4, teacher=str(tmp_path / "arcnn" / "best.pt"))
+    with pytest.raises(ValueError, match="arcnn weights, not a Transformer.s"):
+        fit(wrong, TINY["transformer"], show_progress=False)
+    r = subprocess.run([sys.executable, "-m", "training", "transformer", "--data", f"jsb:{jsb_path}", "--out",
+                        str(tmp_path / "y"), "--teacher", teacher, "--distill", "2"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--distill 2.0: a share from 0 to 1" in r.stderr
+
+
 def test_bfloat16_autocast_trains_the_transformer(tmp_path, jsb_path):
     result = run_steps("transformer", tmp_path, jsb_path, 30, bf16=True)
     losses = [h["loss"] for h in load_checkpoint(tmp_path / "transformer" / "last.pt")["history"] if "loss" in h]

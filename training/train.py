@@ -25,7 +25,7 @@ from training import data as D
 from training.arcnn import ARCNN, ARCNNConfig, corrupt, edit_loss
 from training.chordrnn import ChordRNN, ChordRNNConfig, model_inputs, step_tokens
 from training.gan import Critic, GANConfig, Generator, best_of_k_cross_entropy, gradient_penalty, voice_targets
-from training.transformer import MusicTransformer, TransformerConfig, tokens_from_voices
+from training.transformer import Ensemble, MusicTransformer, TransformerConfig, tokens_from_voices
 
 log = logging.getLogger("training")
 
@@ -54,6 +54,8 @@ class RunConfig:
     hold_out: str = "files"    # a MIDI folder: whole files held out, or each file's last bars ("tail")
     rehearse: str = ""         # a fine-tune: "SHARE:JSB.json", that share of the training steps from the chorales
     bf16: bool = False         # transformer: forward and backward under bfloat16 autocast (a GPU's tensor cores)
+    teacher: str = ""          # transformer: "A,B,...": models (checkpoints, contract files) whose mean probabilities it learns
+    distill: float = 0.5       # with a teacher: the share of the loss that is the teacher's (KL), the rest the notes' own
 
 
 # --------------------------------------------------------------------------- tasks
@@ -198,6 +200,7 @@ class TransformerTask(Task):
         super().__init__(*args, **kw)
         self.cfg = TransformerConfig(**(model_config or {}))
         self.modules = {"transformer": MusicTransformer(self.cfg).to(self.device)}
+        self.teacher = self.load_teacher(self.run.teacher) if self.run.teacher else None
         self.optimizers = {"transformer": self.opt(self.modules["transformer"])}
         self.train_tokens = [self.tokens(c) for c in self.train]
         self.valid_tokens = [self.tokens(c) for c in self.valid]
@@ -205,6 +208,24 @@ class TransformerTask(Task):
 
     def tokens(self, chorale: np.ndarray) -> np.ndarray:
         return tokens_from_voices(chorale, D.PITCH_LOW, self.cfg.pitch_count, None)
+
+    def load_teacher(self, specs: str) -> Ensemble:
+        """Distillation: the Transformers (checkpoints, or contract files read back) whose mean
+        next-token probabilities the model learns besides the notes, frozen."""
+        members = []
+        for spec in specs.split(","):
+            start = load_start(spec.strip())
+            if start["model"] != "transformer":
+                raise ValueError(f"--teacher {spec}: {start['model']} weights, not a Transformer's")
+            member = MusicTransformer(TransformerConfig(**start["config"]))
+            member.load_state_dict({n: t.float() for n, t in start["modules"]["transformer"].items()})
+            members.append(member)
+        teacher = Ensemble(members).to(self.device).eval()
+        if teacher.cfg.pitch_count != self.cfg.pitch_count:
+            raise ValueError(f"--teacher: {teacher.cfg.pitch_count} pitches, the model {self.cfg.pitch_count}")
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        return teacher
 
     @property
     def span(self) -> int:
@@ -243,14 +264,23 @@ class TransformerTask(Task):
         inputs = batch[:, :-1].clamp(min=0)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.run.bf16):
             logits, _ = model(inputs)
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
-                               ignore_index=-100)
+        logits = logits.float().reshape(-1, logits.shape[-1])
+        targets = batch[:, 1:].reshape(-1)
+        loss = F.cross_entropy(logits, targets, ignore_index=-100)
+        losses = {"loss": loss.item()}
+        if self.teacher is not None:
+            with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.run.bf16):
+                taught, _ = self.teacher(inputs)
+            taught = taught.float().reshape(-1, taught.shape[-1])[targets >= 0]
+            kl = F.kl_div(F.log_softmax(logits[targets >= 0], dim=-1), taught, log_target=True, reduction="batchmean")
+            loss = (1 - self.run.distill) * loss + self.run.distill * kl
+            losses["kl"] = kl.item()
         self.optimizers["transformer"].zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         average_gradients(model, self.world)
         self.optimizers["transformer"].step()
-        return {"loss": loss.item()}
+        return losses
 
     @torch.no_grad()
     def valid_loss(self) -> float:
@@ -643,14 +673,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=0.0, help="stop after this much training time")
     p.add_argument("--fresh", action="store_true", help="ignore OUT/last.pt instead of resuming from it")
     p.add_argument("--bf16", action="store_true", help="transformer: train under bfloat16 autocast (on a GPU)")
+    p.add_argument("--teacher", default="", help="transformer: distil from these models, comma-separated "
+                   "(checkpoints or contract files): the mean of their next-token probabilities")
+    p.add_argument("--distill", type=float, default=RunConfig.distill,
+                   help="with --teacher: the share of the loss that is the teacher's (0..1)")
     p.add_argument("--init", default="", help="start from these weights: a checkpoint, a bundled model "
                    "(accompany, edit, continue) or a contract ONNX file, read back; the optimisers start fresh")
     args = p.parse_args(argv)
+    if not 0.0 <= args.distill <= 1.0:
+        p.error(f"--distill {args.distill}: a share from 0 to 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     run = RunConfig(model=args.model, data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
                     lr=args.lr, valid_every=args.valid_every, warmup=args.warmup, seed=args.seed,
                     device=args.device, augment=not args.no_augment, max_chorales=args.max_chorales,
-                    minutes=args.minutes, init=args.init, bf16=args.bf16)
+                    minutes=args.minutes, init=args.init, bf16=args.bf16, teacher=args.teacher,
+                    distill=args.distill)
     try:
         model_config = json.loads(args.config) if args.config else None
         result = fit(run, model_config, resume=not args.fresh)

@@ -154,7 +154,13 @@ class Ensemble(nn.Module):
                                      heads=heads, d_model=heads * head_dim, dropout=0.0,
                                      max_context=min(m.cfg.max_context for m in members))
 
-    def forward(self, input_ids: torch.Tensor, past: torch.Tensor):
+    def empty_past(self, batch: int, device=None) -> torch.Tensor:
+        c = self.cfg
+        return torch.zeros(c.layers, 2, batch, c.heads, 0, c.head_dim, device=device)
+
+    def forward(self, input_ids: torch.Tensor, past: torch.Tensor | None = None):
+        if past is None:
+            past = self.empty_past(input_ids.shape[0], input_ids.device)
         logps, presents, at = [], [], 0
         for m in self.members:
             c = m.cfg
