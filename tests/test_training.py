@@ -199,6 +199,18 @@ def test_export_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
     assert r.returncode == 2 and "not a livegen checkpoint" in r.stderr
 
 
+@pytest.mark.parametrize("flag", ["--init", "--teacher"])
+def test_training_refuses_a_missing_or_broken_start_by_name(flag, tmp_path, jsb_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"PK\x03\x04 cut short")
+    for path, says in [(tmp_path / "missing.pt", "missing.pt: no such checkpoint file"),
+                       (garbage, "garbage.pt: not a livegen checkpoint")]:
+        r = subprocess.run([sys.executable, "-m", "training", "transformer", "--data", f"jsb:{jsb_path}",
+                            "--out", str(tmp_path / "run"), "--steps", "1", flag, str(path)],
+                           capture_output=True, text=True)
+        assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr[-1500:]
+
+
 def test_torchrun_two_processes_on_gloo(tmp_path, jsb_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -464,7 +464,12 @@ def load_start(spec: str) -> dict:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:    # not a torch file, cut short, or pickled objects weights_only refuses
+        raise ValueError(f"{path}: not a livegen checkpoint of schema {CHECKPOINT_SCHEMA} ({type(err).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("schema") != CHECKPOINT_SCHEMA:
         raise ValueError(f"{path}: not a livegen checkpoint of schema {CHECKPOINT_SCHEMA}")
     return ckpt
