@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 NOTE_ON, NOTE_OFF, CONTROL = 0x90, 0x80, 0xB0
 SPIN_S = 0.0008   # the last part of a wait is a spin; sleeping that close is not precise enough
 ECHO_S = 0.012    # every note-off goes once more this much later (two JACK cycles of 5.3 ms)
-REPEAT = "repeat"  # (in an immediate message's third field: a repeat of its own, not echoed)
 CHORE_GAP_S = 0.03   # `in_gap`: a chore runs where nothing is due for this long (opening a JACK
                      # port holds the GIL for up to 20 ms: python-rtmidi does not release it)
 
@@ -183,7 +182,7 @@ class Amends:
                 return 0 in taken
             if 1 not in taken:
                 self._dropped_ids.discard(note_id)
-                self._now.append((note_id, [NOTE_OFF | channel, pitch, 0], None))
+                self._now.append((note_id, [NOTE_OFF | channel, pitch, 0], None, True))
                 self._cond.notify()
             return 1 in taken
 
@@ -205,7 +204,7 @@ class Amends:
         with self._cond:
             for ch, pitch in sorted(self.offs.missed):
                 if again or (ch, pitch) not in self.ledger.sounding:
-                    self._now.append((None, [NOTE_OFF | ch, pitch, 0], None if echo else REPEAT))
+                    self._now.append((None, [NOTE_OFF | ch, pitch, 0], None, echo))
             if not again:
                 self.offs.missed = set()
             self._cond.notify()
@@ -279,13 +278,13 @@ class Scheduler(Amends, threading.Thread):
         with self._cond:
             note_id = next(self._seq)
             if not self._closed:
-                self._now.append((note_id, [NOTE_ON | channel, pitch, velocity], since))
+                self._now.append((note_id, [NOTE_ON | channel, pitch, velocity], since, True))
                 self._cond.notify()
             return note_id
 
     def send_now(self, msg: list[int]) -> None:
         with self._cond:
-            self._now.append((None, msg, None))
+            self._now.append((None, msg, None, True))
             self._cond.notify()
 
     def panic(self, clear: bool = True, channels: set[int] = frozenset()) -> None:
@@ -370,9 +369,10 @@ class Scheduler(Amends, threading.Thread):
         for msg in msgs:
             self._emit(msg)
 
-    def _send_immediate(self, note_id: int | None, msg: list[int], since: float | None) -> None:
+    def _send_immediate(self, note_id: int | None, msg: list[int], since: float | None, echo: bool) -> None:
+        """`echo`: a note-off goes once more ECHO_S later (not for the hub's own repeats)."""
         if note_id is None:
-            self._emit(msg, again=since is REPEAT)
+            self._emit(msg, again=not echo)
             return
         if msg[0] & 0xF0 == NOTE_OFF:      # (`take_back`: a note taken back after it was sent)
             if self.ledger.off(msg[0] & 0x0F, msg[1], note_id):
