@@ -3,11 +3,15 @@ start the daemon (follow mode, bundled Transformer) on a JACK dummy server of it
 three notes, listen 1.2 s, SIGTERM; again and again under the same client name.
 
     git worktree add /tmp/old 183a0a2
-    python benchmarks/restarts_of.py /tmp/old [--rounds 150] [--period 64]
+    python benchmarks/restarts_of.py /tmp/old [--rounds 150] [--period 64] [--fresh-server]
+
+`--fresh-server` starts a new dummy server (a new name) for every round, and the daemon as soon
+as `jack_lsp` answers on it, as a tester with a private server per experiment does.
 
 For a round in which nothing was heard it keeps the daemon's log and `jack_lsp -c` (the
-connections at that moment) in /tmp. Prints the rounds with nothing heard, jackd's "state =
-Triggered" lines and the clients named in jackd's "not finished" lines.
+connections at that moment) in /tmp. Prints the rounds with nothing heard, those in which livegen found a
+JACK client of its own not run and opened it again (its log: "JACK does not run it"), jackd's
+"state = Triggered" lines and the clients named in jackd's "not finished" lines.
 """
 from __future__ import annotations
 
@@ -26,23 +30,43 @@ from tests.jackmidi import Daemon, Listener, Player  # noqa: E402
 STEP = 60 / 120 / 4
 
 
+def serve(name: str, period: int, log: str, mode: str = "w") -> subprocess.Popen:
+    """A dummy server under `name` (the clients' default), returned once `jack_lsp` answers."""
+    os.environ["JACK_DEFAULT_SERVER"] = name
+    jack = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p",
+                             str(period)], stdout=open(log, mode), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if subprocess.run(["jack_lsp"], capture_output=True, timeout=5).returncode == 0:
+            return jack
+        time.sleep(0.05)
+    raise RuntimeError(f"jackd {name} did not start: {log}")
+
+
+def stop(jack: subprocess.Popen) -> None:
+    jack.terminate()
+    jack.wait(10)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("checkout", help="the livegen checkout the daemon runs (its PYTHONPATH)")
     ap.add_argument("--rounds", type=int, default=150)
     ap.add_argument("--period", type=int, default=64)
+    ap.add_argument("--fresh-server", action="store_true", help="a new JACK server for every round")
     args = ap.parse_args()
     name = f"lgold-{uuid.uuid4().hex[:6]}"
-    os.environ["JACK_DEFAULT_SERVER"] = name
     log = f"/tmp/{name}.log"
-    jack = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p",
-                             str(args.period)], stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    time.sleep(2)
-    env = os.environ.copy()
-    env["PYTHONPATH"] = str(Path(args.checkout).resolve())
-    silent = []
+    jack = serve(name, args.period, log)
+    silent, reopened = [], []
     try:
         for i in range(args.rounds):
+            if args.fresh_server and i:
+                stop(jack)
+                jack = serve(name, args.period, log, mode="a")
+            env = os.environ.copy()
+            env["PYTHONPATH"] = str(Path(args.checkout).resolve())
+            env["PYTHONSAFEPATH"] = "1"     # (else `python -m livegen` takes the livegen of the current folder)
             d = Daemon("lgold", "--model", "continue", "--mode", "follow", "--bpm", "120", env=env)
             player, listener = Player(d.in_port, "lgold-player"), Listener(d.out_port, "lgold-listener")
             t0 = time.perf_counter() + 0.05
@@ -56,8 +80,11 @@ def main() -> int:
                 with open(f"/tmp/{name}-silent-{i}.lsp", "w") as f:
                     subprocess.run(["jack_lsp", "-c"], stdout=f, stderr=subprocess.STDOUT)
             d.stop()
+            said = d.output()
+            if "JACK does not run it" in said:      # (livegen's own check found a client it opened again)
+                reopened.append(i)
             if quiet:
-                Path(f"/tmp/{name}-silent-{i}.log").write_text(d.output())
+                Path(f"/tmp/{name}-silent-{i}.log").write_text(said)
             listener.close()
             player.close()
             player.out.delete()
@@ -65,11 +92,11 @@ def main() -> int:
             print(f"\r{i + 1}/{args.rounds}, nothing heard in {len(silent)}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
     finally:
-        jack.terminate()
-        jack.wait(10)
+        stop(jack)
     text = Path(log).read_text(errors="replace")
     late = sorted(set(re.findall(r"client = (\S+) was not finished", text)))
-    print(f"rounds {args.rounds}, nothing heard in {silent}, 'state = Triggered' lines "
+    print(f"rounds {args.rounds}, nothing heard in {silent}, a client opened again by livegen in {reopened}, "
+          f"'state = Triggered' lines "
           f"{text.count('state = Triggered')}, clients not finished {late}, jackd log {log}")
     return 0
 

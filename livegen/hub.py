@@ -9,10 +9,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from livegen.errors import LivegenError
-from livegen.ports import InputPoller, JackLinks, PortWatcher, open_guard, open_port, release
+from livegen.errors import LivegenError, PortError
+from livegen.ports import InputPoller, JackLinks, PortWatcher, match_port, open_guard, open_port, release
 
 log = logging.getLogger("livegen")
+
 
 
 @dataclass
@@ -93,6 +94,7 @@ class Hub:
         self.ignore: list[str] = []
         self.refused: set[str] = set()    # sources that could not be opened (said once)
         self.opened = 0
+        self.check = SelfCheck(self)      # (JACK) every client of ours must hear itself
 
     def open(self, inputs: list[tuple[str, str]], output: str, ignore: list[str] = ()) -> None:
         """`inputs`: (our port name, spec) pairs; the spec "all" is our virtual input plus
@@ -106,12 +108,14 @@ class Hub:
             entry = Input(port_name, spec)
             self._open_input(entry)
             self.inputs.append(entry)
-        self.out_spec = output
-        self.out, self.out_name = open_port("out", self.backend, output, self.client_name)
         if self.backend == "jack":
-            self._name_virtual_ports()
             for entry in self.inputs:
                 self._guard(entry)
+                self.check.input(entry)
+        self.out_spec = output
+        self.out, self.out_name = self._open_output(output)
+        if self.backend == "jack":
+            self._name_virtual_ports()
         if self.auto:
             self.discover(self._ports()[0])
 
@@ -137,12 +141,14 @@ class Hub:
             log.debug("input %s: seen and opened in %.0f ms", entry.name, (time.perf_counter() - seen) * 1000)
 
     def _open_input(self, entry: Input) -> None:
-        spec = entry.name if entry.port is None and entry.name else entry.spec
+        spec = entry.name if entry.device and entry.port is None and entry.name else entry.spec
         entry.port, entry.name = open_port("in", self.backend, spec, self.client_name, entry.port_name)
         entry.port.ignore_types(sysex=False, timing=False, active_sense=False)   # see InputPoller
-        feed = self.feed
+        feed, taken = self.feed, self.check.taken
 
         def deliver(t: float, data) -> None:
+            if taken(data):
+                return
             entry.track(data)
             feed(t, data)
 
@@ -254,11 +260,18 @@ class Hub:
         self._open_input(entry)
         if self.backend == "jack":
             self._guard(entry)
+            self.check.input(entry)
 
     def _reopen_output(self) -> None:
-        new, _ = open_port("out", self.backend, self.out_name, self.client_name)
+        new, _ = self._open_output(self.out_name)
         old, self.out = self.out, new
         release(old)
+
+    def _open_output(self, spec: str):
+        """Open the output: (rtmidi port, the name users see); on JACK heard by our first input
+        before it is used (`SelfCheck.output`)."""
+        opened = self.check.output(spec) if self.backend == "jack" and self.inputs and self._links() else None
+        return opened or open_port("out", self.backend, spec, self.client_name)
 
     def watch_links(self, scheduler) -> None:
         """JACK, our virtual output: from a thread of its own (`LinkWatch`), look at its
@@ -345,6 +358,108 @@ class Hub:
         # (the connections' client is not closed: deactivated by `stop_watching_links`, it holds
         # up nothing, and the server forgets it when the process ends)
         self.links = None
+
+
+class SelfCheck:
+    """JACK: every client of ours that carries music must hear itself before it is used.
+
+    libjack keeps one table of its clients' wake-up futexes per process, by the server's client
+    number, and frees a departed client's entry when one of the process's clients takes in the
+    server's "client removed" notice, which is sent without waiting. A client opened before
+    that notice is taken in (a busy machine) gets the departed client's number, finds the entry
+    "already connected" and waits on the departed client's futex for ever: jackd logs "NAME was
+    not finished, state = Triggered" every half second and nothing it sends or is sent gets
+    through (issue 13, item 3; `benchmarks/jack_refnum_race.py` makes it happen on demand). So a
+    probe (a SysEx under the non-commercial ID, "lg" and a number) goes from the output, or an
+    input's guard, into our input, which takes it out before the engine sees it; sent again
+    every AGAIN_S (a lost JACK cycle is no fault), not heard within WAIT_S: the client is opened
+    again, TRIES times at most."""
+
+    PREFIX = [0xF0, 0x7D, 0x6C, 0x67]
+    WAIT_S, AGAIN_S, TRIES = 0.5, 0.1, 4
+
+    def __init__(self, hub: Hub):
+        self.hub = hub
+        self.awaited: dict[tuple, threading.Event] = {}
+        self.n = 0
+
+    def taken(self, data) -> bool:
+        """An input's thread: a probe (ours, late or not) is never the engine's."""
+        if data[:4] != self.PREFIX:
+            return False
+        heard = self.awaited.get(tuple(data))
+        if heard is not None:
+            heard.set()
+        return True
+
+    def heard(self, send: Callable[[list[int]], None]) -> bool:
+        """Send a probe with `send` until one of our inputs hears it (True) or WAIT_S passes."""
+        self.n = (self.n + 1) % (1 << 14)
+        msg = self.PREFIX + [self.n >> 7, self.n & 0x7F, 0xF7]
+        heard = self.awaited[tuple(msg)] = threading.Event()
+        deadline = time.perf_counter() + self.WAIT_S
+        try:
+            while True:
+                send(msg)
+                left = deadline - time.perf_counter()
+                if heard.wait(min(self.AGAIN_S, max(left, 0.0))):
+                    return True
+                if left <= self.AGAIN_S:
+                    return False
+        finally:
+            del self.awaited[tuple(msg)]
+
+    def input(self, entry: Input) -> None:
+        """The input and its guard: the guard's probe must come in, else both are opened again.
+        An input without a guard is not checked."""
+        hub = self.hub
+        for attempt in range(self.TRIES + 1):
+            if entry.poller is None or entry.poller.guard is None or self.heard(entry.poller.probe):
+                return
+            if attempt == self.TRIES:
+                break
+            log.warning("input %s: JACK does not run it (a probe from its guard went unheard for %.1f s); "
+                        "opening it again (%d of %d)", entry.name, self.WAIT_S, attempt + 1, self.TRIES)
+            hub.quiet(lambda: hub._close_input(entry))
+            hub._open_input(entry)
+            hub._guard(entry)
+        log.error("input %s: JACK never ran it in %d tries; it may stay deaf: restart livegen", entry.name,
+                  self.TRIES)
+
+    def output(self, spec: str):
+        """Our output as a port of our own, heard by our first input, then connected to the port
+        `spec` names unless it is "virtual" (so no synth ever hears a probe): (rtmidi port, the
+        name users see), or None where it cannot be looped back to check."""
+        hub = self.hub
+        for attempt in range(1, self.TRIES + 1):
+            port, _ = open_port("out", hub.backend, "virtual", hub.client_name)
+            own_out = hub._own_port("out", hub.links.ports(sources=True))
+            own_in = hub._own_port(hub.inputs[0].port_name, hub.links.ports(sources=False))
+            if own_out is None or own_in is None or not hub.links.connect(own_out, own_in):
+                release(port)
+                return None
+            try:
+                heard = self.heard(port.send_message)
+            finally:
+                hub.links.connect(own_out, own_in, made=False)
+            if heard:
+                return (port, own_out) if spec == "virtual" else self._connect(port, own_out, spec)
+            log.warning("output %s: JACK does not run it (a probe to our input went unheard for %.1f s); "
+                        "opening it again (%d of %d)", own_out, self.WAIT_S, attempt, self.TRIES)
+            release(port)
+        raise PortError(f"JACK never ran livegen's output client in {self.TRIES} tries (see the warnings "
+                        "above); restart livegen")
+
+    def _connect(self, port, own: str, spec: str):
+        destinations = self.hub.links.ports(sources=False)
+        try:
+            dest = destinations[match_port(destinations, spec, "output")]
+            if not self.hub.links.connect(own, dest):
+                raise PortError(f"cannot connect {own} to {dest}")
+        except PortError:
+            release(port)
+            raise
+        return port, dest
 
 
 class LinkWatch(threading.Thread):

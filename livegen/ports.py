@@ -234,6 +234,15 @@ class JackLinks:
             self.active = self.jack.jack_activate(self.client) == 0
         return self.active
 
+    def connect(self, source: str, destination: str, made: bool = True) -> bool:
+        """Connect (`made`) or disconnect two ports by their full names; False where JACK refuses."""
+        import ctypes
+
+        call = self.jack.jack_connect if made else self.jack.jack_disconnect
+        call.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
+        with self.lock:
+            return call(self.client, source.encode(), destination.encode()) == 0
+
     def connections(self, port: str) -> list[str] | None:
         """The ports `port` is connected to, or None when there is no such port."""
         with self.lock:     # (the hub's LinkWatch thread and the main thread share the client)
@@ -301,6 +310,7 @@ class InputPoller(threading.Thread):
         self.overflows = 0
         self.limit = limit
         self.arrived: deque = deque()
+        self.probes: deque = deque()    # messages for the guard to send (`probe`)
         port.set_callback(self._arrive)
 
     def _arrive(self, event, _data=None) -> None:
@@ -324,7 +334,9 @@ class InputPoller(threading.Thread):
             except IndexError:
                 msg = None
             if msg is None:
-                if self.guard is not None and time.perf_counter() - quiet_since > self.GUARD_S:
+                if self.probes and self.guard is not None:
+                    self._send_guard(self.probes.popleft())
+                elif self.guard is not None and time.perf_counter() - quiet_since > self.GUARD_S:
                     self._send_guard()
                     quiet_since = time.perf_counter()
                 sleep(self.interval)   # (not halt.wait: a plain sleep costs a third less CPU per wake-up)
@@ -339,9 +351,13 @@ class InputPoller(threading.Thread):
                 anchor = now - elapsed
             self.deliver(anchor + elapsed, data)
 
-    def _send_guard(self) -> None:
+    def probe(self, msg: list[int]) -> None:
+        """Have the guard send `msg` into this input (from this thread, the guard's only sender)."""
+        self.probes.append(msg)
+
+    def _send_guard(self, msg: list[int] = (0xF7,)) -> None:
         try:
-            self.guard.send_message([0xF7])
+            self.guard.send_message(list(msg))
         except Exception as err:   # (the guard is a safety net: never let it stop the input)
             log.warning("input guard failed, left off: %s", err)
             self.guard = None
