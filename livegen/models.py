@@ -49,7 +49,9 @@ class ModelInfo:
     temperature: float = 0.9     # continue, harmonise: sampling, where the player sets none
     top_p: float = 0.95
     key_penalty: float = 0.0     # continue: nats a voice's pitch outside the key costs (generate.continue_.KeyPull)
-    voice_ranges: list | None = None     # accompany: (low, high) MIDI pitch per track, for the decoder
+    voice_ranges: list | None = None     # accompany: (low, high) MIDI pitch per track, for the decoder;
+    #                                     continue: per track, for `range_penalty`
+    range_penalty: float = 0.0    # continue: nats a voice's pitch outside its range costs (continue_.RangePull)
     parallel_penalty: float = 3.0        # accompany: nats the decoder charges a parallel fifth or octave
     meta: dict = field(default_factory=dict)
 
@@ -170,6 +172,8 @@ def check_contract(path: str, meta: dict, inputs: dict, outputs: dict) -> ModelI
         info.past_shape = tuple(fixed)
     if kind in ("continue", "harmonise"):
         _sampling(path, info, meta)
+    if kind == "continue":
+        _voice_ranges(path, info, meta)
     return info
 
 
@@ -178,6 +182,20 @@ def _decoder_rules(path: str, info: ModelInfo, meta: dict) -> None:
     track, for a melody whose middle lies near 70) and `livegen.parallel_penalty` (nats, 0 to
     20): the voice-leading decoder's rules where the chorale ones (the choral ranges, 3
     nats) do not fit the music the model was fine-tuned on."""
+    _voice_ranges(path, info, meta)
+    text = meta.get("livegen.parallel_penalty")
+    if text is not None:
+        try:
+            info.parallel_penalty = float(text)
+        except ValueError:
+            raise ModelError(f"{path}: livegen.parallel_penalty must be a number, not {text!r}") from None
+        if not 0 <= info.parallel_penalty <= 20:
+            raise ModelError(f"{path}: livegen.parallel_penalty {text} lies outside 0..20")
+
+
+def _voice_ranges(path: str, info: ModelInfo, meta: dict) -> None:
+    """`livegen.voice_ranges`: a MIDI range (LOW-HIGH) per track; for continue also
+    `livegen.range_penalty` (0..20 nats a voice's pitch outside its range costs)."""
     text = meta.get("livegen.voice_ranges")
     if text is not None:
         try:
@@ -189,14 +207,16 @@ def _decoder_rules(path: str, info: ModelInfo, meta: dict) -> None:
             raise ModelError(f"{path}: livegen.voice_ranges {text!r}: one LOW-HIGH (MIDI, LOW <= HIGH) for "
                              f"each of the {len(info.tracks)} tracks")
         info.voice_ranges = ranges
-    text = meta.get("livegen.parallel_penalty")
-    if text is not None:
+    text = meta.get("livegen.range_penalty")
+    if text is not None and info.kind == "continue":
         try:
-            info.parallel_penalty = float(text)
+            info.range_penalty = float(text)
         except ValueError:
-            raise ModelError(f"{path}: livegen.parallel_penalty must be a number, not {text!r}") from None
-        if not 0 <= info.parallel_penalty <= 20:
-            raise ModelError(f"{path}: livegen.parallel_penalty {text} lies outside 0..20")
+            raise ModelError(f"{path}: livegen.range_penalty must be a number, not {text!r}") from None
+        if not 0 <= info.range_penalty <= 20:
+            raise ModelError(f"{path}: livegen.range_penalty {text} lies outside 0..20")
+        if info.range_penalty and info.voice_ranges is None:
+            raise ModelError(f"{path}: livegen.range_penalty needs livegen.voice_ranges")
 
 
 def _sampling(path: str, info: ModelInfo, meta: dict) -> None:

@@ -36,8 +36,8 @@ def played_with(meta: dict) -> str:
     """How the file says it is played (a fine-tune writes these: training.finetune.calibrate;
     the player's --temperature, --top-p, --threshold win)."""
     said = [f"{key.split('.', 1)[1].replace('_', ' ')} {meta[key]}" for key in (
-        "livegen.temperature", "livegen.top_p", "livegen.threshold", "livegen.voice_ranges", "livegen.parallel_penalty",
-        "livegen.key_penalty")
+        "livegen.temperature", "livegen.top_p", "livegen.threshold", "livegen.key_penalty", "livegen.voice_ranges",
+        "livegen.parallel_penalty", "livegen.range_penalty")
         if key in meta]
     return f"; the file's own {', '.join(said)}" if said else ""
 

@@ -407,6 +407,35 @@ def test_a_chord_is_heard_whole_though_its_keys_land_one_after_another(name):
     rig.stop()
 
 
+def test_a_files_range_penalty_keeps_each_voice_in_its_range(model):
+    """A continue file's `livegen.voice_ranges` and `livegen.range_penalty` (a fine-tune
+    sets them from music whose voices keep to narrower ranges than the chorales') keep each
+    voice in its range: in follow mode, decoded on the note or from a guess, and in a respond
+    answer, which writes the tune too. Without the penalty the same narrow ranges are left."""
+    ranges = [(67, 74), (62, 67), (52, 57), (40, 45)]
+    line = [s if s is not None else 69 for s in soprano_line(48)]
+    info = model.info
+    saved = info.voice_ranges, info.range_penalty
+
+    def outside(penalty) -> float:
+        info.voice_ranges, info.range_penalty = ranges, penalty
+        out = []
+        for speculate in (False, True):
+            out += [dict(zip((1, 2, 3), step)) for step in harmonise(model, line, speculate)[0]]
+        h = Harmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(3))
+        for s in line[:16]:
+            h.step(s)
+        out += [dict(enumerate(step)) for _, step in h.answer(16)]
+        notes = [(v, p) for step in out for v, p in step.items() if p >= 0]
+        return sum(not ranges[v][0] <= p <= ranges[v][1] for v, p in notes) / len(notes)
+
+    try:
+        free, pulled = outside(0.0), outside(20.0)
+    finally:
+        info.voice_ranges, info.range_penalty = saved
+    assert free > 0.3 and pulled == 0.0, (free, pulled)
+
+
 def test_a_files_key_penalty_keeps_the_voices_in_the_key(model):
     """A continue file's `livegen.key_penalty` (a fine-tune writes the one that fits its
     music) pulls the voices follow mode draws into the key heard in the player's notes, or

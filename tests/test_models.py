@@ -108,18 +108,24 @@ def test_cuda_request_without_cuda_is_refused_clearly(shift_model):
     ("temperature", "3", "livegen.temperature 3 lies outside 0..2"),
     ("key_penalty", "-1", "livegen.key_penalty -1 lies outside 0..20"),
     ("key_penalty", "nan", "livegen.key_penalty nan lies outside 0..20"),
+    ("range_penalty", "21", "livegen.range_penalty 21 lies outside 0..20"),
+    ("voice_ranges", "55-72", "one LOW-HIGH (MIDI, LOW <= HIGH) for each of the 4 tracks"),
+    ("voice_ranges", None, "livegen.range_penalty needs livegen.voice_ranges"),
     (None, None, "")])
 def test_a_model_carries_how_it_is_sampled(tmp_path, field, value, message):
-    """A fine-tuned Transformer's `livegen.temperature`, `livegen.top_p` and
-    `livegen.key_penalty` are what it plays with where the player sets none; a bad one is
-    refused naming the file and the field."""
+    """A fine-tuned Transformer's `livegen.temperature`, `livegen.top_p`,
+    `livegen.key_penalty` and its voices' ranges with `livegen.range_penalty` are what it plays
+    with where the player sets none; a bad one is refused naming the file and the field."""
     import onnx
 
     from livegen.generate.continue_ import SamplingSettings
 
     proto = onnx.load(str(Model("continue").info.path))
-    meta = {"temperature": "1.1", "top_p": "1", "key_penalty": "1.5"} | ({field: value} if field else {})
+    meta = {"temperature": "1.1", "top_p": "1", "key_penalty": "1.5", "voice_ranges": "60-79,55-72,50-69,40-62",
+            "range_penalty": "2"} | ({field: value} if field else {})
     for key, v in meta.items():
+        if v is None:
+            continue
         entry = proto.metadata_props.add()
         entry.key, entry.value = f"livegen.{key}", v
     path = tmp_path / "tuned.onnx"
@@ -132,6 +138,7 @@ def test_a_model_carries_how_it_is_sampled(tmp_path, field, value, message):
     info = Model(str(path)).info
     assert SamplingSettings().of(info) == SamplingSettings(1.1, 1.0, 1.5)
     assert SamplingSettings(0.5, None, 0.0).of(info) == SamplingSettings(0.5, 1.0, 0.0)      # the player's wins
+    assert info.voice_ranges == [(60, 79), (55, 72), (50, 69), (40, 62)] and info.range_penalty == 2.0
     bundled = Model("continue").info
     assert SamplingSettings().of(bundled) == SamplingSettings(0.9, 0.95, 0.0)
 

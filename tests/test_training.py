@@ -469,12 +469,14 @@ def test_finetune_is_one_command_from_a_bundled_model_to_a_file_livegen_plays(tm
 def test_a_finetune_sets_how_it_is_played_from_the_music(tmp_path, kind):
     """accompany: the exported threshold is the one (of THRESHOLDS) whose notes per bar come
     nearest the folder's own; continue: the temperature and top-p (of SAMPLINGS), which the
-    runtime then plays with unless the player sets others, and the pull towards the key (of
-    KEY_PENALTIES) whose in-scale rate comes nearest. The card says which."""
+    runtime then plays with unless the player sets others, the pull towards the key (of
+    KEY_PENALTIES) whose in-scale rate comes nearest, and the music's voice ranges with the pull
+    into them (of RANGE_PENALTIES) whose notes outside the choral ranges come nearest. The card
+    says which."""
     import onnx
 
     from livegen.models import Model
-    from training.finetune import KEY_PENALTIES, PENALTIES, SAMPLINGS, THRESHOLDS, music_ranges
+    from training.finetune import KEY_PENALTIES, PENALTIES, RANGE_PENALTIES, SAMPLINGS, THRESHOLDS, music_ranges, own_ranges
     from training.finetune import main as finetune
 
     def D_ranges(folder):
@@ -505,6 +507,10 @@ def test_a_finetune_sets_how_it_is_played_from_the_music(tmp_path, kind):
     assert f"key_penalty {meta['livegen.key_penalty']}:" in card
     info = Model(str(out / "band.onnx"), "cpu").info
     assert (info.temperature, info.top_p, info.key_penalty) == chosen + (float(meta["livegen.key_penalty"]),)
+    # the voices' own ranges (of the first training pieces, soprano to bass) and the pull into them
+    assert info.voice_ranges == own_ranges([c[:256] for c in D.load_midi_folder(folder).train[:6]])
+    assert info.range_penalty == float(meta["livegen.range_penalty"]) and info.range_penalty in RANGE_PENALTIES
+    assert f"range_penalty {meta['livegen.range_penalty']}:" in card
     from livegen.session import played_with       # the start-up line says so
 
     assert (f"temperature {meta['livegen.temperature']}, top p {meta['livegen.top_p']}, "

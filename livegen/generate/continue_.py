@@ -97,6 +97,26 @@ class KeyPull:
         return self.made[2]
 
 
+class RangePull:
+    """A file's `livegen.range_penalty`: each pitch outside a voice's range (`livegen.voice_ranges`,
+    soprano to bass, in the model's own octave: a tune moved by octaves moves them too) costs
+    that many nats when that voice is drawn; rests cost nothing. A fine-tune sets both from its
+    music (music whose voices keep to narrower ranges than the chorales')."""
+
+    def __init__(self, info):
+        self.costs = None
+        if info.range_penalty and info.voice_ranges:
+            pitches = info.pitch_low + np.arange(info.pitch_count)
+            self.costs = [np.append(info.range_penalty * ((pitches < lo) | (pitches > hi)), 0.0)
+                          for lo, hi in info.voice_ranges]
+
+    def plus(self, cost: np.ndarray | None) -> list:
+        """Per voice (soprano, alto, tenor, bass): `cost` (the key's, or None) and the range's."""
+        if self.costs is None:
+            return [cost] * 4
+        return [c if cost is None else c + cost for c in self.costs]
+
+
 def banned(step: list[int], before: list[int] | None, rest: int) -> list[int]:
     """The tokens the next voice of `step` (soprano first, then the voices chosen so far)
     must not take: above the soprano (the player's tune stays on top), or moving in parallel
@@ -268,6 +288,7 @@ class Harmoniser(Placement):
         self.rest_run = 0               # steps in a row with no soprano
         self.silent = [0, 0, 0]         # steps each voice has rested while the player played
         self.pull = KeyPull(model.info.pitch_low, model.info.pitch_count)
+        self.ranges = RangePull(model.info)
         self.guesses: list[dict] = []   # speculation for step `count`: see `speculate`
         # steps answered from a guess; guessed but not that note; no guess ready; passes stopped
         self.guess_stats = {"hits": 0, "misses": 0, "unguessed": 0, "stopped": 0, "corrected": 0}
@@ -308,7 +329,7 @@ class Harmoniser(Placement):
             return [-1, -1, -1]          # still silent: nothing fed, the guesses stay good
         guesses, self.guesses = self.guesses, []
         sampling = self.settings.of(info)
-        cost = self.pull.cost(sampling)      # (as the guesses had it: the key heard before this step)
+        cost = self.ranges.plus(self.pull.cost(sampling))   # (as the guesses had it: the key heard before)
         hand = self.hand_tokens(s_tok, held)
         guess = next((g for g in guesses if s_tok in g["sopranos"]), None)
         if guess is not None and hand and set(guess["tokens"][guess["sopranos"].index(s_tok)][:2]) & hand[0]:
@@ -331,7 +352,8 @@ class Harmoniser(Placement):
                     tok = hand[1]          # the player's bass
                 else:
                     ban = self._ban([s_tok] + out)
-                    tok = sample(logits, sampling, rng, rest + 1, sorted(set(ban) | hand[0]) if hand else ban, cost)
+                    tok = sample(logits, sampling, rng, rest + 1, sorted(set(ban) | hand[0]) if hand else ban,
+                                 cost[k + 1])
                 out.append(tok)
                 if k < 2:
                     logits = self.dec.feed([tok])
@@ -428,7 +450,7 @@ class Harmoniser(Placement):
             return
         rest = self.model.info.pitch_count
         sampling = self.settings.of(self.model.info)
-        cost = self.pull.cost(sampling)
+        cost = self.ranges.plus(self.pull.cost(sampling))
         for first in range(0, len(ranked), self.TIER):
             if interrupt():
                 return
@@ -454,7 +476,8 @@ class Harmoniser(Placement):
                 guess["past"], guess["logits"] = past, logits
                 for r in range(n):
                     ban = self._ban([sopranos[r]] + guess["tokens"][r])
-                    guess["tokens"][r].append(sample(logits[r], sampling, guess["rngs"][r], rest + 1, ban, cost))
+                    guess["tokens"][r].append(sample(logits[r], sampling, guess["rngs"][r], rest + 1, ban,
+                                                     cost[k + 1]))
                 if k == 0:
                     self.guesses.append(guess)
                 if k == 2 or interrupt():
@@ -465,9 +488,9 @@ class Harmoniser(Placement):
             if k < 2:     # interrupted: a note is waiting
                 return
 
-    def _finish(self, guess: dict, row: int, no: set = frozenset(), cost: np.ndarray | None = None) -> list[int]:
+    def _finish(self, guess: dict, row: int, no: set = frozenset(), cost: list = (None,) * 4) -> list[int]:
         """Adopt one row of a speculation; decode whatever passes it still lacks (never
-        taking a token of `no`)."""
+        taking a token of `no`; `cost` per voice, soprano first)."""
         rest = self.model.info.pitch_count
         out = list(guess["tokens"][row])
         self.dec.past = np.ascontiguousarray(guess["past"][:, :, row:row + 1])
@@ -477,7 +500,7 @@ class Harmoniser(Placement):
         while len(out) < 3:
             logits = self.dec.feed([out[-1]])
             out.append(sample(logits, self.settings.of(self.model.info), rng, rest + 1,
-                              sorted(set(self._ban([guess["sopranos"][row]] + out)) | no), cost))
+                              sorted(set(self._ban([guess["sopranos"][row]] + out)) | no), cost[len(out) + 1]))
         return out
 
     def answer(self, steps: int, held_at=None) -> "AnswerSteps":
@@ -514,7 +537,7 @@ class AnswerSteps:
         self.logits = logits
         self.seed = int(harmoniser.rng.integers(2**63))
         # the pull towards the key heard in the phrase (`KeyPull`), the same for the whole answer
-        self.cost = harmoniser.pull.cost(harmoniser.settings.of(harmoniser.model.info))
+        self.cost = harmoniser.ranges.plus(harmoniser.pull.cost(harmoniser.settings.of(harmoniser.model.info)))
         self.done = 0
         self.tokens: list[list[int]] = []          # per step decoded
         self.quiet: list[bool] = []                # per step: its bass is the player's, not sounded
@@ -541,7 +564,7 @@ class AnswerSteps:
                 tok = hand[1]       # the player's bass
             else:
                 tok = sample(logits, h.settings.of(h.model.info), rng, self.rest, sorted(hand[0]) if hand else (),
-                             self.cost)   # pitches only
+                             self.cost[v])   # pitches only
             step.append(tok)
             logits = dec.feed([tok])
         self.logits = logits
