@@ -183,14 +183,23 @@ def _decoder_rules(path: str, info: ModelInfo, meta: dict) -> None:
     20): the voice-leading decoder's rules where the chorale ones (the choral ranges, 3
     nats) do not fit the music the model was fine-tuned on."""
     _voice_ranges(path, info, meta)
-    text = meta.get("livegen.parallel_penalty")
-    if text is not None:
-        try:
-            info.parallel_penalty = float(text)
-        except ValueError:
-            raise ModelError(f"{path}: livegen.parallel_penalty must be a number, not {text!r}") from None
-        if not 0 <= info.parallel_penalty <= 20:
-            raise ModelError(f"{path}: livegen.parallel_penalty {text} lies outside 0..20")
+    penalty = _nats(path, meta, "parallel_penalty")
+    if penalty is not None:
+        info.parallel_penalty = penalty
+
+
+def _nats(path: str, meta: dict, key: str) -> float | None:
+    """`livegen.KEY`, a charge in nats (0 to 20), or None where the file has none."""
+    text = meta.get(f"livegen.{key}")
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ModelError(f"{path}: livegen.{key} must be a number, not {text!r}") from None
+    if not 0 <= value <= 20:
+        raise ModelError(f"{path}: livegen.{key} {text} lies outside 0..20")
+    return value
 
 
 def _voice_ranges(path: str, info: ModelInfo, meta: dict) -> None:
@@ -207,15 +216,10 @@ def _voice_ranges(path: str, info: ModelInfo, meta: dict) -> None:
             raise ModelError(f"{path}: livegen.voice_ranges {text!r}: one LOW-HIGH (MIDI, LOW <= HIGH) for "
                              f"each of the {len(info.tracks)} tracks")
         info.voice_ranges = ranges
-    text = meta.get("livegen.range_penalty")
-    if text is not None and info.kind == "continue":
-        try:
-            info.range_penalty = float(text)
-        except ValueError:
-            raise ModelError(f"{path}: livegen.range_penalty must be a number, not {text!r}") from None
-        if not 0 <= info.range_penalty <= 20:
-            raise ModelError(f"{path}: livegen.range_penalty {text} lies outside 0..20")
-        if info.range_penalty and info.voice_ranges is None:
+    penalty = _nats(path, meta, "range_penalty") if info.kind == "continue" else None
+    if penalty is not None:
+        info.range_penalty = penalty
+        if penalty and info.voice_ranges is None:
             raise ModelError(f"{path}: livegen.range_penalty needs livegen.voice_ranges")
 
 

@@ -6,10 +6,10 @@ libjack keeps one table of its clients' wake-up futexes per process, by the serv
 number, and frees a departed client's entry when one of the process's clients takes in the
 server's asynchronous "client removed" notice. Here the daemon's process first opens a client
 of its own ("held") whose notification thread is held, as a busy machine may hold it, while a
-client of another process ("other") goes; the daemon then opens its ports, and the first of
-them (WHICH: "input"; or "output", when a spare client of the daemon's process, closed before,
-leaves a lower number for the input) takes the departed client's number. The hold ends once
-the daemon's output exists, or after HOLD_S.
+client of another process ("other") goes; the daemon then opens its clients, and the (N+1)th
+takes the departed client's number: N spare clients of the daemon's process, opened before the
+other and closed before it goes, leave N lower numbers for the daemon's first N clients. The
+hold ends once the daemon's output exists, or after HOLD_S.
 
 Prints "other gone" on stdout when the other client has gone and the daemon starts.
 """
@@ -34,7 +34,7 @@ print("ready", flush=True); sys.stdin.readline(); o.close_port(); o.delete()
 
 
 def main() -> int:
-    which, args = sys.argv[1], sys.argv[3:]    # (which: N)
+    spares, args = int(sys.argv[1]), sys.argv[3:]
     client = args[args.index("--client-name") + 1]
     jack = ctypes.CDLL(libjack_path())
     jack.jack_client_open.restype = ctypes.c_void_p
@@ -63,13 +63,13 @@ def main() -> int:
     callback = registered(told)
     jack.jack_set_port_registration_callback(held, callback, None)
     assert jack.jack_activate(held) == 0
-    spares = []
-    for k in range(int(which)):
-        spares.append(rtmidi.MidiIn(rtmidi.API_UNIX_JACK, f"lgrace-spare{k}"))
-        spares[-1].open_virtual_port("in")
+    opened = []
+    for k in range(spares):
+        opened.append(rtmidi.MidiIn(rtmidi.API_UNIX_JACK, f"lgrace-spare{k}"))
+        opened[-1].open_virtual_port("in")
     other = subprocess.Popen([sys.executable, "-c", OTHER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     other.stdout.readline()
-    for spare in spares:
+    for spare in opened:
         spare.close_port()
         spare.delete()
     time.sleep(0.2)
