@@ -30,16 +30,17 @@ def spin(stop_at: float) -> None:
         pass
 
 
-def start_jack(name: str, log_path: str, period: int = 64) -> subprocess.Popen:
+def start_jack(name: str, log_path: str, period: int = 64, settle: float = 1.0, append: bool = False) -> subprocess.Popen:
+    """A dummy server under `name` (made the clients' default), `settle` s after it first answers."""
     os.environ["JACK_DEFAULT_SERVER"] = name
     os.environ["JACK_NO_START_SERVER"] = "1"
     proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", str(period)],
-                            stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
-    for _ in range(150):
+                            stdout=open(log_path, "a" if append else "w"), stderr=subprocess.STDOUT)
+    for _ in range(300):
         if subprocess.run(["jack_lsp"], capture_output=True).returncode == 0:
-            time.sleep(1.0)
+            time.sleep(settle)
             return proc
-        time.sleep(0.1)
+        time.sleep(0.05)
     proc.kill()
     raise SystemExit("jackd did not start:\n" + open(log_path).read()[-2000:])
 

@@ -5,7 +5,7 @@ three notes, listen 1.2 s, SIGTERM; again and again under the same client name.
     git worktree add /tmp/old 183a0a2
     python benchmarks/restarts_of.py /tmp/old [--rounds 150] [--period 64] [--fresh-server]
 
-`--fresh-server` starts a new dummy server (a new name) for every round, and the daemon as soon
+`--fresh-server` starts a new dummy server (same name) for every round, and the daemon as soon
 as `jack_lsp` answers on it, as a tester with a private server per experiment does.
 
 For a round in which nothing was heard it keeps the daemon's log and `jack_lsp -c` (the
@@ -25,22 +25,10 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.jack_drops import start_jack  # noqa: E402
 from tests.jackmidi import Daemon, Listener, Player  # noqa: E402
 
 STEP = 60 / 120 / 4
-
-
-def serve(name: str, period: int, log: str, mode: str = "w") -> subprocess.Popen:
-    """A dummy server under `name` (the clients' default), returned once `jack_lsp` answers."""
-    os.environ["JACK_DEFAULT_SERVER"] = name
-    jack = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p",
-                             str(period)], stdout=open(log, mode), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if subprocess.run(["jack_lsp"], capture_output=True, timeout=5).returncode == 0:
-            return jack
-        time.sleep(0.05)
-    raise RuntimeError(f"jackd {name} did not start: {log}")
 
 
 def stop(jack: subprocess.Popen) -> None:
@@ -57,13 +45,13 @@ def main() -> int:
     args = ap.parse_args()
     name = f"lgold-{uuid.uuid4().hex[:6]}"
     log = f"/tmp/{name}.log"
-    jack = serve(name, args.period, log)
+    jack = start_jack(name, log, args.period, settle=0.0 if args.fresh_server else 2.0)
     silent, reopened = [], []
     try:
         for i in range(args.rounds):
             if args.fresh_server and i:
                 stop(jack)
-                jack = serve(name, args.period, log, mode="a")
+                jack = start_jack(name, log, args.period, settle=0.0, append=True)
             env = os.environ.copy()
             env["PYTHONPATH"] = str(Path(args.checkout).resolve())
             env["PYTHONSAFEPATH"] = "1"     # (else `python -m livegen` takes the livegen of the current folder)

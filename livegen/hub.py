@@ -15,7 +15,6 @@ from livegen.ports import InputPoller, JackLinks, PortWatcher, match_port, open_
 log = logging.getLogger("livegen")
 
 
-
 @dataclass
 class Input:
     port_name: str               # our port: "in", or "clock" (--clock-port)

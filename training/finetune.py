@@ -70,8 +70,6 @@ range_rate = figure("range violations per note")        # outside the choral ran
 def music_ranges(chorales: list) -> list[tuple[int, int]]:
     """Alto, tenor and bass: the 2nd to 98th percentile of their pitches, each piece moved by
     the octaves the runtime moves its tune by (towards a middle of MELODY_TARGET)."""
-    import numpy as np
-
     from livegen import roll as R
     from livegen.generate.accompany import MELODY_TARGET
 
@@ -81,16 +79,19 @@ def music_ranges(chorales: list) -> list[tuple[int, int]]:
         shift = R.octave_shift(tune, D.PITCH_LOW, D.PITCH_COUNT, MELODY_TARGET)
         for v in range(3):
             pitches[v] += [int(p) + shift for p in c[:, v + 1] if p >= 0]
-    return [(int(np.percentile(p, 2)), int(np.percentile(p, 98))) if p else (D.PITCH_LOW, D.PITCH_LOW + 45)
-            for p in pitches]
+    return spans(pitches)
 
 
 def own_ranges(chorales: list) -> list[tuple[int, int]]:
     """continue: soprano to bass, the 2nd to 98th percentile of each voice's pitches, where
     they are (the model's tune is moved by octaves only when it leaves the model's range)."""
+    return spans([[int(p) for c in chorales for p in c[:, v] if p >= 0] for v in range(4)])
+
+
+def spans(pitches: list[list[int]]) -> list[tuple[int, int]]:
+    """(2nd, 98th percentile) of each voice's pitches; the models' whole range for a voice with none."""
     import numpy as np
 
-    pitches = [[int(p) for c in chorales for p in c[:, v] if p >= 0] for v in range(4)]
     return [(int(np.percentile(p, 2)), int(np.percentile(p, 98))) if p else (D.PITCH_LOW, D.PITCH_LOW + 45)
             for p in pitches]
 

@@ -536,7 +536,8 @@ class AnswerSteps:
             logits = dec.feed([self.rest] * 4)
         self.logits = logits
         self.seed = int(harmoniser.rng.integers(2**63))
-        # the pull towards the key heard in the phrase (`KeyPull`), the same for the whole answer
+        # per voice: the pull towards the key heard in the phrase (`KeyPull`), the same for the whole
+        # answer, and into the voice's range (`RangePull`)
         self.cost = harmoniser.ranges.plus(harmoniser.pull.cost(harmoniser.settings.of(harmoniser.model.info)))
         self.done = 0
         self.tokens: list[list[int]] = []          # per step decoded
