@@ -3,7 +3,7 @@
     python benchmarks/reliability.py [--fuzz 100000] [--requests 10000] [--stops 1000]
                                      [--restarts 100] [--only fuzz,requests,stops,restarts]
                                      [--stops-bpm 120] [--stop-events stop,panic,...]
-                                     [--ways follow:continue,...] [--period 256]
+                                     [--ways follow:continue,...] [--period 256] [--realtime]
 
 LGREL_DEBUG=1 prints, for each timed stop event, the time of every note-off heard.
 
@@ -218,6 +218,7 @@ def requests(count: int, seed: int) -> list[dict]:
 # ---------------------------------------------------------------- over JACK: stops and restarts
 
 PERIOD = JACK_DUMMY_ARGS[-1]    # jackd's frames per cycle (--period)
+REALTIME = False                # --realtime: jackd -R, its clients' process threads SCHED_FIFO
 
 
 def start_jack() -> subprocess.Popen:
@@ -227,7 +228,9 @@ def start_jack() -> subprocess.Popen:
     os.environ["JACK_NO_START_SERVER"] = "1"
     log_path = f"/tmp/{name}.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(["jackd", "-n", name, *JACK_DUMMY_ARGS[:-1], str(PERIOD)],
+        args = [a for a in JACK_DUMMY_ARGS[:-1] if not (REALTIME and a == "--no-realtime")]
+        realtime = ["-R", "-P", "70"] if REALTIME else []
+        proc = subprocess.Popen(["jackd", "-n", name, *realtime, *args, str(PERIOD)],
                                 stdout=log, stderr=subprocess.STDOUT)
     proc.log_path = log_path
     for _ in range(150):
@@ -645,8 +648,11 @@ def main() -> int:
     ap.add_argument("--stop-events", default=",".join(STOP_EVENTS), help="the kinds of stop event to draw from")
     ap.add_argument("--ways", default="", help="e.g. follow:continue,loop:edit (default: every way)")
     ap.add_argument("--period", type=int, default=int(PERIOD), help="JACK's frames per cycle (stops, restarts)")
+    ap.add_argument("--realtime", action="store_true",
+                    help="a realtime JACK server (jackd -R -P 70: the server's and every client's process thread "
+                         "SCHED_FIFO, as on a studio machine; needs the right to it) for stops and restarts")
     args = ap.parse_args()
-    globals()["PERIOD"] = args.period
+    globals()["PERIOD"], globals()["REALTIME"] = args.period, args.realtime
     import logging
     logging.basicConfig(level=logging.CRITICAL)      # (the fuzz makes the engine log a lot)
     parts = args.only.split(",")
