@@ -52,7 +52,9 @@ class ModelInfo:
     voice_ranges: list | None = None     # accompany: (low, high) MIDI pitch per track, for the decoder;
     #                                     continue: per track, for `range_penalty`
     range_penalty: float = 0.0    # continue: nats a voice's pitch outside its range costs (continue_.RangePull)
-    parallel_penalty: float = 3.0        # accompany: nats the decoder charges a parallel fifth or octave
+    parallel_penalty: float = 3.0        # accompany: nats the decoder charges a parallel fifth or octave;
+    #                                     continue: nats a voice's parallel costs, where not `parallels_banned`
+    parallels_banned: bool = True        # continue: parallels banned (the chorales'), unless the file charges them
     meta: dict = field(default_factory=dict)
 
 
@@ -174,6 +176,9 @@ def check_contract(path: str, meta: dict, inputs: dict, outputs: dict) -> ModelI
         _sampling(path, info, meta)
     if kind == "continue":
         _voice_ranges(path, info, meta)
+        penalty = _nats(path, meta, "parallel_penalty")
+        if penalty is not None:
+            info.parallel_penalty, info.parallels_banned = penalty, False
     return info
 
 

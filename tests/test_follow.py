@@ -436,6 +436,76 @@ def test_a_files_range_penalty_keeps_each_voice_in_its_range(model):
     assert free > 0.3 and pulled == 0.0, (free, pulled)
 
 
+def test_a_tune_in_a_files_own_soprano_range_is_not_moved_by_octaves(model):
+    """A fine-tune writes where its music's voices lie (`livegen.voice_ranges`, soprano
+    first, here a Palestrina folder's): a tune in that register, low or high, is played to the
+    model where it is. Moved by octaves towards the chorales' middle, the voices the model
+    wrote under the moved tune came back with it, out of their ranges (a bass above B-flat4).
+    Without the file's ranges a low tune is moved up an octave, as for the chorales."""
+    from training.evaluate import VOICE_RANGES
+
+    line = soprano_line(48)
+    top = max(s for s in line if s is not None)
+    info = model.info
+    saved = info.voice_ranges, info.range_penalty
+    own = [(57, 77), (57, 69), (55, 67), (48, 62)]
+
+    def placed(tune, ranges) -> tuple[set, list]:
+        info.voice_ranges, info.range_penalty = ranges, (4.0 if ranges else 0.0)
+        h = Harmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(5))
+        shifts, steps = set(), []
+        for s in tune:
+            steps.append(h.step(s))
+            shifts.add(h.shift)
+        return shifts, steps
+
+    try:
+        for moved in (63 - top, 80 - top):       # (the tune's top on E-flat4, then on A-flat5)
+            tune = [None if s is None else s + moved for s in line]
+            shifts, steps = placed(tune, own)
+            assert shifts == {0}, (moved, shifts)
+            bass = [step[2] for step in steps if step[2] >= 0]
+            lo, hi = VOICE_RANGES["bass"]
+            assert bass and all(lo <= p <= hi for p in bass), (moved, bass)
+            assert all(p <= s for s, step in zip(tune, steps) if s is not None for p in step), "above the tune"
+        chorale_shifts, _ = placed([None if s is None else s + 63 - top for s in line], None)
+        assert min(chorale_shifts) >= 12, chorale_shifts       # (up an octave or two)
+    finally:
+        info.voice_ranges, info.range_penalty = saved
+
+
+def test_a_files_parallel_penalty_lets_some_parallels_through(model):
+    """The chorales' voices avoid parallel fifths and octaves, and follow mode bans them; a
+    fine-tune on music that has some (Palestrina: 0.014 a move) writes what they cost instead
+    (`livegen.parallel_penalty`), decoded on the note or from a guess: free, the voices move
+    in parallels; at a high charge almost never; banned, never."""
+    from training.evaluate import estimate_key, voice_metrics
+
+    tunes = [np.array(c, np.int16)[:64] for c in json.loads(JSB.read_text())["test"][:6]]
+    info = model.info
+
+    def rate(banned_, penalty=0.0) -> float:
+        info.parallels_banned, info.parallel_penalty = banned_, penalty
+        moves = parallels = 0
+        for c in tunes:
+            h = Harmoniser(model, SamplingSettings(1.0, 1.0), np.random.default_rng(0), live=True)
+            line = [int(s) if s >= 0 else None for s in c[:, 0]]
+            voices = []
+            for k, s in enumerate(line):
+                voices.append([s if s is not None else -1] + h.step(s, urgent=k % 2 == 0))
+                if k % 2 == 0:
+                    h.speculate()      # (every other step from a guess)
+            m = voice_metrics(np.array(voices), estimate_key(c))
+            moves, parallels = moves + m["moves"], parallels + m["parallels"]
+        return parallels / moves
+
+    try:
+        banned_rate, charged, free = rate(True), rate(False, 20.0), rate(False, 0.0)
+    finally:
+        info.parallels_banned, info.parallel_penalty = True, 3.0
+    assert banned_rate == 0.0 and charged < 0.005 and free > 0.02, (banned_rate, charged, free)
+
+
 def test_a_files_key_penalty_keeps_the_voices_in_the_key(model):
     """A continue file's `livegen.key_penalty` (a fine-tune writes the one that fits its
     music) pulls the voices follow mode draws into the key heard in the player's notes, or

@@ -111,18 +111,20 @@ def test_cuda_request_without_cuda_is_refused_clearly(shift_model):
     ("range_penalty", "21", "livegen.range_penalty 21 lies outside 0..20"),
     ("voice_ranges", "55-72", "one LOW-HIGH (MIDI, LOW <= HIGH) for each of the 4 tracks"),
     ("voice_ranges", None, "livegen.range_penalty needs livegen.voice_ranges"),
+    ("parallel_penalty", "x", "livegen.parallel_penalty must be a number, not 'x'"),
     (None, None, "")])
 def test_a_model_carries_how_it_is_sampled(tmp_path, field, value, message):
     """A fine-tuned Transformer's `livegen.temperature`, `livegen.top_p`,
-    `livegen.key_penalty` and its voices' ranges with `livegen.range_penalty` are what it plays
-    with where the player sets none; a bad one is refused naming the file and the field."""
+    `livegen.key_penalty`, its voices' ranges with `livegen.range_penalty` and what a parallel
+    costs (`livegen.parallel_penalty`; banned without it) are what it plays with where the
+    player sets none; a bad one is refused naming the file and the field."""
     import onnx
 
     from livegen.generate.continue_ import SamplingSettings
 
     proto = onnx.load(str(Model("continue").info.path))
     meta = {"temperature": "1.1", "top_p": "1", "key_penalty": "1.5", "voice_ranges": "60-79,55-72,50-69,40-62",
-            "range_penalty": "2"} | ({field: value} if field else {})
+            "range_penalty": "2", "parallel_penalty": "1.5"} | ({field: value} if field else {})
     for key, v in meta.items():
         if v is None:
             continue
@@ -139,8 +141,9 @@ def test_a_model_carries_how_it_is_sampled(tmp_path, field, value, message):
     assert SamplingSettings().of(info) == SamplingSettings(1.1, 1.0, 1.5)
     assert SamplingSettings(0.5, None, 0.0).of(info) == SamplingSettings(0.5, 1.0, 0.0)      # the player's wins
     assert info.voice_ranges == [(60, 79), (55, 72), (50, 69), (40, 62)] and info.range_penalty == 2.0
+    assert not info.parallels_banned and info.parallel_penalty == 1.5
     bundled = Model("continue").info
-    assert SamplingSettings().of(bundled) == SamplingSettings(0.9, 0.95, 0.0)
+    assert SamplingSettings().of(bundled) == SamplingSettings(0.9, 0.95, 0.0) and bundled.parallels_banned
 
 
 def test_the_decoder_plays_by_the_models_own_rules():

@@ -470,13 +470,15 @@ def test_a_finetune_sets_how_it_is_played_from_the_music(tmp_path, kind):
     """accompany: the exported threshold is the one (of THRESHOLDS) whose notes per bar come
     nearest the folder's own; continue: the temperature and top-p (of SAMPLINGS), which the
     runtime then plays with unless the player sets others, the pull towards the key (of
-    KEY_PENALTIES) whose in-scale rate comes nearest, and the music's voice ranges with the pull
-    into them (of RANGE_PENALTIES) whose notes outside the choral ranges come nearest. The card
-    says which."""
+    KEY_PENALTIES) whose in-scale rate comes nearest, the music's voice ranges with the pull
+    into them (of RANGE_PENALTIES) whose notes outside the choral ranges come nearest, and
+    parallels banned or charged (of CONTINUE_PARALLELS) by parallels per move. The card says
+    which."""
     import onnx
 
     from livegen.models import Model
-    from training.finetune import KEY_PENALTIES, PENALTIES, RANGE_PENALTIES, SAMPLINGS, THRESHOLDS, music_ranges, own_ranges
+    from training.finetune import (CONTINUE_PARALLELS, KEY_PENALTIES, PENALTIES, RANGE_PENALTIES, SAMPLINGS, THRESHOLDS,
+                                   music_ranges, own_ranges)
     from training.finetune import main as finetune
 
     def D_ranges(folder):
@@ -511,6 +513,13 @@ def test_a_finetune_sets_how_it_is_played_from_the_music(tmp_path, kind):
     assert info.voice_ranges == own_ranges([c[:256] for c in D.load_midi_folder(folder).train[:6]])
     assert info.range_penalty == float(meta["livegen.range_penalty"]) and info.range_penalty in RANGE_PENALTIES
     assert f"range_penalty {meta['livegen.range_penalty']}:" in card
+    # parallels banned as in the chorales, or charged where that comes nearer the music's
+    if "livegen.parallel_penalty" in meta:
+        charge = float(meta["livegen.parallel_penalty"])
+        assert charge in CONTINUE_PARALLELS and f"parallels charged {meta['livegen.parallel_penalty']}:" in card
+        assert not info.parallels_banned and info.parallel_penalty == charge
+    else:
+        assert "parallels banned:" in card and info.parallels_banned
     from livegen.session import played_with       # the start-up line says so
 
     assert (f"temperature {meta['livegen.temperature']}, top p {meta['livegen.top_p']}, "

@@ -48,6 +48,8 @@ PENALTIES = (3.0, 1.0, 0.3, 0.0)
 KEY_PENALTIES = (0.0, 0.5, 1.0, 2.0)
 # continue: nats a voice's pitch outside its music's range costs (`livegen.range_penalty`), none first
 RANGE_PENALTIES = (0.0, 1.0, 2.0, 4.0)
+# continue: nats a parallel fifth or octave costs (`livegen.parallel_penalty`); None: banned, as the chorales'
+CONTINUE_PARALLELS = (None, 4.0, 2.0, 1.0, 0.0)
 
 
 def figure(name: str):
@@ -84,7 +86,8 @@ def music_ranges(chorales: list) -> list[tuple[int, int]]:
 
 def own_ranges(chorales: list) -> list[tuple[int, int]]:
     """continue: soprano to bass, the 2nd to 98th percentile of each voice's pitches, where
-    they are (the model's tune is moved by octaves only when it leaves the model's range)."""
+    they are (the model learns them there, and the runtime leaves a tune in that register where
+    it is: `livegen.generate.continue_.Placement`)."""
     return spans([[int(p) for c in chorales for p in c[:, v] if p >= 0] for v in range(4)])
 
 
@@ -111,7 +114,8 @@ def nearest(onnx_path: Path, pieces: list, knob: str, values: tuple, measure, sa
     """(the value of `knob` whose voices, made by the runtime's code for the pieces' tunes,
     come nearest the pieces' own by `measure`; what they gave; the pieces' own). continue's
     knobs, "sampling" (temperature, top-p) and "key_penalty", change `sampling`;
-    "range_penalty" is the file's, with the `livegen.voice_ranges` it has."""
+    "range_penalty" is the file's, with the `livegen.voice_ranges` it has, and
+    "parallel_penalty" (None: banned) too."""
     import dataclasses
 
     import numpy as np
@@ -125,12 +129,15 @@ def nearest(onnx_path: Path, pieces: list, knob: str, values: tuple, measure, sa
     want, found = measure(pieces), []
     for value in values:
         rng = np.random.default_rng(0)
-        if knob in ("sampling", "key_penalty", "range_penalty"):
+        if model.info.kind == "continue":
             played = sampling
             if knob == "sampling":
                 played = dataclasses.replace(sampling, temperature=value[0], top_p=value[1])
             elif knob == "key_penalty":
                 played = dataclasses.replace(sampling, key_penalty=value)
+            elif knob == "parallel_penalty":
+                model.info.parallels_banned = value is None
+                model.info.parallel_penalty = 0.0 if value is None else value
             else:
                 model.info.range_penalty = value       # (read when a Harmoniser is made)
             made = []
@@ -150,9 +157,12 @@ def calibrate_sampling(onnx_path: Path, pieces: list) -> str:
     """continue: the temperature and top-p whose notes per bar come nearest the music's, then
     the pull towards the key whose in-scale rate does, then (the pull takes notes away: a
     pitch outside the key gives way to a held note) the sampling again, the same or hotter;
-    last the pull into the music's own voice ranges (`livegen.voice_ranges`, 2nd to 98th
+    then the pull into the music's own voice ranges (`livegen.voice_ranges`, 2nd to 98th
     percentile) whose share of notes outside the choral ranges comes nearest the music's
-    (after fine-tuning on Palestrina, 1.3 % of the voices' notes against none in the music)."""
+    (after fine-tuning on Palestrina, 1.3 % of the voices' notes against none in the music);
+    last whether parallel fifths and octaves stay banned, as in the chorales, or cost some
+    nats (`livegen.parallel_penalty`), by parallels per move (Palestrina's voices have some,
+    0.014 a move; banned, the fine-tuned model's had none)."""
     from livegen.generate.continue_ import SamplingSettings
 
     (t, p), got, want = nearest(onnx_path, pieces, "sampling", SAMPLINGS, density)
@@ -168,11 +178,16 @@ def calibrate_sampling(onnx_path: Path, pieces: list) -> str:
     reach, out_got, out_want = nearest(onnx_path, pieces, "range_penalty", RANGE_PENALTIES, range_rate,
                                        SamplingSettings(t, p, penalty))
     write_meta(onnx_path, {"livegen.range_penalty": f"{reach:g}"})
+    charge, par_got, par_want = nearest(onnx_path, pieces, "parallel_penalty", CONTINUE_PARALLELS, parallel_rate,
+                                        SamplingSettings(t, p, penalty))
+    if charge is not None:
+        write_meta(onnx_path, {"livegen.parallel_penalty": f"{charge:g}"})
     return (f"temperature {t:g}, top_p {p:g}: {got:.2f} notes per bar on the training pieces, theirs {want:.2f}; "
             f"key_penalty {penalty:g}: {in_got:.3f} of the voices' notes in the key (at the first sampling), "
             f"theirs {in_want:.3f}; voice ranges " + ", ".join(f"{lo}-{hi}" for lo, hi in ranges) +
             f", range_penalty {reach:g}: {out_got:.4f} of the voices' notes outside the choral ranges, "
-            f"theirs {out_want:.4f}")
+            f"theirs {out_want:.4f}; parallels " + ("banned" if charge is None else f"charged {charge:g}") +
+            f": {par_got:.4f} per move, theirs {par_want:.4f}")
 
 
 def calibrate(onnx_path: Path, chorales: list, kind: str, steps: int = 256) -> str:

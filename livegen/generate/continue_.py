@@ -122,12 +122,19 @@ def banned(step: list[int], before: list[int] | None, rest: int) -> list[int]:
     must not take: above the soprano (the player's tune stays on top), or moving in parallel
     fifths or octaves (unisons too) with a voice above it from the step `before` (all four
     voices), as Bach's voices do not."""
+    above = set(range(step[0] + 1, rest)) if step[0] != rest else set()
+    return sorted(above | parallels(step, before, rest))
+
+
+def parallels(step: list[int], before: list[int] | None, rest: int) -> set[int]:
+    """The tokens that would move the next voice of `step` in parallel fifths or octaves
+    (unisons too) with a voice above it, from the step `before`."""
     k = len(step)
-    out = set(range(step[0] + 1, rest)) if step[0] != rest else set()
+    out: set[int] = set()
     if before is None or k >= len(before) or before[k] == rest:
-        return sorted(out)
+        return out
     was = before[k]
-    for j, (now, then) in enumerate(zip(step, before)):
+    for now, then in zip(step, before):
         if now == rest or then == rest or now == then:
             continue
         interval = (then - was) % 12
@@ -137,7 +144,7 @@ def banned(step: list[int], before: list[int] | None, rest: int) -> list[int]:
         for c in range((now - interval) % 12, rest, 12):     # (those at that interval under it)
             if c != was and (c > was) == up:
                 out.add(c)
-    return sorted(out)
+    return out
 
 
 class TokenDecoder:
@@ -193,21 +200,42 @@ class TokenDecoder:
             raise
 
 
+OWN_SLACK = 6   # semitones: a fine-tune learns its music moved up to 6 each way (`training.data`)
+
+
+def own_soprano(info) -> tuple[int, int] | None:
+    """The soprano's range where a continue file gives its voices' ranges
+    (`livegen.voice_ranges`: a fine-tune's music, where it lies), else None (the chorales')."""
+    if info.kind == "continue" and info.voice_ranges:
+        return tuple(info.voice_ranges[0])
+    return None
+
+
 class Placement:
     """What both step harmonisers (this module's and `harmonise.ChordHarmoniser`) share: the
     octaves the player's tune is moved by into the model's register, and what the player
-    holds besides the tune, in tokens."""
+    holds besides the tune, in tokens.
+
+    A model that knows its own soprano's range (`own_soprano`: a fine-tune learned its music
+    where it lies) gets a tune inside that range where it is, and one outside moved by the
+    octaves that bring it nearest the range's middle. Moved towards the chorales' middle
+    instead, a Palestrina tune beginning on F5 went down an octave, the model wrote its voices
+    under the lower tune, and they came back up with it: a bass on A4 and B-flat4, the bass's
+    notes above its range 70 times in the twelve held-out tails (`benchmarks/README.md`)."""
 
     def __init__(self, model: Model):
         self.model = model
         self.shift = 0
         self.shift_set = False
+        self.own = own_soprano(model.info)
+        self.middle = MELODY_TARGET if self.own is None else sum(self.own) / 2
 
     def soprano_token(self, soprano: int | None) -> int:
         info = self.model.info
         rest = info.pitch_count
         if soprano is not None and (not self.shift_set or self._misplaced(soprano + self.shift)):
-            self.shift = R.octave_shift([soprano], info.pitch_low, info.pitch_count, MELODY_TARGET)
+            inside = self.own is not None and self.own[0] - OWN_SLACK <= soprano <= self.own[1] + OWN_SLACK
+            self.shift = 0 if inside else R.octave_shift([soprano], info.pitch_low, info.pitch_count, self.middle)
             self.shift_set = True
         if soprano is not None and 0 <= soprano + self.shift - info.pitch_low < rest:
             return soprano + self.shift - info.pitch_low
@@ -215,12 +243,16 @@ class Placement:
 
     def _misplaced(self, moved: int) -> bool:
         """The soprano, moved by the octaves chosen so far, lies outside the model's range or
-        more than an octave from where the models expect it: the player has gone to another
-        register (or the first note was a lone low or high one), so the octaves are chosen
-        again from this note. Within an octave the placement holds, so that a tune is not
-        moved about in the middle of a line."""
+        more than an octave from where the model expects it (outside its own soprano's range,
+        where it has one): the player has gone to another register (or the first note was a
+        lone low or high one), so the octaves are chosen again from this note. Within an octave
+        the placement holds, so that a tune is not moved about in the middle of a line."""
         info = self.model.info
-        return not 0 <= moved - info.pitch_low < info.pitch_count or abs(moved - MELODY_TARGET) > 12
+        if not 0 <= moved - info.pitch_low < info.pitch_count:
+            return True
+        if self.own is not None:
+            return not self.own[0] - OWN_SLACK <= moved <= self.own[1] + OWN_SLACK
+        return abs(moved - self.middle) > 12
 
     def hand_tokens(self, s_tok: int, held: tuple) -> tuple[set[int], int | None] | None:
         """What the player holds besides the tune, in tokens: those the voices must not take
@@ -351,9 +383,8 @@ class Harmoniser(Placement):
                 if k == 2 and hand and hand[1] is not None:
                     tok = hand[1]          # the player's bass
                 else:
-                    ban = self._ban([s_tok] + out)
-                    tok = sample(logits, sampling, rng, rest + 1, sorted(set(ban) | hand[0]) if hand else ban,
-                                 cost[k + 1])
+                    ban, charge = self._rules([s_tok] + out, cost[k + 1])
+                    tok = sample(logits, sampling, rng, rest + 1, sorted(set(ban) | hand[0]) if hand else ban, charge)
                 out.append(tok)
                 if k < 2:
                     logits = self.dec.feed([tok])
@@ -366,17 +397,28 @@ class Harmoniser(Placement):
         self.silent = [n + (s_tok != rest) if t == rest else 0 for t, n in zip(out, self.silent)]
         return [info.pitch_low + t - self.shift if t < rest else -1 for t in out]
 
-    def _ban(self, step: list[int]) -> list[int]:
-        """`banned` for the next voice of `step`, and a rest for a voice that has been silent
-        SILENT_STEPS steps while the player played: no voice stays silent for a bar under the
-        player's notes. (A model fine-tuned on string quartets learned that a voice that rests
-        rests on, as in a solo passage: its voices fell silent, 0.7 notes a bar against the
-        quartets' 4.8.)"""
-        rest = self.model.info.pitch_count
-        out = banned(step, self.before, rest)
+    def _rules(self, step: list[int], cost: np.ndarray | None) -> tuple[list[int], np.ndarray | None]:
+        """(the tokens the next voice of `step` must not take, what each costs): `banned`, and
+        a rest for a voice that has been silent SILENT_STEPS steps while the player played (no
+        voice stays silent for a bar under the player's notes: a model fine-tuned on string
+        quartets learned that a voice that rests rests on, as in a solo passage, and its voices
+        fell silent, 0.7 notes a bar against the quartets' 4.8). Where the file charges
+        parallels (`livegen.parallel_penalty`: a fine-tune's music that has some) they are not
+        banned but cost that many nats, on top of `cost`."""
+        info = self.model.info
+        rest = info.pitch_count
+        if info.parallels_banned:
+            out = banned(step, self.before, rest)
+        else:
+            out = banned(step, None, rest)
+            moves = parallels(step, self.before, rest)
+            if moves:
+                charge = np.zeros(rest + 1)
+                charge[sorted(moves)] = info.parallel_penalty
+                cost = charge if cost is None else cost + charge
         if step[0] != rest and self.silent[len(step) - 1] >= self.SILENT_STEPS:
             out = sorted(set(out) | {rest})
-        return out
+        return out, cost
 
     def _state(self) -> tuple:
         d = self.dec
@@ -409,7 +451,7 @@ class Harmoniser(Placement):
         near = [self.last_token + d for d in (1, -1, 2, -2)] if self.last_token not in (None, rest) else []
         first = []
         if not self.shift_set:
-            low = int(MELODY_TARGET) - 6 - self.model.info.pitch_low
+            low = int(self.middle) - 6 - self.model.info.pitch_low
             first = list(range(low, low + 12))
         out: list[int] = []
         for t in held + [rest] + first + ranked[:self.TIER + 8] + near + ranked[self.TIER + 8:]:
@@ -475,9 +517,8 @@ class Harmoniser(Placement):
                 past, logits = out["present"], out["logits"][:, -1]
                 guess["past"], guess["logits"] = past, logits
                 for r in range(n):
-                    ban = self._ban([sopranos[r]] + guess["tokens"][r])
-                    guess["tokens"][r].append(sample(logits[r], sampling, guess["rngs"][r], rest + 1, ban,
-                                                     cost[k + 1]))
+                    ban, charge = self._rules([sopranos[r]] + guess["tokens"][r], cost[k + 1])
+                    guess["tokens"][r].append(sample(logits[r], sampling, guess["rngs"][r], rest + 1, ban, charge))
                 if k == 0:
                     self.guesses.append(guess)
                 if k == 2 or interrupt():
@@ -499,8 +540,8 @@ class Harmoniser(Placement):
         rng = copy.deepcopy(guess["rngs"][row])     # (the guess may be taken up again by `redo`)
         while len(out) < 3:
             logits = self.dec.feed([out[-1]])
-            out.append(sample(logits, self.settings.of(self.model.info), rng, rest + 1,
-                              sorted(set(self._ban([guess["sopranos"][row]] + out)) | no), cost[len(out) + 1]))
+            ban, charge = self._rules([guess["sopranos"][row]] + out, cost[len(out) + 1])
+            out.append(sample(logits, self.settings.of(self.model.info), rng, rest + 1, sorted(set(ban) | no), charge))
         return out
 
     def answer(self, steps: int, held_at=None) -> "AnswerSteps":
