@@ -441,13 +441,56 @@ class JackServerProbe:
 # "client ... was not finished" lines and lost 2 of 900 bursts of MIDI in 30 s beside two busy
 # processes; with 256 frames: 3 lines, nothing lost: `benchmarks/jack_drops.py --period 64 256`).
 JACK_DUMMY_ARGS = ["--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"]
+# With realtime scheduling the server's and every client's process thread run before any
+# other thread: a model's inference on the same cores no longer holds up a cycle. Without it,
+# a MIDI Stop's note-offs waited up to 13 ms after livegen had sent them (JACK cycles of 2.67
+# ms, the continue model decoding); with it, never more than one cycle (2.8 ms) in the same
+# events: `benchmarks/reliability.py --realtime`, benchmarks/README.md.
+JACK_REALTIME_ARGS = ["-R", "-P", "70"]
 
 
-def start_jack_dummy(server: str | None = None, wait_s: float = 10.0) -> subprocess.Popen:
-    """Start `jackd -d dummy` (no sound hardware needed) and wait until it answers."""
+def may_realtime() -> bool:
+    """Whether this process may ask for realtime scheduling: root, or an RLIMIT_RTPRIO above 0
+    (the limit the jackd2 package gives the audio group)."""
+    try:
+        import resource
+
+        return os.geteuid() == 0 or resource.getrlimit(resource.RLIMIT_RTPRIO)[0] != 0
+    except (ImportError, AttributeError, OSError, ValueError):     # (not a Unix with realtime limits)
+        return False
+
+
+def start_jack_dummy(server: str | None = None, wait_s: float = 10.0, realtime: bool | None = None) -> subprocess.Popen:
+    """Start `jackd -d dummy` (no sound hardware needed) and wait until it answers; with
+    realtime scheduling where this process may ask for it (`realtime` None) and jackd takes it,
+    else without."""
     if shutil.which("jackd") is None:
         raise PortError("no ALSA sequencer and no jackd here: install jackd2 (apt-get install jackd2)")
-    cmd = ["jackd"] + (["-n", server] if server else []) + JACK_DUMMY_ARGS
+    if realtime is None:
+        realtime = may_realtime()
+    if realtime:
+        try:
+            proc = _start_jackd(server, JACK_REALTIME_ARGS + JACK_DUMMY_ARGS[1:], wait_s)
+            proc.realtime = runs_realtime(proc.pid)     # (jackd goes on without it where refused)
+            return proc
+        except PortError as err:
+            log.warning("jackd with realtime scheduling did not start (%s): starting it without", err)
+    proc = _start_jackd(server, JACK_DUMMY_ARGS, wait_s)
+    proc.realtime = False
+    return proc
+
+
+def runs_realtime(pid: int) -> bool:
+    """Whether a thread of this process is scheduled realtime (SCHED_FIFO or SCHED_RR)."""
+    try:
+        return any(os.sched_getscheduler(int(tid)) in (os.SCHED_FIFO, os.SCHED_RR)
+                   for tid in os.listdir(f"/proc/{pid}/task"))
+    except (AttributeError, OSError):     # (a thread that ended meanwhile; no /proc)
+        return False
+
+
+def _start_jackd(server: str | None, args: list[str], wait_s: float) -> subprocess.Popen:
+    cmd = ["jackd"] + (["-n", server] if server else []) + args
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:

@@ -490,6 +490,56 @@ def test_a_lost_jack_server_is_noticed_and_livegen_exits_for_a_restart(shift_mod
             leftover.unlink(missing_ok=True)
 
 
+def test_a_jack_server_livegen_starts_runs_realtime_where_this_user_may(shift_model, tmp_path):
+    """No JACK server runs under the name given: livegen starts one, with realtime scheduling
+    where this user may ask for it (root, or an RLIMIT_RTPRIO), so that the server's and
+    livegen's own process threads run before inference (a Stop's note-offs waited up to 13 ms
+    without it: benchmarks/README.md); it says which in its log, and stops the server at its
+    end."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    from livegen.ports import may_realtime, runs_realtime
+
+    name = f"lgrt-{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1")
+    log = tmp_path / "daemon.log"
+    daemon = jackd = None
+    try:
+        with open(log, "w") as out:
+            daemon = subprocess.Popen([sys.executable, "-m", "livegen", "run", "--client-name", "lgrtd", "--model",
+                                       str(shift_model)], stdout=out, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 20
+        while "running; Ctrl-C stops" not in log.read_text():
+            assert time.monotonic() < deadline and daemon.poll() is None, log.read_text()
+            time.sleep(0.1)
+        found = subprocess.run(["pgrep", "-f", f"jackd -n {name} "], capture_output=True, text=True).stdout.split()
+        assert len(found) == 1, found
+        jackd = int(found[0])
+        said = log.read_text()
+        expected = may_realtime()
+        assert runs_realtime(jackd) == expected and runs_realtime(daemon.pid) == expected, (expected, said)
+        assert ("jackd runs with realtime scheduling" in said) == expected, said
+        daemon.send_signal(15)
+        assert daemon.wait(10) == 0, log.read_text()
+        for _ in range(50):
+            if not Path(f"/proc/{jackd}").exists():
+                break
+            time.sleep(0.1)
+        assert not Path(f"/proc/{jackd}").exists(), "the server livegen started outlived it"
+        jackd = None
+    finally:
+        if daemon is not None and daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        if jackd is not None:
+            subprocess.run(["kill", "-9", str(jackd)])
+        for leftover in Path("/dev/shm").glob(f"jack*{name}*"):
+            leftover.unlink(missing_ok=True)
+
+
 def own_note_offs_missing(listener: Listener) -> set[tuple[int, int]]:
     """(channel, pitch) of notes heard with no note-off of their own after them (CC 123 does not count)."""
     on: set[tuple[int, int]] = set()
