@@ -444,8 +444,8 @@ JACK_DUMMY_ARGS = ["--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"]
 # With realtime scheduling the server's and every client's process thread run before any
 # other thread: a model's inference on the same cores no longer holds up a cycle. Without it,
 # a MIDI Stop's note-offs waited up to 13 ms after livegen had sent them (JACK cycles of 2.67
-# ms, the continue model decoding); with it, never more than one cycle (2.8 ms) in the same
-# events: `benchmarks/reliability.py --realtime`, benchmarks/README.md.
+# ms, the continue model decoding); with it, at most 5.4 ms from the Stop's arrival over 1,000
+# stop events: `benchmarks/reliability.py --realtime`, benchmarks/README.md.
 JACK_REALTIME_ARGS = ["-R", "-P", "70"]
 
 
