@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from livegen.config import Settings  # noqa: E402
 from livegen.models import Model  # noqa: E402
 from livegen.offline import VirtualRun  # noqa: E402
-from livegen.ports import JACK_DUMMY_ARGS  # noqa: E402
+from livegen.ports import JACK_DUMMY_ARGS, jack_dummy_args  # noqa: E402
 from tests.virtual import MELODY  # noqa: E402
 
 WAYS = [("loop", "accompany"), ("loop", "edit"), ("respond", "continue"), ("respond", "edit"),
@@ -228,9 +228,7 @@ def start_jack() -> subprocess.Popen:
     os.environ["JACK_NO_START_SERVER"] = "1"
     log_path = f"/tmp/{name}.log"
     with open(log_path, "w") as log:
-        args = [a for a in JACK_DUMMY_ARGS[:-1] if not (REALTIME and a == "--no-realtime")]
-        realtime = ["-R", "-P", "70"] if REALTIME else []
-        proc = subprocess.Popen(["jackd", "-n", name, *realtime, *args, str(PERIOD)],
+        proc = subprocess.Popen(["jackd", "-n", name, *jack_dummy_args(REALTIME, PERIOD)],
                                 stdout=log, stderr=subprocess.STDOUT)
     proc.log_path = log_path
     for _ in range(150):

@@ -449,6 +449,12 @@ JACK_DUMMY_ARGS = ["--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"]
 JACK_REALTIME_ARGS = ["-R", "-P", "70"]
 
 
+def jack_dummy_args(realtime: bool = False, period: int | None = None) -> list[str]:
+    """jackd's arguments after `-n NAME`: JACK_DUMMY_ARGS, realtime or not, at `period` frames."""
+    args = JACK_DUMMY_ARGS[:-1] + [str(period) if period else JACK_DUMMY_ARGS[-1]]
+    return JACK_REALTIME_ARGS + [a for a in args if a != "--no-realtime"] if realtime else args
+
+
 def may_realtime() -> bool:
     """Whether this process may ask for realtime scheduling: root, or an RLIMIT_RTPRIO above 0
     (the limit the jackd2 package gives the audio group)."""
@@ -470,12 +476,12 @@ def start_jack_dummy(server: str | None = None, wait_s: float = 10.0, realtime: 
         realtime = may_realtime()
     if realtime:
         try:
-            proc = _start_jackd(server, JACK_REALTIME_ARGS + JACK_DUMMY_ARGS[1:], wait_s)
+            proc = _start_jackd(server, jack_dummy_args(realtime=True), wait_s)
             proc.realtime = runs_realtime(proc.pid)     # (jackd goes on without it where refused)
             return proc
         except PortError as err:
             log.warning("jackd with realtime scheduling did not start (%s): starting it without", err)
-    proc = _start_jackd(server, JACK_DUMMY_ARGS, wait_s)
+    proc = _start_jackd(server, jack_dummy_args(), wait_s)
     proc.realtime = False
     return proc
 

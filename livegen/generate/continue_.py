@@ -122,8 +122,12 @@ def banned(step: list[int], before: list[int] | None, rest: int) -> list[int]:
     must not take: above the soprano (the player's tune stays on top), or moving in parallel
     fifths or octaves (unisons too) with a voice above it from the step `before` (all four
     voices), as Bach's voices do not."""
-    above = set(range(step[0] + 1, rest)) if step[0] != rest else set()
-    return sorted(above | parallels(step, before, rest))
+    return sorted(above_tune(step, rest) | parallels(step, before, rest))
+
+
+def above_tune(step: list[int], rest: int) -> set[int]:
+    """The tokens above the soprano of `step` (the player's tune stays on top)."""
+    return set(range(step[0] + 1, rest)) if step[0] != rest else set()
 
 
 def parallels(step: list[int], before: list[int] | None, rest: int) -> set[int]:
@@ -410,7 +414,7 @@ class Harmoniser(Placement):
         if info.parallels_banned:
             out = banned(step, self.before, rest)
         else:
-            out = banned(step, None, rest)
+            out = sorted(above_tune(step, rest))
             moves = parallels(step, self.before, rest)
             if moves:
                 charge = np.zeros(rest + 1)
