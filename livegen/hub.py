@@ -81,8 +81,7 @@ class Hub:
         self.linked: set[str] = set()
         self.unlinked = False          # a connection was removed: the next one made gets the missed note-offs
         self.unlinked_at = 0.0
-        self.resend_at: float | None = None   # they were sent: send them once more at this time
-        self.resends = 0                      # (LinkWatch's output: how many times more)
+        self.link_lock = threading.Lock()     # (the link watch's look and libjack's notification thread)
         self.link_watch: LinkWatch | None = None
         self.checked = time.perf_counter()
         self.clock = time.perf_counter        # (the output's connections' looks; a test's own clock)
@@ -234,9 +233,6 @@ class Hub:
         if self.auto:
             self.discover(ins)
         if self.out_spec != "virtual":
-            if self.resend_at is not None:          # (the note-offs once more, a look later)
-                scheduler.relinked()
-                self.resend_at = None
             if self.out is not None and self.out_name not in outs and not self.out_lost:
                 log.warning("output %s is gone: silencing, waiting for it to come back", self.out_name)
                 scheduler.unlinked(since=self.out_seen)
@@ -244,8 +240,7 @@ class Hub:
             elif self.out_lost and self.out_name in outs:
                 self.quiet(self._reopen_output)
                 self.out_lost = False
-                scheduler.relinked(again=True)
-                self.resend_at = time.perf_counter()
+                scheduler.relinked()
                 log.info("output %s is back: sent the note-offs it missed", self.out_name)
             if not self.out_lost:
                 self.out_seen = time.perf_counter()
@@ -282,39 +277,39 @@ class Hub:
     def look_at_links(self, scheduler) -> None:
         """A connection removed (a cable, a DAW's routing): the notes sounding are ended; when a
         connection is made again, it gets the note-offs it missed (if `connection_coming` has not
-        sent them already), and again every few ms (RESEND_S)."""
+        sent them already)."""
         now = self.clock()
+        # (libjack makes this wait 1.1 JACK cycles while a connection change is pending)
         found = self.links.connections(self.out_name)
-        if found is not None:
-            linked = set(found)
-            gone, made = self.linked - linked, linked - self.linked
-            if gone:
-                log.warning("output %s: disconnected from %s: ending the notes sounding", self.out_name,
-                            ", ".join(sorted(gone)))
-                scheduler.unlinked(since=self.checked)
-                self.unlinked, self.unlinked_at = True, now
-            if self.resend_at is not None and now >= self.resend_at:
-                self.resends -= 1
-                scheduler.relinked(again=self.resends > 0, echo=False)
-                self.resend_at = now + LinkWatch.RESEND_S if self.resends > 0 else None
-            if made and self.unlinked:
-                self._send_missed(scheduler, now, "to " + ", ".join(sorted(made)))
-            elif self.unlinked and not linked:
-                scheduler.presend()     # (no one hears them until a connection is made)
-            self.linked = linked
-        self.checked = now
+        with self.link_lock:
+            if found is not None:
+                linked = set(found)
+                gone, made = self.linked - linked, linked - self.linked
+                if gone:
+                    log.warning("output %s: disconnected from %s: ending the notes sounding", self.out_name,
+                                ", ".join(sorted(gone)))
+                    scheduler.unlinked(since=self.checked)
+                    self.unlinked, self.unlinked_at = True, now
+                if made and self.unlinked:
+                    self._send_missed(scheduler, "to " + ", ".join(sorted(made)))
+                elif self.unlinked and not linked:
+                    scheduler.presend()     # (no one hears them until a connection is made)
+                self.linked = linked
+            self.checked = now
 
     def connection_coming(self, scheduler) -> None:
-        """libjack says a connection of our output is being made (LinkWatch): it carries
-        messages from the next JACK cycle, before a look can see it, so the note-offs missed
-        go now (and again every RESEND_S), as `look_at_links` sends them on seeing it."""
-        if self.unlinked:
-            self._send_missed(scheduler, self.clock(), "again")
+        """libjack says a connection of our output is being made (`LinkWatch`, on libjack's
+        notification thread): it carries messages from the next JACK cycle, before a look can
+        see it, so the note-offs missed go now, as `look_at_links` sends them on seeing it."""
+        with self.link_lock:
+            if self.unlinked:
+                self._send_missed(scheduler, "again")
 
-    def _send_missed(self, scheduler, now: float, to: str) -> None:
-        """A connection is back: the note-offs it missed, now and RESENDS times more."""
-        scheduler.relinked(again=True)
-        self.unlinked, self.resend_at, self.resends = False, now + LinkWatch.RESEND_S, LinkWatch.RESENDS
+    def _send_missed(self, scheduler, to: str) -> None:
+        """A connection is back: the note-offs it missed (now, and a few times more from the
+        scheduler's thread: `Scheduler.relinked`); under the link lock."""
+        scheduler.relinked()
+        self.unlinked = False
         log.info("output %s: connected %s: sent the note-offs missed", self.out_name, to)
 
     def stop_watching_links(self, server_alive: bool = True) -> None:
@@ -462,54 +457,54 @@ class SelfCheck:
 
 
 class LinkWatch(threading.Thread):
-    """Looks at our virtual output's connections (JACK): at once when libjack says a connection
-    was made or removed (`JackLinks.on_change`: before the first cycle that carries it, so a
-    synth plugged back in while another connection stays gets the note-offs it missed in that
-    cycle), every LOOK_S, and every FAST_S from a removal until the connection is made again
-    (FAST_FOR_S at most: the look that sends the missed note-offs into nothing, `presend`;
-    64 ms p50 when the session's main loop looked every 0.1 s). A look reads the server's
-    shared memory: 7 us; the thread takes 4.8 % of a core while it looks every 2 ms, 0.35 %
-    every 50 ms (2-core machine of benchmarks/README.md)."""
+    """Looks at our virtual output's connections (JACK) every LOOK_S, and every FAST_S from a
+    removal until the connection is made again (FAST_FOR_S at most: the look that sends the
+    missed note-offs into nothing, `presend`; 64 ms p50 when the session's main loop looked
+    every 0.1 s), and at once when libjack says a connection was made or removed
+    (`JackLinks.on_change`). A connection of ours being made gets its missed note-offs from
+    libjack's notification thread itself (`Hub.connection_coming`), before the first cycle
+    that carries it: a look then would wait in libjack for that cycle (1.1 cycles, 5.9 ms at
+    -p 256). A look reads the server's shared memory: 7 us; the thread takes 4.8 % of a core
+    while it looks every 2 ms, 0.35 % every 50 ms (2-core machine of benchmarks/README.md)."""
 
     LOOK_S, FAST_S, FAST_FOR_S = 0.05, 0.002, 60.0
-    # JACK loses what is sent before the cycle in which a connection is made, and libjack says
-    # so 2-3 ms before that cycle: the missed note-offs go out again every RESEND_S, RESENDS
-    # times (into the connections that stayed too: a handful of note-offs for keys not sounding)
-    RESEND_S, RESENDS = 0.003, 4
 
     def __init__(self, hub: Hub, scheduler):
         super().__init__(name="livegen-links", daemon=True)
         self.hub, self.scheduler = hub, scheduler
         self.halt = threading.Event()
         self.wake = threading.Event()      # (set by libjack's notification thread, and by `stop`)
-        self.coming = False                # libjack said a connection of our output is being made
+        self.said = False                  # a failed look or notification was logged
         self.told = hub.links.on_change(self._told, hub.out_name)
         if not self.told:
             log.info("libjack does not say when a connection changes: looking every %g s", self.LOOK_S)
 
     def _told(self, ours: str | None, made: bool) -> None:
         """libjack's notification thread: a connection changed somewhere on the server."""
-        if ours and made:
-            self.coming = True
+        try:
+            if ours and made and not self.halt.is_set():
+                self.hub.connection_coming(self.scheduler)
+        except Exception as err:    # (never into libjack: looked at again by the thread)
+            self._failed(err)
         self.wake.set()
 
+    def _failed(self, err: Exception) -> None:
+        if not self.said:
+            log.warning("cannot look at the output's connections: %s", err)
+        self.said = True
+
     def run(self) -> None:
-        hub, said = self.hub, False
+        hub = self.hub
         while not self.halt.is_set():
-            self.wake.wait(self.FAST_S if hub.resend_at is not None or hub.unlinked and
-                           hub.clock() - hub.unlinked_at < self.FAST_FOR_S else self.LOOK_S)
+            self.wake.wait(self.FAST_S if hub.unlinked and hub.clock() - hub.unlinked_at < self.FAST_FOR_S
+                           else self.LOOK_S)
             self.wake.clear()
             if self.halt.is_set():
                 break
             try:
-                if self.coming:
-                    self.coming = False
-                    hub.connection_coming(self.scheduler)
                 hub.look_at_links(self.scheduler)
             except Exception as err:    # (never the end of the music: said once, looked at again)
-                if not said:
-                    log.warning("cannot look at the output's connections: %s", err)
-                said = True
+                self._failed(err)
 
     def stop(self) -> None:
         self.halt.set()

@@ -135,18 +135,25 @@ class OffsAgain:
     JACK graph, or a synth busy for a moment, must not leave a note sounding: 1 note in 150
     stop events of `benchmarks/reliability.py` hung so, its note-off heard by neither
     listener), except where the same key has been struck since; and those a removed
-    connection missed, when it is made again (`Scheduler.unlinked`, `relinked`). The
-    scheduler's thread and lock."""
+    connection missed, when it is made again (`Scheduler.unlinked`, `relinked`): at once and
+    RESENDS times more, every RESEND_S. The scheduler's thread and lock."""
+
+    # JACK loses what is sent before the cycle in which a connection is made, and libjack says
+    # so 2-3 ms before that cycle: the missed note-offs go out again every RESEND_S, RESENDS
+    # times (into the connections that stayed too: a handful of note-offs for keys not sounding)
+    RESEND_S, RESENDS = 0.003, 4
 
     def __init__(self):
         self.recent: deque = deque(maxlen=4096)      # (time, channel, pitch) of the note-offs sent
         self.missed: set[tuple[int, int]] = set()    # those a removed connection missed
         self.echo: deque = deque()                   # (when, note-off) to send once more
+        self.rounds: deque = deque()                 # when the missed ones go again (`relinked`)
         self.quiet: list[list[int]] = []             # missed ones sent to no connection (`presend`)
 
     @property
     def echo_at(self) -> float | None:
-        return self.echo[0][0] if self.echo else None
+        due = [self.echo[0][0]] if self.echo else []
+        return min(due + list(self.rounds)[:1], default=None)
 
     def sent_since(self, since: float) -> set[tuple[int, int]]:
         return {(ch, pitch) for t, ch, pitch in self.recent if t >= since}
@@ -156,11 +163,19 @@ class OffsAgain:
         self.echo.append((now + ECHO_S, msg))
 
     def echo_due(self, now: float, sounding) -> list[list[int]]:
+        """The note-offs due once more by `now`: echoes, then a round of the missed ones (the
+        last round only for keys not sounding, and it forgets them)."""
         out = []
         while self.echo and self.echo[0][0] <= now:
             msg = self.echo.popleft()[1]
             if (msg[0] & 0x0F, msg[1]) not in sounding:
                 out.append(msg)
+        while self.rounds and self.rounds[0] <= now:
+            self.rounds.popleft()
+            last = not self.rounds
+            out += [[NOTE_OFF | ch, p, 0] for ch, p in sorted(self.missed) if not (last and (ch, p) in sounding)]
+            if last:
+                self.missed = set()
         return out
 
 
@@ -189,24 +204,25 @@ class Amends:
     def unlinked(self, since: float) -> None:
         """A connection of the output was removed, at `since` at the earliest: the port on the
         other end missed the note-offs sent since, and will miss those of the notes sounding.
-        They are ended now (panic) and kept for `relinked`."""
+        They are ended now (panic) and kept for `relinked` (rounds still due for an earlier
+        return are dropped: they would forget these)."""
         with self._cond:
             self.offs.missed |= set(self.ledger.sounding) | self.offs.sent_since(since)
+            self.offs.rounds.clear()
         self.panic(clear=False)     # (the music goes on for the connections that remain)
 
-    def relinked(self, again: bool = False, echo: bool = True) -> None:
+    def relinked(self) -> None:
         """A connection was made again: the note-offs it missed (a synth there would hold
         those notes until the same key came again), also for a key struck again meanwhile (the
         synth missed that note-on and would hold the old note until the new one ends: up to
-        0.74 s in `reliability.py`'s follow runs). With `again` they are kept to be sent once
-        more, then for keys not sounding: JACK can lose what is sent as a connection is made.
-        Without `echo`, not sent once more ECHO_S later (`OffsAgain`): the hub's own repeats."""
+        0.74 s in `reliability.py`'s follow runs); now, and from this thread RESENDS times more
+        every RESEND_S (`OffsAgain`), the last time only for keys not sounding: JACK can lose
+        what is sent as a connection is made. Safe from any thread."""
         with self._cond:
             for ch, pitch in sorted(self.offs.missed):
-                if again or (ch, pitch) not in self.ledger.sounding:
-                    self._now.append((None, [NOTE_OFF | ch, pitch, 0], None, echo))
-            if not again:
-                self.offs.missed = set()
+                self._now.append((None, [NOTE_OFF | ch, pitch, 0], None, True))
+            now = self.now()
+            self.offs.rounds = deque(now + k * OffsAgain.RESEND_S for k in range(1, OffsAgain.RESENDS + 1))
             self._cond.notify()
 
     def presend(self) -> None:
