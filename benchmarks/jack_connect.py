@@ -55,7 +55,7 @@ def run(rounds: int, period: int) -> dict:
             time.sleep(0.3)
             with lock:
                 heard.clear()
-            at = patchbay.connect(source, dest)
+            at, _ = patchbay.connect(source, dest)
             time.sleep(0.1)
             with lock:
                 first = [t for t in heard if t >= at]

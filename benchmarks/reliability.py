@@ -408,19 +408,23 @@ class Patchbay:
         for name in ("jack_connect", "jack_disconnect"):
             getattr(self.links.jack, name).argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
 
-    def connect(self, source: str, dest: str) -> float:
-        """The time the request left (the connection is made within it, some ms)."""
+    def connect(self, source: str, dest: str) -> tuple[float, float]:
+        """The time the request left and the time the server answered (the connection is made
+        in between, some ms)."""
         at = time.perf_counter()
         assert self.links.jack.jack_connect(self.links.client, source.encode(), dest.encode()) == 0
-        return at
+        return at, time.perf_counter()
 
     def disconnect(self, source: str, dest: str) -> None:
         assert self.links.jack.jack_disconnect(self.links.client, source.encode(), dest.encode()) == 0
 
 
 def since_arrival(ms) -> dict:
-    """p50 / p99 / max of the last note-off heard after a Stop, timed from the Stop's arrival
-    at livegen's input (an ear on the player's port) rather than from the player's send."""
+    """p50 / p99 / max of the last note-off heard after an event, timed from its arrival rather
+    than from its start: a Stop at livegen's input (an ear on the player's port) rather than
+    the player's send; a connection made again at the JACK server's answer to the request
+    (the call's return: a busy server's request thread took up to 96 ms to make or answer
+    it, 2026-12-05) rather than the call."""
     a = np.asarray(ms)
     return {"from_arrival_p50_ms": round(float(np.percentile(a, 50)), 1),
             "from_arrival_p99_ms": round(float(np.percentile(a, 99)), 1),
@@ -435,7 +439,7 @@ def stops(count: int, seed: int, bpm: float = BPM, events=STOP_EVENTS, ways=WAYS
     jack = start_jack()
     rng = random.Random(seed)
     latencies: dict[tuple[str, str], list[float]] = {}
-    arrived: dict[tuple[str, str], list[float]] = {}    # Stop: from its arrival at livegen's input
+    arrived: dict[tuple[str, str], list[float]] = {}    # from the event's arrival (`since_arrival`)
     left: dict[tuple[str, str], int] = {}
     counts: dict[tuple[str, str], int] = {}
     control = f"ipc:///tmp/lgrel-{os.getpid()}"
@@ -489,6 +493,7 @@ def stops(count: int, seed: int, bpm: float = BPM, events=STOP_EVENTS, ways=WAYS
                     # (a note left on at an earlier event is not counted again at this one)
                     before = {k: t for k, t in sounding(listener.messages()).items() if (k, t) not in counted}
                     at = time.perf_counter()   # (the event itself; the silence is timed from here)
+                    came = None                # (when it arrived: `since_arrival`)
                     if kind == "stop":
                         at = master.send([[0xFC]])
                     elif kind == "panic":
@@ -502,12 +507,12 @@ def stops(count: int, seed: int, bpm: float = BPM, events=STOP_EVENTS, ways=WAYS
                     elif kind == "disconnect":  # the synth misses what is sent: timed from its return
                         patchbay.disconnect(d.out_port, "lgrel-listener:in")
                         time.sleep(0.4)
-                        at = patchbay.connect(d.out_port, "lgrel-listener:in")
+                        at, came = patchbay.connect(d.out_port, "lgrel-listener:in")
                     elif kind == "unplug":      # no connection left at all, then the listener back
                         patchbay.disconnect(d.out_port, "lgrel-listener:in")
                         patchbay.disconnect(d.out_port, "lgrel-witness:in")
                         time.sleep(0.4)
-                        at = patchbay.connect(d.out_port, "lgrel-listener:in")
+                        at, came = patchbay.connect(d.out_port, "lgrel-listener:in")
                         time.sleep(0.05)
                         patchbay.connect(d.out_port, "lgrel-witness:in")
                     else:
@@ -533,9 +538,10 @@ def stops(count: int, seed: int, bpm: float = BPM, events=STOP_EVENTS, ways=WAYS
                             sent_witness.append((d.record, note, ons, why))
                     if ends and kind != "switch":    # (a switch ends the voices at its boundary, by design)
                         latencies.setdefault(key, []).append(max(ends) * 1000)
-                        came = [t for t, m in inlet.messages() if kind == "stop" and t >= at - 0.001 and m == [0xFC]]
-                        if came:
-                            arrived.setdefault(key, []).append((max(ends) + at - came[0]) * 1000)
+                        if kind == "stop":
+                            came = next((t for t, m in inlet.messages() if t >= at - 0.001 and m == [0xFC]), None)
+                        if came is not None:
+                            arrived.setdefault(key, []).append((max(ends) + at - came) * 1000)
                         if os.environ.get("LGREL_DEBUG"):     # each note-off heard, ms
                             print(kind, [round(e * 1000, 1) for e in sorted(ends)], file=sys.stderr)
                     left[key] = left.get(key, 0) + len(unended)
