@@ -37,6 +37,15 @@ def wait_for_ports(names: list[str], timeout: float = 20.0) -> None:
         probe_out.delete()
 
 
+def wait_for(predicate, timeout: float, what: str) -> None:
+    """Until `predicate()` holds; an AssertionError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
 def all_but_one_cycle(got: list, want: list) -> bool:
     """`got` is `want` (lists of (channel, pitch, step)), or `want` less the notes of one step.
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from livegen.ports import JACK_DUMMY_ARGS
+from tests.jackmidi import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAY = r"""
@@ -26,14 +27,6 @@ for pitch in (67, 69, 71, 72):
     o.send_message([0x90, pitch, 90]); time.sleep(0.375); o.send_message([0x80, pitch, 0]); time.sleep(0.125)
 o.close_port(); o.delete()
 """
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 # the daemon opens its input, the connections' client, the input's guard, then its output: the
