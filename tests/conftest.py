@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from livegen.ports import JACK_DUMMY_ARGS
+from tests.jackmidi import stop_jackd
 from tests import tinymodels
 from tests.jackmidi import Daemon
 
@@ -43,8 +44,7 @@ def jack_server():
         time.sleep(0.1)
     time.sleep(1.0)   # let the new server settle before the first clients connect
     yield name
-    proc.terminate()
-    proc.wait(10)
+    stop_jackd(proc)
     log.close()
     if old is None:
         os.environ.pop("JACK_DEFAULT_SERVER", None)

@@ -46,6 +46,17 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def stop_jackd(proc) -> None:
+    """A test's jackd ended: SIGTERM, and SIGKILL if it is still there after 30 s (a loaded
+    machine once kept one over 10 s; a killed server leaves its entry in /dev/shm)."""
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 def all_but_one_cycle(got: list, want: list) -> bool:
     """`got` is `want` (lists of (channel, pitch, step)), or `want` less the notes of one step.
 

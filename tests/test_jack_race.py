@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from livegen.ports import JACK_DUMMY_ARGS
-from tests.jackmidi import wait_for
+from tests.jackmidi import stop_jackd, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAY = r"""
@@ -76,5 +76,4 @@ def test_a_jack_client_the_server_never_runs_is_found_and_opened_again(which, be
                     proc.wait(10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-        jackd.terminate()
-        jackd.wait(10)
+        stop_jackd(jackd)
