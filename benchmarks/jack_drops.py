@@ -1,16 +1,18 @@
 """Does the JACK dummy server lose MIDI events between two clients? No livegen here: only
-python-rtmidi and jackd.
+python-rtmidi and jackd (livegen's `jack_dummy_args` makes jackd's arguments).
 
     python benchmarks/jack_drops.py [--bursts 300] [--burst 9] [--gap-ms 50] [--busy 0 2]
-                                    [--period 64 256] [--second 0 1]
+                                    [--period 64 256] [--second 0 1] [--realtime]
 
 Starts `jackd -d dummy` (as the tests do), a python-rtmidi output and a python-rtmidi input
 connected to it, and sends bursts of messages in one go (a burst of 9 is what livegen's panic
 sends for three voices: three note-offs, then CC 123 and CC 120 on three channels), each burst
 numbered in its data bytes so every message lost is known. `--busy N` runs N busy processes
 beside it (the test suite's own daemon, player and listener keep a 2-core machine busy).
-`--period` sets jackd's frames per cycle; `--second 1` connects a second source to the same
-input (livegen's sysex guard), which then makes JACK mix two sources each cycle.
+`--period` sets jackd's frames per cycle; `--realtime` runs it as livegen starts its own where
+the user may (`jackd -R -P 70`: the server's and the clients' process threads SCHED_FIFO);
+`--second 1` connects a second source to the same input (livegen's sysex guard), which then
+makes JACK mix two sources each cycle.
 Prints a table: messages sent and lost, bursts with a loss, and jackd's "not finished" lines.
 """
 from __future__ import annotations
@@ -23,6 +25,10 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from livegen.ports import jack_dummy_args  # noqa: E402
 
 
 def spin(stop_at: float) -> None:
@@ -30,11 +36,12 @@ def spin(stop_at: float) -> None:
         pass
 
 
-def start_jack(name: str, log_path: str, period: int = 64, settle: float = 1.0, append: bool = False) -> subprocess.Popen:
+def start_jack(name: str, log_path: str, period: int = 64, settle: float = 1.0, append: bool = False,
+               realtime: bool = False) -> subprocess.Popen:
     """A dummy server under `name` (made the clients' default), `settle` s after it first answers."""
     os.environ["JACK_DEFAULT_SERVER"] = name
     os.environ["JACK_NO_START_SERVER"] = "1"
-    proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", str(period)],
+    proc = subprocess.Popen(["jackd", "-n", name, *jack_dummy_args(realtime, period)],
                             stdout=open(log_path, "a" if append else "w"), stderr=subprocess.STDOUT)
     for _ in range(300):
         if subprocess.run(["jack_lsp"], capture_output=True).returncode == 0:
@@ -45,12 +52,13 @@ def start_jack(name: str, log_path: str, period: int = 64, settle: float = 1.0, 
     raise SystemExit("jackd did not start:\n" + open(log_path).read()[-2000:])
 
 
-def run(bursts: int, burst: int, gap_s: float, busy: int, period: int = 64, second: bool = False) -> dict:
+def run(bursts: int, burst: int, gap_s: float, busy: int, period: int = 64, second: bool = False,
+        realtime: bool = False) -> dict:
     import rtmidi
 
     name = f"lgdrops-{uuid.uuid4().hex[:6]}"
     log_path = f"/tmp/{name}.log"
-    jack = start_jack(name, log_path, period)
+    jack = start_jack(name, log_path, period, realtime=realtime)
     helpers = []
     try:
         listener = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, "drops-listener", queue_size_limit=8192)
@@ -115,11 +123,12 @@ def main() -> int:
     ap.add_argument("--period", type=int, nargs="*", default=[64], help="jackd -p: frames per cycle (48 kHz)")
     ap.add_argument("--second", type=int, nargs="*", default=[0],
                     help="1: a second source connected to the input too (livegen's sysex guard), sending F7 now and then")
+    ap.add_argument("--realtime", action="store_true", help="jackd -R -P 70, as livegen starts its own where it may")
     args = ap.parse_args()
     print(f"{'period':>6} {'second':>6} {'busy procs':>10} {'burst':>5} {'sent':>6} {'lost':>5} {'loss %':>7} {'bursts w/ loss':>15} "
           f"{'jackd not finished':>19}")
     for period, second, busy in itertools.product(args.period, args.second, args.busy):
-        r = run(args.bursts, args.burst, args.gap_ms / 1000, busy, period, bool(second))
+        r = run(args.bursts, args.burst, args.gap_ms / 1000, busy, period, bool(second), args.realtime)
         print(f"{period:>6} {second:>6} {busy:>10} {args.burst:>5} {r['sent']:>6} {r['lost']:>5} {100 * r['lost'] / r['sent']:>7.3f} "
               f"{r['bursts_with_loss']:>10} of {r['bursts']:<4d}{r['not_finished']:>19}", flush=True)
     return 0
