@@ -77,9 +77,10 @@ class LiveSession:
                 raise PortError("no JACK server is running; start one (jackd -d dummy) or drop --no-start-jack")
             log.info("no JACK server running: starting `jackd -d dummy`%s", f" named {server}" if server else "")
             self.jack = start_jack_dummy(server)
-            log.info("jackd runs %s", "with realtime scheduling" if self.jack.realtime else
+            log.info("jackd runs %s, %d frames a cycle (%.2f ms)", "with realtime scheduling" if self.jack.realtime else
                      "without realtime scheduling (not granted to this user): under load a stop's note-offs "
-                     "may wait some JACK cycles longer (README: realtime)")
+                     "may wait some JACK cycles longer (README: realtime)", self.jack.period,
+                     self.jack.period / 48)
         self.server = JackServerProbe(server)
 
     def open(self) -> None:
