@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from livegen.config import Settings  # noqa: E402
 from livegen.models import Model  # noqa: E402
 from livegen.offline import VirtualRun  # noqa: E402
-from livegen.ports import JACK_DUMMY_ARGS, jack_dummy_args  # noqa: E402
+from livegen.ports import JACK_DUMMY_PERIOD, jack_dummy_args  # noqa: E402
 from tests.virtual import MELODY  # noqa: E402
 
 WAYS = [("loop", "accompany"), ("loop", "edit"), ("respond", "continue"), ("respond", "edit"),
@@ -217,7 +217,7 @@ def requests(count: int, seed: int) -> list[dict]:
 
 # ---------------------------------------------------------------- over JACK: stops and restarts
 
-PERIOD = JACK_DUMMY_ARGS[-1]    # jackd's frames per cycle (--period)
+PERIOD = JACK_DUMMY_PERIOD    # jackd's frames per cycle (--period)
 REALTIME = False                # --realtime: jackd -R, its clients' process threads SCHED_FIFO
 
 

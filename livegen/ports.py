@@ -441,6 +441,7 @@ class JackServerProbe:
 # "client ... was not finished" lines and lost 2 of 900 bursts of MIDI in 30 s beside two busy
 # processes; with 256 frames: 3 lines, nothing lost: `benchmarks/jack_drops.py --period 64 256`).
 JACK_DUMMY_ARGS = ["--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"]
+JACK_DUMMY_PERIOD = int(JACK_DUMMY_ARGS[-1])
 # With realtime scheduling the server's and every client's process thread run before any
 # other thread: a model's inference on the same cores no longer holds up a cycle. Without it,
 # a MIDI Stop's note-offs waited up to 13 ms after livegen had sent them (JACK cycles of 2.67
@@ -458,7 +459,7 @@ JACK_REALTIME_PERIOD = 128
 def jack_dummy_args(realtime: bool = False, period: int | None = None) -> list[str]:
     """jackd's arguments after `-n NAME`: JACK_DUMMY_ARGS, realtime or not, at `period` frames
     (JACK_REALTIME_PERIOD realtime, else JACK_DUMMY_ARGS')."""
-    period = period or (JACK_REALTIME_PERIOD if realtime else int(JACK_DUMMY_ARGS[-1]))
+    period = period or (JACK_REALTIME_PERIOD if realtime else JACK_DUMMY_PERIOD)
     args = JACK_DUMMY_ARGS[:-1] + [str(period)]
     return JACK_REALTIME_ARGS + [a for a in args if a != "--no-realtime"] if realtime else args
 
@@ -484,12 +485,11 @@ def start_jack_dummy(server: str | None = None, wait_s: float = 10.0, realtime: 
         realtime = may_realtime()
     if realtime:
         try:
-            proc = _start_jackd(server, jack_dummy_args(realtime=True), wait_s)
+            proc = _start_jackd(server, True, wait_s)
         except PortError as err:
             log.warning("jackd with realtime scheduling did not start (%s): starting it without", err)
         else:
-            if runs_realtime(proc.pid):
-                proc.realtime, proc.period = True, JACK_REALTIME_PERIOD
+            if proc.realtime:
                 return proc
             # (jackd goes on without it where refused, as in a container without CAP_SYS_NICE:
             # then with the cycles that suit a server without it)
@@ -500,9 +500,7 @@ def start_jack_dummy(server: str | None = None, wait_s: float = 10.0, realtime: 
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    proc = _start_jackd(server, jack_dummy_args(), wait_s)
-    proc.realtime, proc.period = False, int(JACK_DUMMY_ARGS[-1])
-    return proc
+    return _start_jackd(server, False, wait_s)
 
 
 def runs_realtime(pid: int) -> bool:
@@ -514,14 +512,17 @@ def runs_realtime(pid: int) -> bool:
         return False
 
 
-def _start_jackd(server: str | None, args: list[str], wait_s: float) -> subprocess.Popen:
-    cmd = ["jackd"] + (["-n", server] if server else []) + args
+def _start_jackd(server: str | None, realtime: bool, wait_s: float) -> subprocess.Popen:
+    """jackd -d dummy, answering; `.realtime` (asked for and granted) and `.period` (frames) set."""
+    period = JACK_REALTIME_PERIOD if realtime else JACK_DUMMY_PERIOD
+    cmd = ["jackd"] + (["-n", server] if server else []) + jack_dummy_args(realtime, period)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise PortError(f"jackd exited at once (code {proc.returncode}); is another server of that name running?")
         if jack_server_running(server):
+            proc.realtime, proc.period = realtime and runs_realtime(proc.pid), period
             return proc
         time.sleep(0.1)
     proc.terminate()

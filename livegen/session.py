@@ -51,6 +51,7 @@ def settle_memory() -> int:
     gc.freeze()
     return gc.get_freeze_count()
 
+
 class LiveSession:
     """Ports + engine for `livegen run`; owns the JACK server it started, if any."""
 

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from livegen.ports import JACK_DUMMY_ARGS
-from tests.jackmidi import stop_jackd
 from tests import tinymodels
-from tests.jackmidi import Daemon
+from tests.jackmidi import Daemon, stop_jackd
 
 ROOT = Path(__file__).resolve().parent.parent
 JSB = ROOT.parent / "shared" / "data" / "jsb" / "Jsb16thSeparated.json"
