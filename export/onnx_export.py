@@ -23,7 +23,7 @@ from training.arcnn import ARCNN, ARCNNConfig
 from training.chordrnn import ChordRNN, ChordRNNConfig
 from training.gan import GANConfig, Generator
 from training.train import load_checkpoint
-from training.transformer import Ensemble, MusicTransformer, TransformerConfig
+from training.transformer import Ensemble, MusicTransformer, Transposed, TransformerConfig
 
 CONTRACT = "1"
 TOLERANCE = 1e-4   # largest absolute difference allowed between torch and ONNX Runtime
@@ -68,6 +68,14 @@ def build_model(ckpt: dict) -> tuple[nn.Module, dict]:
                      "livegen.vocab_size": str(c.vocab_size), "livegen.bos_id": str(c.bos_id),
                      "livegen.max_context": str(c.max_context),
                      "livegen.description": "decoder-only Transformer with rotary positions and a KV cache"})
+        if ckpt.get("calibration"):     # (`python -m training transposed`)
+            cal = ckpt["calibration"]
+            model = Transposed(model, list(cal["shifts"]), float(cal["temperature"]))
+            meta.update({"livegen.transpositions": ",".join(str(s) for s in model.shifts),
+                         "livegen.logit_temperature": f"{model.temperature:g}",
+                         "livegen.description": f"decoder-only Transformer with rotary positions and a KV cache, "
+                                                f"heard in {len(model.shifts)} keys at once (the mean of their "
+                                                f"next-token probabilities at temperature {model.temperature:g})"})
     elif kind == "harmonise":
         c = ChordRNNConfig(**cfg)
         model = ChordRNN(c)

@@ -24,7 +24,7 @@ from onnx import numpy_helper
 from training.arcnn import ARCNN, ARCNNConfig
 from training.gan import GANConfig, Generator
 from training.train import CHECKPOINT_SCHEMA, KINDS
-from training.transformer import MusicTransformer, TransformerConfig
+from training.transformer import MusicTransformer, Transposed, TransformerConfig
 
 MODEL_OF_KIND = {kind: model for model, kind in KINDS.items()}
 MODULE_OF_KIND = {"accompany": "generator", "edit": "arcnn", "continue": "transformer"}
@@ -61,9 +61,11 @@ def build(proto: onnx.ModelProto, named: dict[str, np.ndarray]) -> tuple[str, to
     pitch_count = int(meta["livegen.pitch_count"])
     if kind == "continue":
         past = next(i for i in proto.graph.input if i.name == "past").type.tensor_type.shape.dim
-        layers = len({n.split(".")[1] for n in named if re.fullmatch(r"blocks\.\d+\.ln1\.weight", n)})
-        cfg = {"pitch_count": pitch_count, "layers": layers, "heads": int(past[3].dim_value),
-               "d_model": int(named["tok.weight"].shape[1]), "max_context": int(meta["livegen.max_context"])}
+        prefix = "model." if "livegen.transpositions" in meta else ""
+        layers = len({n.split(".")[-3] for n in named if re.fullmatch(re.escape(prefix) + r"blocks\.\d+\.ln1\.weight", n)})
+        copies = len(transpositions(meta)[0]) if prefix else 1
+        cfg = {"pitch_count": pitch_count, "layers": layers, "heads": int(past[3].dim_value) // copies,
+               "d_model": int(named[prefix + "tok.weight"].shape[1]), "max_context": int(meta["livegen.max_context"])}
         return kind, MusicTransformer(TransformerConfig(**cfg)), cfg
     window = int(meta["livegen.window_steps"])
     if kind == "edit":
@@ -72,6 +74,16 @@ def build(proto: onnx.ModelProto, named: dict[str, np.ndarray]) -> tuple[str, to
     cfg = {"pitch_count": pitch_count, "window_steps": window, "z_dim": int(meta["livegen.z_dim"]),
            "tracks": len(meta["livegen.tracks"].split(",")), "width": _unet_shape(named, "gen.unet.")["width"]}
     return kind, Generator(GANConfig(**cfg)), cfg
+
+
+def transpositions(meta: dict) -> tuple[list[int], float]:
+    """A file made by `python -m training transposed`: its shifts and its logits' temperature."""
+    try:
+        return ([int(s) for s in meta["livegen.transpositions"].split(",")],
+                float(meta.get("livegen.logit_temperature", "1")))
+    except ValueError:
+        raise ReadBackError(f"livegen.transpositions {meta['livegen.transpositions']!r}: not semitones, "
+                            "comma-separated") from None
 
 
 def scope_of(node_name: str) -> str:
@@ -138,15 +150,18 @@ def checkpoint_from_onnx(path: str | Path, tolerance: float = 1e-4) -> dict:
         raise ReadBackError(f"{path}: not an ONNX file ({err})") from None
     named = initializers(proto)
     kind, module, cfg = build(proto, named)
-    prefix = "gen." if kind == "accompany" else ""
+    meta = {p.key: p.value for p in proto.metadata_props}
+    keys = transpositions(meta) if "livegen.transpositions" in meta else None
+    prefix = "gen." if kind == "accompany" else "model." if keys else ""
     module.load_state_dict(weights(proto, named, module, prefix))
     module.eval()
-    graph = _AccompanyGraph(module) if kind == "accompany" else module
-    diff = parity(graph, path, kind, module)
+    graph = _AccompanyGraph(module) if kind == "accompany" else Transposed(module, *keys).eval() if keys else module
+    diff = parity(graph, path, kind, graph if keys else module)
     if diff > tolerance:
         raise ReadBackError(f"{path}: the weights read back differ from the file by {diff:.2e} > {tolerance:.0e}")
     model = MODEL_OF_KIND[kind]
-    meta = {p.key: p.value for p in proto.metadata_props}
-    return {"schema": CHECKPOINT_SCHEMA, "kind": kind, "model": model, "config": cfg, "step": 0, "best_valid": float("inf"),
+    step = re.fullmatch(r"step (\d+)", meta.get("livegen.version", ""))     # (the training step it was exported at)
+    return {"schema": CHECKPOINT_SCHEMA, "kind": kind, "model": model, "config": cfg,
+            "step": int(step.group(1)) if step else 0, "best_valid": float("inf"),
             "history": [], "run": {"data": meta.get("livegen.training_data", "")},
             "modules": {MODULE_OF_KIND[kind]: module.state_dict()}, "read_back": {"file": str(path), "max_abs_diff": diff}}

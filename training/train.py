@@ -661,6 +661,10 @@ def main(argv: list[str] | None = None) -> int:
         from training.finetune import main as finetune
 
         return finetune(argv[1:])
+    if argv[:1] == ["transposed"]:
+        from training.transposed import main as transposed
+
+        return transposed(argv[1:])
     p = argparse.ArgumentParser(prog="python -m training", description="Train a livegen model on chorales.")
     p.add_argument("model", choices=sorted(TASKS), help="gan (accompany), arcnn (edit), transformer (continue) or chordrnn (harmonise: follow mode)")
     p.add_argument("--data", required=True, help="jsb:FILE.json, music21, midi:FOLDER, or a path")

@@ -69,14 +69,19 @@ class Block(nn.Module):
                                  nn.Linear(4 * cfg.d_model, cfg.d_model))
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, rot, past_kv, mask):
-        """x (B, T, C); past_kv (2, B, H, T_past, D) -> x, present (2, B, H, T_past + T, D)."""
+    def forward(self, x, rot, past_kv, mask, copies: int = 1):
+        """x (B, T, C); past_kv (2, B, H, T_past, D) -> x, present (2, B, H, T_past + T, D).
+        With `copies` (`Transposed`), x is (B * copies, T, C), a row's copies one after another,
+        and the caches are (2, B, copies * H, ...): the copies' heads side by side, so attention
+        runs on the cache as it is passed in."""
         b, t, c = x.shape
         h, d = self.cfg.heads, self.cfg.head_dim
         # unflatten/flatten with constant sizes only: no shape arithmetic in the exported graph
         q, k, v = self.qkv(self.ln1(x)).unflatten(-1, (3, h, d)).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
         q = rotary(q, *rot)
         k = rotary(k, *rot)
+        if copies > 1:      # (B * copies, H, T, D) -> (B, copies * H, T, D): the same memory
+            q, k, v = (z.unflatten(0, (-1, copies)).flatten(1, 2) for z in (q, k, v))
         k = torch.cat([past_kv[0], k], dim=2)                            # (B, H, T_past + T, D)
         v = torch.cat([past_kv[1], v], dim=2)
         if torch.onnx.is_in_onnx_export():
@@ -90,6 +95,8 @@ class Block(nn.Module):
             causal = k.shape[2] == t
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if causal else mask,
                                                dropout_p=p, is_causal=causal)
+        if copies > 1:
+            y = y.unflatten(1, (-1, h)).flatten(0, 1)
         y = y.transpose(1, 2).flatten(2)                                 # (B, T, C)
         x = x + self.drop(self.proj(y))
         x = x + self.drop(self.mlp(self.ln2(x)))
@@ -111,8 +118,9 @@ class MusicTransformer(nn.Module):
         c = self.cfg
         return torch.zeros(c.layers, 2, batch, c.heads, 0, c.head_dim, device=device)
 
-    def forward(self, input_ids: torch.Tensor, past: torch.Tensor | None = None):
-        """input_ids (B, T_new); past (L, 2, B, H, T_past, D) -> logits (B, T_new, V), present."""
+    def forward(self, input_ids: torch.Tensor, past: torch.Tensor | None = None, copies: int = 1):
+        """input_ids (B, T_new); past (L, 2, B, H, T_past, D) -> logits (B, T_new, V), present.
+        `copies`: see `Block.forward` (input_ids (B * copies, T_new), past (L, 2, B, copies * H, ...))."""
         b, t = input_ids.shape
         if past is None:
             past = self.empty_past(b, input_ids.device)
@@ -126,7 +134,7 @@ class MusicTransformer(nn.Module):
         rot = rotary_tables(positions, self.cfg.head_dim)
         presents = []
         for i, block in enumerate(self.blocks):
-            x, present = block(x, rot, past[i], mask)
+            x, present = block(x, rot, past[i], mask, copies)
             presents.append(present)
         logits = self.head(self.ln_f(x))
         return logits, torch.stack(presents)
@@ -178,3 +186,69 @@ def tokens_from_voices(voices: np.ndarray, pitch_low: int, pitch_count: int, bos
     ids[(voices < 0) | (ids < 0) | (ids >= pitch_count)] = pitch_count
     flat = ids.reshape(-1)
     return np.concatenate([[bos_id], flat]) if bos_id is not None else flat
+
+
+class Transposed(nn.Module):
+    """One Transformer heard in several keys at once, as one model of the same contract: the
+    tokens moved by each of `shifts` semitones (a pitch moved out of the window folded back
+    by an octave), the next-token log-probabilities of each copy moved back to the tokens'
+    own key (a pitch a copy cannot name gets nothing from it), divided by `temperature` and
+    averaged as probabilities. The copies run as one batch; `past`/`present` hold their caches
+    side by side on the heads axis (`Block.forward`'s `copies`), so the runtime's batch axis
+    stays its own and a cache is never copied to be rearranged.
+
+    A Transformer trained on transposed chorales is nearly, not exactly, the same model in
+    every key, and its errors differ from key to key: the mean is a cheap ensemble of one set
+    of weights. `temperature` (> 1 where the model is overconfident) is chosen on the valid
+    split (`training.calibrate`)."""
+
+    def __init__(self, model: MusicTransformer, shifts: list[int], temperature: float = 1.0):
+        super().__init__()
+        if not shifts or len(set(shifts)) != len(shifts) or any(abs(s) > 11 for s in shifts):
+            raise ValueError(f"transpositions {shifts}: distinct shifts of less than an octave, at least one")
+        if not temperature > 0:
+            raise ValueError(f"temperature {temperature}: above 0")
+        self.model, self.shifts, self.temperature = model, list(shifts), float(temperature)
+        base, k, p = model.cfg, len(shifts), model.cfg.pitch_count
+        self.cfg = TransformerConfig(pitch_count=p, layers=base.layers, heads=k * base.heads,
+                                     d_model=k * base.d_model, dropout=0.0, max_context=base.max_context)
+        vocab = torch.arange(base.vocab_size)
+        moved, back, fill = [], [], []
+        for s in shifts:
+            m = torch.where(vocab < p, vocab + s, vocab)
+            m = torch.where((vocab < p) & (m < 0), m + 12, m)
+            m = torch.where((vocab < p) & (m >= p), m - 12, m)
+            moved.append(m)
+            b = torch.where(vocab < p, vocab + s, vocab)
+            outside = (vocab < p) & ((b < 0) | (b >= p))
+            picks = F.one_hot(torch.where(outside, torch.zeros_like(b), b), base.vocab_size).float()  # (V, V)
+            back.append((picks * ~outside[:, None]).T)       # column t: the copy's logit for token t
+            fill.append(torch.where(outside, torch.tensor(-1e9), torch.tensor(0.0)))
+        self.register_buffer("moved", torch.stack(moved), persistent=False)     # (k, V): a token in each copy's key
+        self.register_buffer("back", torch.stack(back), persistent=False)       # (k, V, V): where a copy names a token
+        self.register_buffer("fill", torch.stack(fill), persistent=False)       # (k, V): -1e9 where it cannot
+
+    def empty_past(self, batch: int, device=None) -> torch.Tensor:
+        c = self.cfg
+        return torch.zeros(c.layers, 2, batch, c.heads, 0, c.head_dim, device=device)
+
+    def mapped(self, input_ids: torch.Tensor, past: torch.Tensor | None = None):
+        """Each copy's logits moved back to the tokens' own key, (B, k, T, V), and `present`."""
+        k = len(self.shifts)
+        if past is None:
+            past = self.empty_past(input_ids.shape[0], input_ids.device)
+        ids = self.moved[:, input_ids].transpose(0, 1).flatten(0, 1)                  # (B * k, T), row-major
+        logits, present = self.model(ids, past, copies=k)
+        logits = logits.unflatten(0, (-1, k))                                          # (B, k, T, V)
+        # each copy's logits moved back by a matrix of ones and zeros: no shapes to compute in the graph
+        return logits @ self.back[None] + self.fill[None, :, None, :], present
+
+    def forward(self, input_ids: torch.Tensor, past: torch.Tensor | None = None):
+        mapped, present = self.mapped(input_ids, past)
+        return mix(mapped, self.temperature), present
+
+
+def mix(mapped: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(..., k, T, V) logits of k copies -> (..., T, V) the log of their mean probabilities at `temperature`."""
+    logp = F.log_softmax(mapped / temperature, dim=-1)
+    return torch.logsumexp(logp, dim=-3) - math.log(mapped.shape[-3])
