@@ -120,6 +120,9 @@ def example_inputs(model: nn.Module, kind: str, batch: int = 2, t_past: int = 5,
 def build_ensemble(ckpts: list[dict]) -> tuple[Ensemble, dict]:
     """One `continue` model from several Transformer checkpoints (`Ensemble`); its metadata
     names the members' steps and `livegen.ensemble` their number."""
+    if any(c.get("calibration") for c in ckpts):
+        raise ExportError("a Transformer heard in several keys (python -m training transposed) is not an ensemble's "
+                          "member: give the checkpoints it was made from")
     built = [build_model(c) for c in ckpts]
     kinds = {meta["livegen.kind"] for _, meta in built}
     if kinds != {"continue"}:

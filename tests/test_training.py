@@ -163,6 +163,94 @@ def test_an_ensemble_of_transformers_plays_as_one_continue_model(tmp_path, jsb_p
     assert r.returncode == 2 and "continue checkpoints only, not continue, edit" in r.stderr
 
 
+def test_a_transformer_heard_in_several_keys_plays_as_one_continue_model(tmp_path, jsb_path):
+    """`python -m training transposed CKPT --shifts ...` chooses the logits' temperature on the
+    valid split (the best of its table) and the exporter makes one contract file of it: its
+    next-token probabilities are the mean of the copies' (each run on the tokens moved, its
+    logits moved back) at that temperature, token by token through the cache as in one pass;
+    the runtime renders with it, a fine-tune reads back the one set of weights, and shifts
+    without 0 or not numbers are refused by name."""
+    import mido
+    from export.onnx_export import export
+    from livegen.models import Model
+    from training.from_onnx import checkpoint_from_onnx
+
+    run_steps("transformer", tmp_path, jsb_path, 3)
+    best = tmp_path / "transformer" / "best.pt"
+    r = subprocess.run([sys.executable, "-m", "training", "transposed", str(best), "--data", str(jsb_path),
+                        "--shifts=-1,0,2", "--limit", "4", "--out", str(tmp_path / "keys.pt")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [re.match(r"\| (\d\.\d\d)( \*\*\(chosen\)\*\*)? \| (\d\.\d+) \| (\d\.\d+) \|", line)
+            for line in r.stdout.splitlines()]
+    rows = [m for m in rows if m]
+    chosen = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(rows) == 17 and [m.group(1) for m in rows if m.group(2)] == [f"{chosen['temperature']:.2f}"]
+    assert chosen["valid_nll"] == pytest.approx(min(float(m.group(3)) for m in rows), abs=1e-4)
+    report = export(tmp_path / "keys.pt", tmp_path / "keys.onnx")
+    assert report["max_abs_diff"] < 1e-4 and report["cache_max_abs_diff"] < 1e-4
+    keys, alone = Model(str(tmp_path / "keys.onnx")), Model(str(export(best, tmp_path / "one.onnx")["file"]))
+    assert keys.info.meta["livegen.transpositions"] == "-1,0,2" and keys.info.past_shape == (1, 2, 6, 16)
+    p, v = keys.info.pitch_count, keys.info.vocab_size
+    ids = np.array([[keys.info.bos_id, 0, 9, 12, 44, 45, p, 7]], np.int64)
+
+    def logits(model, tokens):
+        layers, two, heads, head_dim = model.info.past_shape
+        return model.run({"input_ids": tokens, "past": np.zeros((layers, two, 1, heads, 0, head_dim), np.float32)})["logits"][0]
+
+    want = np.zeros((ids.shape[1], v))
+    for s in (-1, 0, 2):
+        moved = np.where(ids < p, ids + s, ids)
+        moved = np.where((ids < p) & (moved < 0), moved + 12, np.where((ids < p) & (moved >= p), moved - 12, moved))
+        z = logits(alone, moved) / chosen["temperature"]
+        back = np.full((ids.shape[1], v), -np.inf)
+        back[:, p:] = z[:, p:]                                   # rest and BOS stay where they are
+        lo, hi = max(0, -s), min(p, p - s)                       # pitch j is the copy's j + s
+        back[:, lo:hi] = z[:, lo + s:hi + s]
+        e = np.exp(back - back.max(-1, keepdims=True))
+        want += e / e.sum(-1, keepdims=True) / 3
+    assert np.abs(np.exp(logits(keys, ids)) - want).max() < 1e-5
+    song = mido.MidiFile(ticks_per_beat=480)
+    song.tracks.append(mido.MidiTrack([mido.Message("note_on", note=n, velocity=90, time=0 if i == 0 else 240)
+                                       for i, n in enumerate([67, 69, 71, 72] * 4)]
+                                      + [mido.Message("note_off", note=72, time=240)]))
+    song.save(tmp_path / "in.mid")
+    r = subprocess.run([sys.executable, "-m", "livegen", "render", str(tmp_path / "in.mid"), str(tmp_path / "out.mid"),
+                        "--model", str(tmp_path / "keys.onnx"), "--mode", "respond"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    played = [m for t in mido.MidiFile(tmp_path / "out.mid").tracks for m in t if m.type == "note_on" and m.velocity]
+    assert len(played) > 16        # the player's notes and the answer
+    back = checkpoint_from_onnx(tmp_path / "keys.onnx")
+    mine = load_checkpoint(best)["modules"]["transformer"]
+    assert all(torch.equal(mine[k].float(), back["modules"]["transformer"][k].float()) for k in mine)
+    for bad, said in (("1,2", "0 (the tokens' own key) must be one of them"), ("a,0", "semitones, comma-separated"),
+                      ("0,12", "distinct shifts of less than an octave")):
+        r = subprocess.run([sys.executable, "-m", "training", "transposed", str(best), "--data", str(jsb_path),
+                            f"--shifts={bad}", "--limit", "1", "--out", str(tmp_path / "x.pt")],
+                           capture_output=True, text=True)
+        assert r.returncode == 2 and said in r.stderr, r.stderr[-2000:]
+
+
+def test_the_bundled_continue_model_predicts_the_chorales_better_in_five_keys_than_in_one(tmp_path, jsb_path):
+    """The shipped `continue.onnx` is one Transformer heard in five keys: on JSB test chorales,
+    through the evaluation's own measure, it gives the real next notes more probability than
+    its weights give them in the tokens' own key alone."""
+    from export.onnx_export import export
+    from livegen.models import Model, resolve
+    from training.evaluate import continue_nll
+    from training.from_onnx import checkpoint_from_onnx
+
+    keys = Model("continue")
+    assert keys.info.meta["livegen.transpositions"] == "-2,-1,0,1,2"
+    one = checkpoint_from_onnx(resolve("continue"))
+    assert one.pop("calibration") == {"shifts": [-2, -1, 0, 1, 2], "temperature": 1.1}
+    torch.save(one, tmp_path / "one.pt")
+    alone = Model(str(export(tmp_path / "one.pt", tmp_path / "one.onnx")["file"]))
+    pieces = D.load_jsb(jsb_path).test[:6]
+    (in_keys, count), (in_one, _) = continue_nll(keys, pieces), continue_nll(alone, pieces)
+    assert count > 5000 and in_keys < in_one - 0.015, (in_keys, in_one)
+
+
 def test_a_transformer_learns_its_teachers_probabilities(tmp_path, jsb_path):
     """`--teacher A,B`: the model is trained towards the mean of its teachers' next-token
     probabilities (the KL to them falls); a teacher of another kind or a share outside 0..1

@@ -140,7 +140,10 @@ def weights(proto: onnx.ModelProto, named: dict[str, np.ndarray], module: torch.
 
 def checkpoint_from_onnx(path: str | Path, tolerance: float = 1e-4) -> dict:
     """A checkpoint (as `training.train.load_checkpoint` gives) read back from a contract ONNX
-    file; checked against the file through ONNX Runtime."""
+    file; checked against the file through ONNX Runtime. A Transformer heard in several keys
+    (`training.transformer.Transposed`) gives its one set of weights, and its shifts and
+    temperature as the checkpoint's `calibration` (the exporter makes the same file of it; a
+    fine-tune takes the weights only)."""
     from export.onnx_export import parity, _AccompanyGraph
 
     path = Path(path)
@@ -164,4 +167,5 @@ def checkpoint_from_onnx(path: str | Path, tolerance: float = 1e-4) -> dict:
     return {"schema": CHECKPOINT_SCHEMA, "kind": kind, "model": model, "config": cfg,
             "step": int(step.group(1)) if step else 0, "best_valid": float("inf"),
             "history": [], "run": {"data": meta.get("livegen.training_data", "")},
-            "modules": {MODULE_OF_KIND[kind]: module.state_dict()}, "read_back": {"file": str(path), "max_abs_diff": diff}}
+            "modules": {MODULE_OF_KIND[kind]: module.state_dict()}, "read_back": {"file": str(path), "max_abs_diff": diff},
+            **({"calibration": {"shifts": keys[0], "temperature": keys[1]}} if keys else {})}

@@ -97,16 +97,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="the JSB file (Jsb16thSeparated.json) whose valid split chooses")
     p.add_argument("--shifts", default="-2,-1,0,1,2", help="semitones each copy moves the tokens, with 0")
     p.add_argument("--out", required=True, help="the checkpoint to write (export it with python -m export)")
+    p.add_argument("--limit", type=int, default=0, help="only the first N valid pieces (a quick check)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         shifts = parse_shifts(args.shifts)
-        valid = D.load_source(args.data).valid
+        valid = D.load_source(args.data).valid[: args.limit or None]
         ckpt, table = choose(load_start(args.source), valid, shifts)
     except (D.DataError, ValueError, OSError) as err:
         p.exit(2, f"error: {err}\n")
     print(f"\nvalid split, {ckpt['calibration']['tokens']} tokens: NLL (nats/token) by the logits' temperature\n")
-    print(f"| temperature | {len(shifts)} keys ({args.shifts}) | the tokens' own key alone |")
+    print(f"| temperature | {len(shifts)} key{'s' if len(shifts) > 1 else ''} ({args.shifts}) | the tokens' own key alone |")
     print("|---|---|---|")
     for t, both, alone in table:
         mark = " **(chosen)**" if t == ckpt["calibration"]["temperature"] else ""

@@ -406,7 +406,10 @@ class Harmoniser(Placement):
         a rest for a voice that has been silent SILENT_STEPS steps while the player played (no
         voice stays silent for a bar under the player's notes: a model fine-tuned on string
         quartets learned that a voice that rests rests on, as in a solo passage, and its voices
-        fell silent, 0.7 notes a bar against the quartets' 4.8). Where the file charges
+        fell silent, 0.7 notes a bar against the quartets' 4.8), or on the step where the
+        player plays again after a rest (the voices come in with the player, as the chorales'
+        do after a fermata's breath: after a lone note, a beat's rest and a tune, the
+        Transformer sometimes took the tune for a solo and let it play alone for 8-12 steps). Where the file charges
         parallels (`livegen.parallel_penalty`: a fine-tune's music that has some) they are not
         banned but cost that many nats, on top of `cost`."""
         info = self.model.info
@@ -420,7 +423,7 @@ class Harmoniser(Placement):
                 charge = np.zeros(rest + 1)
                 charge[sorted(moves)] = info.parallel_penalty
                 cost = charge if cost is None else cost + charge
-        if step[0] != rest and self.silent[len(step) - 1] >= self.SILENT_STEPS:
+        if step[0] != rest and (self.silent[len(step) - 1] >= self.SILENT_STEPS or self.rest_run > 0):
             out = sorted(set(out) | {rest})
         return out, cost
 
