@@ -31,10 +31,11 @@ def main() -> int:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--jsb", default=str(JSB))
     ap.add_argument("--harmonise", default="harmonise", help="the harmonise model (default: the bundled one)")
+    ap.add_argument("--continue", dest="cont", default="continue", help="the continue model (default: the bundled one)")
     args = ap.parse_args()
     line = [row[0] if row[0] >= 0 else None for ch in json.loads(Path(args.jsb).read_text())["test"] for row in ch]
     line = line[: args.steps]
-    model = Model("continue", args.device)
+    model = Model(args.cont, args.device)
     rows = {}
     for guessing in (False, True):
         h = Harmoniser(model, SamplingSettings(0.9, 0.95), np.random.default_rng(1), live=True)

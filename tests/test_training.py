@@ -112,12 +112,27 @@ def test_export_matches_torch_and_carries_the_contract(model, tmp_path, jsb_path
     assert m.info.meta["livegen.contract"] == ("2" if model == "chordrnn" else "1")
 
 
+def rendered_in_respond(tmp_path, model) -> list:
+    """The note-ons `livegen render --mode respond` plays with this model for a 16-note tune
+    (the tune's own among them)."""
+    import mido
+
+    song = mido.MidiFile(ticks_per_beat=480)
+    song.tracks.append(mido.MidiTrack([mido.Message("note_on", note=n, velocity=90, time=0 if i == 0 else 240)
+                                       for i, n in enumerate([67, 69, 71, 72] * 4)]
+                                      + [mido.Message("note_off", note=72, time=240)]))
+    song.save(tmp_path / "in.mid")
+    r = subprocess.run([sys.executable, "-m", "livegen", "render", str(tmp_path / "in.mid"), str(tmp_path / "out.mid"),
+                        "--model", str(model), "--mode", "respond"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return [m for t in mido.MidiFile(tmp_path / "out.mid").tracks for m in t if m.type == "note_on" and m.velocity]
+
+
 def test_an_ensemble_of_transformers_plays_as_one_continue_model(tmp_path, jsb_path):
     """`python -m export A.pt B.pt --with ...`: one contract file whose next-token
     probabilities are the mean of its members' (token by token through the packed cache as in
     one pass), which the runtime plays and `render` renders, and which a fine-tune refuses to
     read back by name."""
-    import mido
     from export.onnx_export import export
     from livegen.models import Model
     from training.from_onnx import ReadBackError, checkpoint_from_onnx
@@ -145,16 +160,7 @@ def test_an_ensemble_of_transformers_plays_as_one_continue_model(tmp_path, jsb_p
         return e / e.sum(-1, keepdims=True)
 
     assert np.abs(probs(both) - (probs(alone[0]) + probs(alone[1])) / 2).max() < 1e-5
-    song = mido.MidiFile(ticks_per_beat=480)
-    song.tracks.append(mido.MidiTrack([mido.Message("note_on", note=n, velocity=90, time=0 if i == 0 else 240)
-                                       for i, n in enumerate([67, 69, 71, 72] * 4)]
-                                      + [mido.Message("note_off", note=72, time=240)]))
-    song.save(tmp_path / "in.mid")
-    r = subprocess.run([sys.executable, "-m", "livegen", "render", str(tmp_path / "in.mid"), str(tmp_path / "out.mid"),
-                        "--model", str(tmp_path / "both.onnx"), "--mode", "respond"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-    played = [m for t in mido.MidiFile(tmp_path / "out.mid").tracks for m in t if m.type == "note_on" and m.velocity]
-    assert len(played) > 16        # the player's notes and the ensemble's answer
+    assert len(rendered_in_respond(tmp_path, tmp_path / "both.onnx")) > 16     # the player's notes and the answer
     with pytest.raises(ReadBackError, match="an ensemble of 2 Transformers"):
         checkpoint_from_onnx(tmp_path / "both.onnx")
     run_steps("arcnn", tmp_path, jsb_path, 2)
@@ -170,7 +176,6 @@ def test_a_transformer_heard_in_several_keys_plays_as_one_continue_model(tmp_pat
     logits moved back) at that temperature, token by token through the cache as in one pass;
     the runtime renders with it, a fine-tune reads back the one set of weights, and shifts
     without 0 or not numbers are refused by name."""
-    import mido
     from export.onnx_export import export
     from livegen.models import Model
     from training.from_onnx import checkpoint_from_onnx
@@ -210,16 +215,7 @@ def test_a_transformer_heard_in_several_keys_plays_as_one_continue_model(tmp_pat
         e = np.exp(back - back.max(-1, keepdims=True))
         want += e / e.sum(-1, keepdims=True) / 3
     assert np.abs(np.exp(logits(keys, ids)) - want).max() < 1e-5
-    song = mido.MidiFile(ticks_per_beat=480)
-    song.tracks.append(mido.MidiTrack([mido.Message("note_on", note=n, velocity=90, time=0 if i == 0 else 240)
-                                       for i, n in enumerate([67, 69, 71, 72] * 4)]
-                                      + [mido.Message("note_off", note=72, time=240)]))
-    song.save(tmp_path / "in.mid")
-    r = subprocess.run([sys.executable, "-m", "livegen", "render", str(tmp_path / "in.mid"), str(tmp_path / "out.mid"),
-                        "--model", str(tmp_path / "keys.onnx"), "--mode", "respond"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-    played = [m for t in mido.MidiFile(tmp_path / "out.mid").tracks for m in t if m.type == "note_on" and m.velocity]
-    assert len(played) > 16        # the player's notes and the answer
+    assert len(rendered_in_respond(tmp_path, tmp_path / "keys.onnx")) > 16     # the player's notes and the answer
     back = checkpoint_from_onnx(tmp_path / "keys.onnx")
     mine = load_checkpoint(best)["modules"]["transformer"]
     assert all(torch.equal(mine[k].float(), back["modules"]["transformer"][k].float()) for k in mine)
