@@ -63,6 +63,22 @@ def shift_model(models_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def one_key_continue(models_dir) -> Path:
+    """The bundled `continue` model's Transformer in one key, as it was shipped before it was
+    heard in five (its weights read back and exported alone): for the tests of follow mode's
+    rules that decode thousands of steps with guesses, at a fifth of the five keys' cost."""
+    torch = pytest.importorskip("torch", reason="the training extra (torch) makes the one-key file")
+    from export.onnx_export import export
+    from livegen.models import resolve
+    from training.from_onnx import checkpoint_from_onnx
+
+    weights = checkpoint_from_onnx(resolve("continue"))
+    weights.pop("calibration", None)
+    torch.save(weights, models_dir / "one-key.pt")
+    return Path(export(models_dir / "one-key.pt", models_dir / "one-key.onnx")["file"])
+
+
+@pytest.fixture(scope="session")
 def jsb_path() -> Path:
     if not JSB.exists():
         pytest.fail(f"{JSB} is missing: the JSB benchmark data lives in ../shared/data/jsb beside the project")

@@ -19,6 +19,13 @@ def model():
     return Model("continue", "cpu")
 
 
+@pytest.fixture(scope="module")
+def one_key(one_key_continue):
+    """The same Transformer in one key (conftest): for the rules a file's metadata sets, which
+    do not depend on how many keys it is heard in."""
+    return Model(str(one_key_continue), "cpu")
+
+
 @pytest.fixture(scope="module", params=["continue", "harmonise"])
 def step_model(request):
     """Either model follow mode plays."""
@@ -407,11 +414,12 @@ def test_a_chord_is_heard_whole_though_its_keys_land_one_after_another(name):
     rig.stop()
 
 
-def test_a_files_range_penalty_keeps_each_voice_in_its_range(model):
+def test_a_files_range_penalty_keeps_each_voice_in_its_range(one_key):
     """A continue file's `livegen.voice_ranges` and `livegen.range_penalty` (a fine-tune
     sets them from music whose voices keep to narrower ranges than the chorales') keep each
     voice in its range: in follow mode, decoded on the note or from a guess, and in a respond
     answer, which writes the tune too. Without the penalty the same narrow ranges are left."""
+    model = one_key
     ranges = [(67, 74), (62, 67), (52, 57), (40, 45)]
     line = [s if s is not None else 69 for s in soprano_line(48)]
     info = model.info
@@ -474,11 +482,12 @@ def test_a_tune_in_a_files_own_soprano_range_is_not_moved_by_octaves(model):
         info.voice_ranges, info.range_penalty = saved
 
 
-def test_a_files_parallel_penalty_lets_some_parallels_through(model):
+def test_a_files_parallel_penalty_lets_some_parallels_through(one_key):
     """The chorales' voices avoid parallel fifths and octaves, and follow mode bans them; a
     fine-tune on music that has some (Palestrina: 0.014 a move) writes what they cost instead
     (`livegen.parallel_penalty`), decoded on the note or from a guess: free, the voices move
     in parallels; at a high charge almost never; banned, never."""
+    model = one_key
     from training.evaluate import estimate_key, voice_metrics
 
     tunes = [np.array(c, np.int16)[:64] for c in json.loads(JSB.read_text())["test"][:6]]
@@ -506,10 +515,11 @@ def test_a_files_parallel_penalty_lets_some_parallels_through(model):
     assert banned_rate == 0.0 and charged < 0.005 and free > 0.02, (banned_rate, charged, free)
 
 
-def test_a_files_key_penalty_keeps_the_voices_in_the_key(model):
+def test_a_files_key_penalty_keeps_the_voices_in_the_key(one_key):
     """A continue file's `livegen.key_penalty` (a fine-tune writes the one that fits its
     music) pulls the voices follow mode draws into the key heard in the player's notes, or
     into the player's own `--key`; without it they are drawn as the model has them."""
+    model = one_key
     from livegen.key import scale
     from training.evaluate import estimate_key
 
