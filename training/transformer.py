@@ -200,7 +200,7 @@ class Transposed(nn.Module):
     A Transformer trained on transposed chorales is nearly, not exactly, the same model in
     every key, and its errors differ from key to key: the mean is a cheap ensemble of one set
     of weights. `temperature` (> 1 where the model is overconfident) is chosen on the valid
-    split (`training.calibrate`)."""
+    split (`python -m training transposed`, `training.transposed`)."""
 
     def __init__(self, model: MusicTransformer, shifts: list[int], temperature: float = 1.0):
         super().__init__()

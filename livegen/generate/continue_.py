@@ -409,9 +409,9 @@ class Harmoniser(Placement):
         fell silent, 0.7 notes a bar against the quartets' 4.8), or on the step where the
         player plays again after a rest (the voices come in with the player, as the chorales'
         do after a fermata's breath: after a lone note, a beat's rest and a tune, the
-        Transformer sometimes took the tune for a solo and let it play alone for 8-12 steps). Where the file charges
-        parallels (`livegen.parallel_penalty`: a fine-tune's music that has some) they are not
-        banned but cost that many nats, on top of `cost`."""
+        Transformer sometimes took the tune for a solo and let it play alone for 8-12 steps).
+        Where the file charges parallels (`livegen.parallel_penalty`: a fine-tune's music that
+        has some) they are not banned but cost that many nats, on top of `cost`."""
         info = self.model.info
         rest = info.pitch_count
         if info.parallels_banned:
