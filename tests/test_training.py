@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the training extra (torch) is not installed")
 
 from training import data as D  # noqa: E402
-from training.train import RunConfig, fit, load_checkpoint  # noqa: E402
+from training.train import RunConfig, fit, load_checkpoint, transformer_of  # noqa: E402
 
 TINY = {
     "gan": {"width": 8, "critic_width": 8, "critic_steps": 2, "z_dim": 4},
@@ -219,6 +219,9 @@ def test_a_transformer_heard_in_several_keys_plays_as_one_continue_model(tmp_pat
     back = checkpoint_from_onnx(tmp_path / "keys.onnx")
     mine = load_checkpoint(best)["modules"]["transformer"]
     assert all(torch.equal(mine[k].float(), back["modules"]["transformer"][k].float()) for k in mine)
+    with torch.no_grad():      # a teacher (--teacher keys.onnx) is the file as it plays, all its keys
+        taught, _ = transformer_of(back).eval()(torch.from_numpy(ids))
+    assert np.abs(taught[0].numpy() - logits(keys, ids)).max() < 1e-4
     for bad, said in (("1,2", "0 (the tokens' own key) must be one of them"), ("a,0", "semitones, comma-separated"),
                       ("0,12", "distinct shifts of less than an octave")):
         r = subprocess.run([sys.executable, "-m", "training", "transposed", str(best), "--data", str(jsb_path),

@@ -25,7 +25,7 @@ from training import data as D
 from training.arcnn import ARCNN, ARCNNConfig, corrupt, edit_loss
 from training.chordrnn import ChordRNN, ChordRNNConfig, model_inputs, step_tokens
 from training.gan import Critic, GANConfig, Generator, best_of_k_cross_entropy, gradient_penalty, voice_targets
-from training.transformer import Ensemble, MusicTransformer, TransformerConfig, tokens_from_voices
+from training.transformer import Ensemble, MusicTransformer, Transposed, TransformerConfig, tokens_from_voices
 
 log = logging.getLogger("training")
 
@@ -217,9 +217,7 @@ class TransformerTask(Task):
             start = load_start(spec.strip())
             if start["model"] != "transformer":
                 raise ValueError(f"--teacher {spec}: {start['model']} weights, not a Transformer's")
-            member = MusicTransformer(TransformerConfig(**start["config"]))
-            member.load_state_dict({n: t.float() for n, t in start["modules"]["transformer"].items()})
-            members.append(member)
+            members.append(transformer_of(start))
         teacher = Ensemble(members).to(self.device).eval()
         if teacher.cfg.pitch_count != self.cfg.pitch_count:
             raise ValueError(f"--teacher: {teacher.cfg.pitch_count} pitches, the model {self.cfg.pitch_count}")
@@ -448,6 +446,15 @@ def save_checkpoint(path: Path, task: Task, step: int, history: list, best: floa
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)   # an interrupted save never leaves a broken checkpoint
+
+
+def transformer_of(ckpt: dict) -> torch.nn.Module:
+    """A `continue` checkpoint's Transformer, as its file plays it: heard in the keys of its
+    `calibration` where it has one (`training.transformer.Transposed`; the bundled model)."""
+    model = MusicTransformer(TransformerConfig(**ckpt["config"]))
+    model.load_state_dict({n: t.float() for n, t in ckpt["modules"]["transformer"].items()})
+    cal = ckpt.get("calibration")
+    return Transposed(model, list(cal["shifts"]), float(cal["temperature"])) if cal else model
 
 
 def load_start(spec: str) -> dict:
