@@ -514,15 +514,15 @@ def runs_realtime(pid: int) -> bool:
 
 def _start_jackd(server: str | None, realtime: bool, wait_s: float) -> subprocess.Popen:
     """jackd -d dummy, answering; `.realtime` (asked for and granted) and `.period` (frames) set."""
-    period = JACK_REALTIME_PERIOD if realtime else JACK_DUMMY_PERIOD
-    cmd = ["jackd"] + (["-n", server] if server else []) + jack_dummy_args(realtime, period)
+    args = jack_dummy_args(realtime)
+    cmd = ["jackd"] + (["-n", server] if server else []) + args
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise PortError(f"jackd exited at once (code {proc.returncode}); is another server of that name running?")
         if jack_server_running(server):
-            proc.realtime, proc.period = realtime and runs_realtime(proc.pid), period
+            proc.realtime, proc.period = realtime and runs_realtime(proc.pid), int(args[-1])
             return proc
         time.sleep(0.1)
     proc.terminate()

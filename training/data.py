@@ -407,6 +407,24 @@ def load_source(spec: str, cache_dir: str | Path | None = None, hold_out: str = 
     raise DataError(f"{spec}: not a data source (use jsb:FILE.json, music21 or midi:FOLDER)")
 
 
+def scoring_windows(length: int, max_context: int, stride: int | None = None):
+    """How a sequence of `length` tokens is scored by a model of `max_context` (BOS + the
+    rest): (start, end, first) per window, its tokens [start, end) fed after BOS and the
+    predictions from `first` on (the ones not scored by an earlier window) counted. Windows
+    slide by `stride` tokens (half a context, whole steps, by default), so each token is scored
+    once, with at least max_context - stride tokens before it once the sequence is longer."""
+    n = max_context - 1
+    stride = stride or (n // 2 // 4) * 4
+    scored_to, start = 0, 0
+    while True:
+        end = min(start + n, length)
+        yield start, end, scored_to - start
+        scored_to = end
+        if scored_to >= length:
+            return
+        start += stride
+
+
 def piano_roll(voices: np.ndarray) -> np.ndarray:
     """(steps, V) pitches -> (V, steps, PITCH_COUNT) float32 one-hot roll."""
     steps, nv = voices.shape

@@ -34,28 +34,19 @@ MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.
 def continue_nll(model: Model, chorales: list[np.ndarray], stride_steps: int | None = None) -> tuple[float, int]:
     """Mean NLL (nats/token) over whole test chorales, in sliding windows of max_context."""
     info = model.info
-    n = info.max_context - 1
-    stride = (stride_steps * 4) if stride_steps else (n // 2 // 4) * 4
     layers, two, heads, head_dim = info.past_shape
     empty = np.zeros((layers, two, 1, heads, 0, head_dim), np.float32)
     total, count = 0.0, 0
     for chorale in chorales:
         tokens = voices_to_tokens(chorale, info)
-        scored_to, start = 0, 0
-        while True:
-            body = tokens[start:start + n]
-            ids = np.concatenate([[info.bos_id], body])[None].astype(np.int64)
+        for start, end, first in D.scoring_windows(len(tokens), info.max_context, stride_steps and stride_steps * 4):
+            ids = np.concatenate([[info.bos_id], tokens[start:end]])[None].astype(np.int64)
             logits = model.run({"input_ids": ids[:, :-1], "past": empty})["logits"][0].astype(np.float64)
             logits -= logits.max(axis=1, keepdims=True)
             logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-            nll = -logp[np.arange(len(body)), ids[0, 1:]]
-            first = scored_to - start
+            nll = -logp[np.arange(end - start), ids[0, 1:]]
             total += float(nll[first:].sum())
             count += len(nll) - first
-            scored_to = start + len(body)
-            if scored_to >= len(tokens):
-                break
-            start += stride
     return total / count, count
 
 

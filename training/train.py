@@ -377,27 +377,17 @@ def sequence_nll(model: MusicTransformer, sequences: list[np.ndarray], cfg: Tran
     Every window starts with BOS at a step boundary; each token is scored once, with at
     least max_context - stride tokens of context once the sequence is longer than a window.
     """
-    n = cfg.max_context - 1
-    stride = stride or (n // 2 // 4) * 4
     total, count = 0.0, 0
     model.eval()
     for tokens in sequences:
-        scored_to = 0
-        start = 0
-        while True:
-            body = tokens[start:start + n]
-            ids = torch.from_numpy(np.concatenate([[cfg.bos_id], body])[None]).to(device)
+        for start, end, first in D.scoring_windows(len(tokens), cfg.max_context, stride):
+            ids = torch.from_numpy(np.concatenate([[cfg.bos_id], tokens[start:end]])[None]).to(device)
             logits, _ = model(ids[:, :-1])
             logp = F.log_softmax(logits[0].float(), dim=-1)
             targets = ids[0, 1:]
             nll = -logp.gather(1, targets[:, None])[:, 0]
-            first_new = scored_to - start
-            total += nll[first_new:].sum().item()
-            count += len(nll) - first_new
-            scored_to = start + len(body)
-            if scored_to >= len(tokens):
-                break
-            start += stride
+            total += nll[first:].sum().item()
+            count += len(nll) - first
     model.train()
     return total / max(count, 1)
 

@@ -19,11 +19,10 @@ import sys
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from training import data as D
-from training.transformer import MusicTransformer, Transposed, TransformerConfig, mix, tokens_from_voices
+from training.transformer import Transposed, mix, tokens_from_voices
 
 TEMPERATURES = tuple(round(0.8 + 0.05 * i, 2) for i in range(17))      # 0.8 .. 1.6
 
@@ -44,22 +43,13 @@ def scored_logits(model: Transposed, sequences: list[np.ndarray], progress: bool
     (windows of max_context from BOS, sliding by half): the copies' logits moved back, (N, k, V),
     and the tokens, (N,)."""
     cfg = model.model.cfg
-    n = cfg.max_context - 1
-    stride = (n // 2 // 4) * 4
     logits, targets = [], []
     for tokens in tqdm(sequences, desc="valid split", unit="piece", disable=not progress, dynamic_ncols=True):
-        scored_to, start = 0, 0
-        while True:
-            body = tokens[start:start + n]
-            ids = torch.from_numpy(np.concatenate([[cfg.bos_id], body])[None])
+        for start, end, first in D.scoring_windows(len(tokens), cfg.max_context):
+            ids = torch.from_numpy(np.concatenate([[cfg.bos_id], tokens[start:end]])[None])
             mapped, _ = model.mapped(ids[:, :-1])
-            first = scored_to - start
             logits.append(mapped[0, :, first:].transpose(0, 1))
             targets.append(ids[0, 1 + first:])
-            scored_to = start + len(body)
-            if scored_to >= len(tokens):
-                break
-            start += stride
     return torch.cat(logits), torch.cat(targets)
 
 
@@ -74,9 +64,10 @@ def choose(ckpt: dict, valid: list[np.ndarray], shifts: list[int], progress: boo
     unmoved copy's NLL), every figure on `valid`."""
     if ckpt.get("model") != "transformer":
         raise ValueError(f"{ckpt.get('model')} weights: only a continue Transformer is heard in several keys")
-    cfg = TransformerConfig(**ckpt["config"])
-    model = MusicTransformer(cfg)
-    model.load_state_dict({n: t.float() for n, t in ckpt["modules"]["transformer"].items()})
+    from training.train import transformer_of
+
+    model = transformer_of({k: v for k, v in ckpt.items() if k != "calibration"})    # (its own keys, not a file's)
+    cfg = model.cfg
     keys = Transposed(model.eval(), shifts).eval()
     sequences = [tokens_from_voices(c, D.PITCH_LOW, cfg.pitch_count, None) for c in valid]
     mapped, targets = scored_logits(keys, sequences, progress)
